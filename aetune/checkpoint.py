@@ -1,0 +1,67 @@
+"""Checkpoint bundles: weights, optimizer, config, epoch, history and RNG state — written atomically,
+read with weights_only=True so a checkpoint file can never run code."""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aetune.config import TrialConfig
+from aetune.errors import UsageError
+from aetune.models import Autoencoder, build_model
+
+FORMAT_VERSION = 1
+CHECKPOINT_FILE = "checkpoint.pt"
+REQUIRED_KEYS = ("format_version", "config", "input_shape", "model", "epoch")
+
+
+class CheckpointError(UsageError):
+    """A checkpoint is missing, truncated, unsafe or does not fit its config; the message names the file."""
+
+
+def save_checkpoint(bundle: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write to a temporary file beside the target, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format_version": FORMAT_VERSION, **bundle}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path (runs/<name>/summary.json lists them)")
+    try:
+        bundle = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"checkpoint {path} was refused: it holds pickled objects beyond tensors and plain "
+                              f"values, which could run code ({str(err).splitlines()[0][:120]}); "
+                              "only load checkpoints written by aetune") from None
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__}); "
+                              "rerun the trial or pick another checkpoint") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(bundle, dict) or k not in bundle]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not an aetune checkpoint (missing {', '.join(missing)})")
+    return bundle
+
+
+def model_from_checkpoint(bundle: dict[str, Any], path: str | os.PathLike = "checkpoint") -> Autoencoder:
+    """Rebuild the model from the config stored beside its weights; a mismatch is a clear error."""
+    try:
+        model = build_model(TrialConfig.from_dict(bundle["config"]), tuple(bundle["input_shape"]))
+        model.load_state_dict(bundle["model"])
+    except (UsageError, RuntimeError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path}: its config does not match its weights ({first[:160]})") from None
+    return model.eval()

@@ -1,0 +1,109 @@
+"""The trial config: one flat record whose keys are the same in YAML, Ray trials, TensorBoard and checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from aetune.errors import UsageError
+
+ModelName = Literal["dense", "conv", "vae"]
+LossName = Literal["bce", "mse"]
+DatasetName = Literal["mnist", "fashion_mnist", "kmnist"]
+
+
+class ConfigError(UsageError):
+    """A trial config value is wrong; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    model: ModelName = "dense"
+    hidden_layers: tuple[int, ...] = ()  # empty: the shallow 784-code-784 autoencoder
+    code_size: int = 32  # dense and vae; a conv code is the last feature map
+    filters: tuple[int, ...] = (16, 8, 8)  # conv only
+    noise_factor: float = 0.0  # > 0 makes it a denoising autoencoder
+    l1: float = 0.0  # > 0 makes it sparse (Keras activity_regularizer=l1)
+    loss: LossName = "bce"
+    lr: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 10
+    seed: int = 0
+    dataset: DatasetName = "mnist"
+    train_size: int | None = None  # None: the whole split
+    test_size: int | None = None
+    amp: bool = False  # bf16 autocast on CUDA
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys are {', '.join(sorted(known))}")
+        clean = {name: _coerce(name, value) for name, value in values.items()}
+        config = cls(**clean)
+        config.check()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML/weights_only-safe values (lists, not tuples)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def check(self) -> None:
+        _positive("code_size", self.code_size)
+        _positive("batch_size", self.batch_size)
+        _positive("epochs", self.epochs)
+        if self.model == "conv" and not self.filters:
+            raise ConfigError("filters: empty list; give at least one conv filter count, e.g. [16, 8, 8]")
+        if self.model == "vae" and self.l1 > 0:
+            raise ConfigError("l1: the L1 activity penalty applies to dense and conv codes, not the vae; set l1: 0")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ConfigError(f"lr: must be a positive number, got {self.lr}")
+        for name in ("noise_factor", "l1"):
+            if not getattr(self, name) >= 0 or not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("train_size", "test_size"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name}: must be > 0, got {value}")
+
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}
+_CHOICES = {"model": get_args(ModelName), "loss": get_args(LossName), "dataset": get_args(DatasetName)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check one value's type; YAML and Optuna hand over ints, floats, strings and lists."""
+    if name in _CHOICES:
+        if value not in _CHOICES[name]:
+            raise ConfigError(f"{name}: unknown value {value!r}; choose one of {', '.join(_CHOICES[name])}")
+        return value
+    if name in ("hidden_layers", "filters"):
+        if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+            raise ConfigError(f"{name}: must be a list of integers, e.g. [128, 64], got {value!r}")
+        if any(v <= 0 for v in value):
+            raise ConfigError(f"{name}: every layer size must be > 0, got {list(value)}")
+        return tuple(int(v) for v in value)
+    if name in ("train_size", "test_size") and value is None:
+        return None
+    if name == "amp":
+        if not isinstance(value, bool):
+            raise ConfigError(f"amp: must be true or false, got {value!r}")
+        return value
+    if "float" in _FIELD_TYPES[name]:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"{name}: must be a number, got {value!r}")
+        return float(value)
+    if not _is_int(value):
+        raise ConfigError(f"{name}: must be an integer, got {value!r}")
+    return int(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -1,0 +1,75 @@
+"""The contract every autoencoder keeps, and the one output type the trainer and evaluator read."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aetune.config import TrialConfig
+
+
+@dataclass
+class Output:
+    """One forward pass through a variant's objective. Scalars are means over the batch."""
+
+    logits: torch.Tensor  # decoder pre-activation; sigmoid(logits) is the reconstruction
+    code: torch.Tensor  # the deterministic code (the VAE's mean)
+    loss: torch.Tensor  # the variant's own objective: recon_loss + reg_loss
+    recon_loss: torch.Tensor
+    reg_loss: torch.Tensor  # L1 activity penalty, or the VAE's KL term
+
+    @property
+    def recon(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits)
+
+
+def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str, per_image_sum: bool) -> torch.Tensor:
+    """BCE (from logits: stable, and safe under autocast) or MSE: Keras-style per-pixel mean, or per-image sum."""
+    if kind == "bce":
+        pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    else:
+        pixel = F.mse_loss(torch.sigmoid(logits), target, reduction="none")
+    return pixel.flatten(1).sum(1).mean() if per_image_sum else pixel.mean()
+
+
+def keras_init(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases, as the Keras originals (PyTorch's default ends ~8% worse)."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.xavier_uniform_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class Autoencoder(nn.Module):
+    """encode(x) -> code, decode(code) -> image in [0, 1]; objective(x, target) -> Output."""
+
+    def __init__(self, config: TrialConfig, input_shape: tuple[int, int, int]):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.loss_kind = config.loss
+        self.l1 = config.l1
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode_logits(self, code: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decode_logits(code))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The deterministic code of x (what scatter plots and interpolations use)."""
+        return self.encode(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def objective(self, x: torch.Tensor, target: torch.Tensor) -> Output:
+        code = self.encode(x)
+        logits = self.decode_logits(code)
+        recon = reconstruction_loss(logits, target, self.loss_kind, per_image_sum=False)
+        # Keras activity_regularizer=l1(lambda): lambda * sum|code| per image, averaged over the batch.
+        reg = self.l1 * code.abs().flatten(1).sum(1).mean() if self.l1 else recon.new_zeros(())
+        return Output(logits, code, recon + reg, recon, reg)

@@ -1,0 +1,34 @@
+"""Mirrored MLP autoencoder: the vanilla (shallow), deep, sparse and denoising dense variants."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from aetune.config import TrialConfig
+from aetune.models.base import Autoencoder
+
+
+def mlp(sizes: list[int], final_relu: bool) -> nn.Sequential:
+    """Linear layers between consecutive sizes, ReLU after each (after the last only if final_relu)."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if final_relu or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class DenseAE(Autoencoder):
+    def __init__(self, config: TrialConfig, input_shape: tuple[int, int, int]):
+        super().__init__(config, input_shape)
+        sizes = [math.prod(input_shape), *config.hidden_layers, config.code_size]
+        self.encoder = nn.Sequential(nn.Flatten(), mlp(sizes, final_relu=True))
+        self.decoder = nn.Sequential(mlp(sizes[::-1], final_relu=False), nn.Unflatten(1, input_shape))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode_logits(self, code: torch.Tensor) -> torch.Tensor:
+        return self.decoder(code)

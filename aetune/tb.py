@@ -1,0 +1,88 @@
+"""TensorBoard for one trial: metric scalars under readable tags, reconstruction grids, and the HParams entry."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+from torchvision.utils import make_grid
+
+from aetune.config import TrialConfig
+from aetune.data import add_noise, to_float
+
+# Every metric once, under one tag; the HParams dashboard reads the same tags (no duplicate "hparams/" copies).
+SCALAR_TAGS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "val_bce": "reconstruction/val_bce",
+    "val_mse": "reconstruction/val_mse",
+    "code_l1": "code/mean_abs",
+    "kl": "vae/kl",
+    "samples_per_s": "speed/samples_per_s",
+}
+HPARAM_METRICS = ("val_loss", "val_bce")
+IMAGE_TAG = "reconstructions"
+
+
+def hparam_values(config: TrialConfig) -> dict[str, int | float | str | bool]:
+    """Config keys as HParams values: lists become '128-64' strings, None becomes 'all'."""
+    out: dict[str, int | float | str | bool] = {}
+    for key, value in config.to_dict().items():
+        if isinstance(value, list):
+            value = "-".join(map(str, value)) or "none"
+        out[key] = "all" if value is None else value
+    return out
+
+
+class TrialLogger:
+    """Writes one TensorBoard run (the trial's folder). Images of 8 fixed test digits every `image_every` epochs."""
+
+    def __init__(self, logdir: str | Path, config: TrialConfig, digits: torch.Tensor, resumed: bool = False,
+                 image_every: int = 5):
+        self.config = config
+        self.image_every = image_every
+        self.writer = SummaryWriter(str(logdir))
+        self.digits = to_float(digits.cpu())
+        # Fixed noise, so the noisy row is the same picture at every epoch.
+        noise = torch.Generator().manual_seed(config.seed)
+        self.noisy = add_noise(self.digits, config.noise_factor, noise) if config.noise_factor else None
+        if not resumed:  # a resumed trial already wrote its HParams entry
+            metrics = {SCALAR_TAGS[m]: 0.0 for m in HPARAM_METRICS}
+            experiment, start, _ = hparams(hparam_values(config), metrics)
+            self.writer.file_writer.add_summary(experiment)
+            self.writer.file_writer.add_summary(start)
+
+    def log_epoch(self, metrics: dict[str, float], model: torch.nn.Module) -> None:
+        epoch = int(metrics["epoch"])
+        for key, tag in SCALAR_TAGS.items():
+            if key in metrics:
+                self.writer.add_scalar(tag, metrics[key], epoch)
+        if epoch == 1 or epoch % self.image_every == 0 or epoch == self.config.epochs:
+            self.writer.add_image(IMAGE_TAG, self.reconstruction_grid(model), epoch)
+        self.writer.flush()
+
+    @torch.inference_mode()
+    def reconstruction_grid(self, model: torch.nn.Module) -> torch.Tensor:
+        """Rows: input, noisy input (denoising only), reconstruction."""
+        model.eval()
+        device = next(model.parameters()).device
+        inputs = self.noisy if self.noisy is not None else self.digits
+        output = model(inputs.to(device)).float().cpu()
+        rows = [self.digits] + ([self.noisy] if self.noisy is not None else []) + [output]
+        return make_grid(torch.cat(rows), nrow=len(self.digits), padding=2, pad_value=1.0)
+
+    def close(self, status: str = "success") -> None:
+        _, _, end = hparams({}, {})
+        if status != "success":
+            from tensorboard.plugins.hparams import api_pb2, summary as hp_summary
+
+            end = hp_summary.session_end_pb(api_pb2.STATUS_FAILURE)
+        self.writer.file_writer.add_summary(end)
+        self.writer.close()
+
+    def __enter__(self) -> "TrialLogger":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("success" if exc_type is None else "failure")

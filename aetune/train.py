@@ -1,0 +1,247 @@
+"""One trial: a model, its optimizer and the dataset resident on one device; an epoch loop that returns metrics.
+
+Standalone: python -m aetune.train --model dense --hidden-layers 128 64 --code-size 32 --epochs 5 --out runs/one
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from aetune.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from aetune.config import ConfigError, TrialConfig
+from aetune.data import ImageData, add_noise, load_data, to_float
+from aetune.errors import UsageError, cli
+from aetune.models import build_model
+
+EVAL_BATCH = 2048
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def is_finite(metrics: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in metrics.values())
+
+
+class Trainer:
+    """Trains one config; seedable, deterministic on CPU, and resumable from its own state_dict."""
+
+    def __init__(self, config: TrialConfig, data: ImageData, device: torch.device | str | None = None):
+        self.config = config
+        self.device = torch.device(device) if device else default_device()
+        torch.manual_seed(config.seed)  # model init and VAE sampling
+        self.model = build_model(config, data.shape).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.data = data.to(self.device)
+        self.generator = torch.Generator(self.device).manual_seed(config.seed)  # batch order and noise
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self._sanity_check()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
+
+    def _sanity_check(self) -> None:
+        """One forward pass before any training, so a bad architecture fails here with its likely causes."""
+        batch = to_float(self.data.test_x[:2])
+        try:
+            with torch.no_grad():
+                self.model.eval()
+                out = self.model.objective(batch, batch)
+        except RuntimeError as err:
+            raise UsageError(f"{self.config.model} model cannot run on {self.config.dataset} images of shape "
+                             f"{tuple(batch.shape[1:])}: {str(err).splitlines()[0]}; check filters/hidden_layers/"
+                             "code_size against the input size") from None
+        if out.logits.shape != batch.shape:
+            raise UsageError(f"{self.config.model} model reconstructs {tuple(out.logits.shape[1:])} from "
+                             f"{tuple(batch.shape[1:])}; check filters against the input size")
+
+    def train_epoch(self) -> dict[str, float]:
+        cfg, model, optimizer = self.config, self.model, self.optimizer
+        model.train()
+        start = time.perf_counter()
+        n = len(self.data.train_x)
+        # One gather per epoch; each batch is then a view of the shuffled copy.
+        shuffled = self.data.train_x[torch.randperm(n, device=self.device, generator=self.generator)]
+        total = torch.zeros((), device=self.device)
+        for i in range(0, n, cfg.batch_size):
+            clean = to_float(shuffled[i:i + cfg.batch_size])
+            inputs = add_noise(clean, cfg.noise_factor, self.generator) if cfg.noise_factor else clean
+            with self._autocast():
+                loss = model.objective(inputs, clean).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(clean)  # stays on the device: no sync per step
+        train_loss = total.item() / n
+        return {"train_loss": train_loss, "samples_per_s": n / (time.perf_counter() - start)}
+
+    @torch.inference_mode()
+    def evaluate(self) -> dict[str, float]:
+        """Metrics on the held-out split; denoising validation noise is the same every epoch."""
+        cfg, model = self.config, self.model
+        model.eval()
+        noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        sums = {"val_loss": 0.0, "val_bce": 0.0, "val_mse": 0.0, "code_l1": 0.0, "kl": 0.0}
+        n, pixels, code_numel = len(self.data.test_x), 0, 0
+        for chunk in self.data.test_x.split(EVAL_BATCH):
+            clean = to_float(chunk)
+            with self._autocast():
+                out = model.objective(clean, clean)
+                objective = model.objective(add_noise(clean, cfg.noise_factor, noise), clean) if cfg.noise_factor else out
+            logits = out.logits.float()
+            sums["val_loss"] += objective.loss.float() * len(clean)
+            sums["val_bce"] += F.binary_cross_entropy_with_logits(logits, clean, reduction="sum")
+            sums["val_mse"] += F.mse_loss(torch.sigmoid(logits), clean, reduction="sum")
+            sums["code_l1"] += out.code.float().abs().sum()
+            sums["kl"] += out.reg_loss.float() * len(clean)
+            pixels += clean.numel()
+            code_numel += out.code.numel()
+        metrics = {
+            "val_loss": float(sums["val_loss"]) / n,
+            "val_bce": float(sums["val_bce"]) / pixels,
+            "val_mse": float(sums["val_mse"]) / pixels,
+            "code_l1": float(sums["code_l1"]) / code_numel,
+        }
+        if cfg.model == "vae":
+            metrics["kl"] = float(sums["kl"]) / n
+        return metrics
+
+    def run_epoch(self) -> dict[str, float]:
+        """Train one epoch, evaluate, and append the metrics to the history."""
+        train = self.train_epoch()
+        metrics = {"epoch": self.epoch + 1, **train, **self.evaluate()}
+        self.epoch += 1
+        self.history.append(metrics)
+        return metrics
+
+    @property
+    def best_val_loss(self) -> float:
+        finite = [h["val_loss"] for h in self.history if math.isfinite(h["val_loss"])]
+        return min(finite, default=math.inf)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "input_shape": list(self.data.shape),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "best_val_loss": self.best_val_loss,
+            "history": self.history,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "generator": self.generator.get_state(),
+            },
+        }
+
+    def load_state_dict(self, bundle: dict[str, Any]) -> None:
+        """Restore a bundle written by state_dict() for the same config (`epochs` may differ: train on)."""
+        ours, theirs = self.config.to_dict(), {**bundle["config"], "epochs": self.config.epochs}
+        changed = sorted(k for k in ours if ours[k] != theirs.get(k))
+        if changed:
+            key = changed[0]
+            raise CheckpointError(f"checkpoint was trained with {key}={theirs.get(key)!r}, not {ours[key]!r}; "
+                                  "resume with the same config or start a new run")
+        self.model.load_state_dict(bundle["model"])
+        self.optimizer.load_state_dict(bundle["optimizer"])
+        self.epoch = int(bundle["epoch"])
+        self.history = list(bundle["history"])
+        rng = bundle["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.generator.set_state(rng["generator"])
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(self.state_dict(), path)
+
+
+def trainer_for(config: TrialConfig, data_root: str | None = None, download: bool = True,
+                device: torch.device | str | None = None) -> Trainer:
+    """Load (or reuse) the config's dataset and build its Trainer."""
+    data = load_data(config.dataset, str(data_root) if data_root else None, config.train_size, config.test_size,
+                     download)
+    return Trainer(config, data, device)
+
+
+# --- standalone command line -------------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m aetune.train",
+        description="Train one autoencoder config (no search). Flags override --config.",
+        epilog="example: python -m aetune.train --model conv --filters 16 8 8 --epochs 5 --out runs/conv",
+    )
+    parser.add_argument("--config", type=Path, help="YAML file of trial config keys")
+    parser.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoint and TensorBoard folder")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--data-root", help="dataset root (default: $AETUNE_DATA or ~/.cache/aetune/data)")
+    parser.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    for field in dataclasses.fields(TrialConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.name in ("hidden_layers", "filters"):
+            parser.add_argument(flag, type=int, nargs="*", default=None)
+        elif field.name == "amp":
+            parser.add_argument(flag, action="store_true", default=None, help="bf16 autocast")
+        else:
+            kind = str if field.name in ("model", "loss", "dataset") else float if "float" in str(field.type) else int
+            parser.add_argument(flag, type=kind, default=None)
+    return parser
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise UsageError(f"cannot read config {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"config {path} must be a mapping of trial config keys")
+    return values
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    from aetune.tb import TrialLogger  # tensorboard only when logging
+
+    args = _parser().parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(TrialConfig)}
+    values = _read_yaml(args.config) if args.config else {}
+    values |= {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    try:
+        config = TrialConfig.from_dict(values)
+    except ConfigError as err:
+        raise ConfigError(f"{args.config or 'flags'}: {err}") from None
+    trainer = trainer_for(config, args.data_root, download=not args.no_download, device=args.device)
+    checkpoint = args.out / CHECKPOINT_FILE
+    if args.resume:
+        trainer.load_state_dict(load_checkpoint(checkpoint))
+    logger = TrialLogger(args.out, config, trainer.data.test_x[:8], resumed=trainer.epoch > 0)
+    with logger:
+        while trainer.epoch < config.epochs:
+            metrics = trainer.run_epoch()
+            logger.log_epoch(metrics, trainer.model)
+            print("  ".join(f"{k}={v:.5g}" for k, v in metrics.items()), flush=True)
+            if not is_finite(metrics):
+                print("aetune: training diverged (non-finite loss); lower lr", file=sys.stderr)
+                return 1
+            trainer.save(checkpoint)
+    print(f"checkpoint: {checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
