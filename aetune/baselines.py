@@ -1,0 +1,100 @@
+"""What a learned autoencoder has to beat, and the per-image scores every reconstruction is judged by.
+
+- mean image: every input reconstructed as the training mean (all a code of size 0 can say);
+- PCA with k components: the best squared error any *linear* k-dimensional code can reach (a linear autoencoder
+  trained with MSE spans this subspace). Fitted by an exact SVD in float64 on the first PCA_FIT_IMAGES training
+  images, so it is deterministic (torch.pca_lowrank is randomised).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+PCA_FIT_IMAGES = 10_000  # 10k x 784 in float64: under a second to decompose on 2 cores
+EPS = 1e-7  # Keras' epsilon: probabilities are clipped to [EPS, 1 - EPS] before BCE's logarithms
+
+
+@dataclass(frozen=True)
+class PCA:
+    mean: torch.Tensor  # D
+    components: torch.Tensor  # k x D, orthonormal rows, by decreasing variance
+    explained: torch.Tensor  # k: fraction of the total variance along each component
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, k: int | None = None) -> "PCA":
+        """x: N x ... (flattened to N x D); keeps min(k, N, D) components (all of them when k is None)."""
+        x = x.flatten(1).double()
+        mean = x.mean(0)
+        _, singular, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        variance = singular.pow(2)
+        return cls(mean.float(), vh[:k].float().contiguous(), (variance[:k] / variance.sum()).float())
+
+    @property
+    def k(self) -> int:
+        return len(self.components)
+
+    def top(self, k: int) -> "PCA":
+        """The first k components: one SVD serves every code size."""
+        return PCA(self.mean, self.components[:k], self.explained[:k])
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1) - self.mean) @ self.components.T
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Orthogonal projection onto the principal subspace (unclipped), in x's shape."""
+        return (self.transform(x) @ self.components + self.mean).view_as(x)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The projection clipped to the pixel range, so it is an image like any decoder's output."""
+        return self.project(x).clamp(0.0, 1.0)
+
+
+def pca_components(code_numel: int, pixels: int) -> int:
+    """PCA rank matched to a code. A dense or VAE code gets its own size. A conv code is a feature map that can
+    hold more numbers than the image (32 x 7 x 7 = 1568 > 784), where a PCA of that rank would be exact and the
+    comparison void, so its rank is capped at a quarter of the pixels (196 on MNIST)."""
+    return max(1, min(code_numel, pixels // 4))
+
+
+def image_bce(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image mean BCE of probabilities (baselines: no logits), clipped like Keras."""
+    pixel = F.binary_cross_entropy(probs.clamp(EPS, 1 - EPS), target, reduction="none")
+    return pixel.flatten(1).mean(1)
+
+
+def image_bce_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image mean BCE from decoder logits: exact where the sigmoid saturates; the trainer's val_bce."""
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
+
+
+def image_mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (recon - target).pow(2).flatten(1).mean(1)
+
+
+def psnr(mse: float) -> float:
+    """Peak signal-to-noise ratio in dB for pixels in [0, 1], from the split's mean MSE."""
+    return 10 * math.log10(1 / mse) if mse > 0 else math.inf
+
+
+def summarise(bce: torch.Tensor, mse: torch.Tensor, suffix: str = "") -> dict[str, float]:
+    """Means over images of per-image scores, plus the PSNR of the mean MSE."""
+    mean_mse = float(mse.mean())
+    return {f"bce{suffix}": float(bce.mean()), f"mse{suffix}": mean_mse, f"psnr{suffix}": psnr(mean_mse)}
+
+
+def score(reconstruct, images: torch.Tensor, batch: int = 4096) -> dict[str, float]:
+    """Scores of a reconstruction function (float images in, images in [0, 1] out) over float images."""
+    bce, mse = [], []
+    for clean in images.split(batch):
+        recon = reconstruct(clean)
+        bce.append(image_bce(recon, clean))
+        mse.append(image_mse(recon, clean))
+    return summarise(torch.cat(bce), torch.cat(mse))
+
+
+def mean_image(train: torch.Tensor) -> torch.Tensor:
+    """The training mean, C x H x W."""
+    return train.mean(0)

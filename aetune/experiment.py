@@ -1,0 +1,100 @@
+"""The on-disk layout of an experiment, and summary.json: the search's output and the evaluation's input.
+
+runs/<name>/space.yaml        the search space actually used
+runs/<name>/<variant>/        Ray Tune's experiment folder: one folder per trial (event files, checkpoints)
+runs/<name>/summary.json      best trial per variant (paths relative to runs/<name>)
+runs/<name>/eval/             figures, leaderboard and report.html
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aetune.errors import UsageError
+
+SUMMARY_FILE = "summary.json"
+SPACE_FILE = "space.yaml"
+EVAL_DIR = "eval"
+
+
+@dataclass
+class VariantResult:
+    """The best trial of one variant, or why there is none."""
+
+    trial_id: str | None
+    config: dict[str, Any]  # trial config keys (aetune.config.TrialConfig.to_dict())
+    metrics: dict[str, float]  # the reported metrics of the best checkpoint's epoch
+    checkpoint: str | None  # path of checkpoint.pt, relative to the experiment folder
+    trial_dir: str | None  # relative to the experiment folder: the trial's TensorBoard run
+    trials: int = 0  # how many trials the variant ran
+    errored: list[dict[str, str]] = field(default_factory=list)  # [{"trial_id", "error_file"}]
+    diverged: list[str] = field(default_factory=list)  # trial ids that ended with a non-finite loss
+
+
+@dataclass
+class Summary:
+    name: str
+    metric: str
+    mode: str
+    variants: dict[str, VariantResult]
+
+    def write(self, experiment_dir: str) -> str:
+        return write_text(join(experiment_dir, SUMMARY_FILE), json.dumps(asdict(self), indent=2, allow_nan=True))
+
+    @classmethod
+    def read(cls, experiment_dir: str | os.PathLike) -> "Summary":
+        path = join(str(experiment_dir), SUMMARY_FILE)
+        text = read_text(path)
+        if text is None:
+            raise UsageError(f"{experiment_dir} is not a finished aetune experiment (no {SUMMARY_FILE}); "
+                             "pass the runs/<name> folder that `python -m aetune.search` wrote")
+        try:
+            raw = json.loads(text)
+            variants = {name: VariantResult(**result) for name, result in raw.pop("variants").items()}
+            return cls(variants=variants, **raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise UsageError(f"{path} is damaged ({type(err).__name__}: {err}); rerun the search with --resume") from None
+
+
+# --- local paths and bucket URIs (s3://, gs://, ...) alike ----------------------------------------------------------
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def join(location: str, *parts: str) -> str:
+    return "/".join([location.rstrip("/"), *parts]) if is_uri(location) else str(Path(location, *parts))
+
+
+def read_text(location: str) -> str | None:
+    """The file's text, or None when it does not exist."""
+    if not is_uri(location):
+        return Path(location).read_text() if Path(location).is_file() else None
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def write_text(location: str, text: str) -> str:
+    """Write atomically on a local disk (temp file + rename); buckets replace whole objects anyway."""
+    if is_uri(location):
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(location)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(text.encode())
+        return location
+    target = Path(location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+    return location

@@ -1,0 +1,156 @@
+"""Evaluation figures from plain tensors and arrays: no models, no files (aetune.evaluate decides what to show).
+
+Figures are bare matplotlib `Figure`s rendered by Agg (no pyplot: no global figure registry to leak or lock),
+WIDTH inches wide at DPI, so every PNG is WIDTH * DPI pixels wide and its height follows its content.
+"""
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torchvision.utils import make_grid
+
+WIDTH, DPI = 10.0, 100
+LABEL_WIDTH = 1.6  # inches kept for row labels in image-row figures
+
+
+def new_figure(height: float) -> Figure:
+    fig = Figure(figsize=(WIDTH, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    return buffer.getvalue()
+
+
+def grid_image(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
+    """N x C x H x W in [0, 1] -> one H' x W' (grey) or H' x W' x 3 array, white between tiles."""
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=1.0)
+    return grid[0].numpy() if images.shape[1] == 1 else grid.permute(1, 2, 0).numpy()
+
+
+def _show(ax, image: np.ndarray, **kwargs) -> None:
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest", **kwargs)
+
+
+def image_rows(rows: Sequence[tuple[str, torch.Tensor]], title: str,
+               column_labels: Sequence[str] | None = None) -> Figure:
+    """One labelled strip of images per row (reconstructions, generation, interpolation)."""
+    columns = max(len(images) for _, images in rows)
+    _, _, h, w = rows[0][1].shape
+    row_height = (WIDTH - LABEL_WIDTH) / columns * h / w
+    fig = new_figure(row_height * len(rows) + 0.6 + (0.3 if column_labels else 0))
+    fig.suptitle(title)
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, images) in zip(axes, rows):
+        _show(ax, grid_image(images, nrow=columns))
+        ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+    if column_labels:
+        cell = w + 2
+        axes[0].xaxis.tick_top()
+        axes[0].set_xticks([2 + cell * i + w / 2 for i in range(len(column_labels))], column_labels, fontsize=8)
+    return fig
+
+
+def manifold(images: torch.Tensor, x_values: Sequence[float], y_values: Sequence[float], x_label: str,
+             y_label: str, title: str) -> Figure:
+    """n x n decoded images; images are row-major with the top row at the largest y value."""
+    n = len(x_values)
+    fig = new_figure(WIDTH)
+    fig.suptitle(title)
+    ax = fig.subplots()
+    _show(ax, grid_image(images, nrow=n, padding=0), extent=(0, n, 0, n))
+    step = 1 if n <= 10 else 2
+    ticks = np.arange(0, n, step)
+    ax.set_xticks(ticks + 0.5, [f"{x_values[i]:.2f}" for i in ticks])
+    ax.set_yticks(ticks + 0.5, [f"{y_values[i]:.2f}" for i in ticks])
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    return fig
+
+
+def latent_scatter(points: np.ndarray, labels: np.ndarray, x_label: str, y_label: str, title: str) -> Figure:
+    """2-D codes coloured by class, one legend entry per class."""
+    fig = new_figure(7.5)
+    ax = fig.subplots()
+    colours = [f"C{i}" for i in range(10)]
+    for i, label in enumerate(np.unique(labels)):
+        mask = labels == label
+        ax.scatter(points[mask, 0], points[mask, 1], s=5, alpha=0.6, color=colours[i % 10], label=str(label),
+                   rasterized=True)
+    ax.legend(title="label", markerscale=3, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set(xlabel=x_label, ylabel=y_label, title=title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def anomalies(errors: np.ndarray, threshold: float, top_images: torch.Tensor, top_recons: torch.Tensor,
+              top_labels: Sequence[str], title: str) -> Figure:
+    """Histogram of per-image MSE with the threshold, and the worst-reconstructed images above their outputs."""
+    flagged = int((errors > threshold).sum())
+    fig = new_figure(7.0)
+    fig.suptitle(title)
+    hist_ax, original_ax, recon_ax = fig.subplots(3, 1, height_ratios=[3, 1, 1])
+    hist_ax.hist(errors, bins=80, color="C0", log=True)
+    hist_ax.axvline(threshold, color="C3", linestyle="--", label=f"threshold 2 x mean = {threshold:.4f}")
+    hist_ax.set(xlabel="per-image reconstruction MSE", ylabel="test images (log)",
+                title=f"{flagged} of {len(errors)} flagged ({100 * flagged / len(errors):.1f}%)")
+    hist_ax.legend()
+    w = top_images.shape[-1]
+    for ax, images, label in ((original_ax, top_images, "worst inputs"), (recon_ax, top_recons, "reconstructions")):
+        _show(ax, grid_image(images, nrow=len(images)))
+        ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+    original_ax.xaxis.tick_top()
+    original_ax.set_xticks([2 + (w + 2) * i + w / 2 for i in range(len(top_labels))], top_labels, fontsize=8)
+    return fig
+
+
+def code_density(activations: dict[str, np.ndarray], unit_means: dict[str, np.ndarray], title: str) -> Figure:
+    """Left: density of code activation values; right: each code unit's mean activation, sorted."""
+    fig = new_figure(4.5)
+    fig.suptitle(title)
+    hist_ax, unit_ax = fig.subplots(1, 2)
+    top = max(float(a.max()) for a in activations.values()) or 1.0
+    bins = np.linspace(0, top, 60)
+    for name, values in activations.items():
+        zero = 100 * float((values <= 1e-6).mean())
+        label = f"{name}: mean {values.mean():.3f}, {zero:.0f}% zero"
+        line = hist_ax.hist(values, bins=bins, density=True, histtype="step", log=True, linewidth=1.5, label=label)
+        hist_ax.axvline(values.mean(), color=line[2][0].get_edgecolor(), linestyle="--")
+        unit_ax.plot(np.sort(unit_means[name])[::-1], marker=".", label=name)
+    hist_ax.set(xlabel="activation value (dashed: mean)", ylabel="density (log)")
+    hist_ax.legend(fontsize=8)
+    unit_ax.set(xlabel="code unit, by mean activation", ylabel="mean activation over test images")
+    unit_ax.legend(fontsize=8)
+    return fig
+
+
+def training_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
+    """Train and validation loss per epoch, one panel per variant (objectives differ in scale)."""
+    columns = min(3, len(histories))
+    rows = -(-len(histories) // columns)
+    fig = new_figure(3.2 * rows)
+    fig.suptitle("Training curves of each variant's best trial (own objective)")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (name, history) in zip(axes, histories.items()):
+        epochs = [h["epoch"] for h in history]
+        for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+            ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
+        ax.set(title=name, xlabel="epoch", ylabel="loss")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[len(histories):]:
+        ax.set_visible(False)
+    return fig

@@ -1,0 +1,49 @@
+"""The Ray Tune function trainable: one trial = one Trainer, reported and checkpointed every epoch."""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from aetune.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from aetune.config import TrialConfig
+from aetune.tb import TrialLogger
+from aetune.train import is_finite, trainer_for
+
+DIVERGED = "diverged"
+
+
+def train_trial(config: dict[str, Any], *, data_root: str, threads: int, image_every: int = 5) -> None:
+    """Train until `epochs`, resuming from Tune's checkpoint after a crash or `--resume`.
+
+    A non-finite loss ends the trial with `diverged: True` in its last result (no checkpoint), so the search
+    goes on and best-trial selection can skip it.
+    """
+    torch.set_num_threads(threads)
+    trainer = trainer_for(TrialConfig.from_dict(config), data_root, download=False)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
+    # The trial's working directory is synced to the experiment folder with its checkpoints (sync_artifacts).
+    logger = TrialLogger(Path.cwd(), trainer.config, trainer.data.test_x[:8], resumed=trainer.epoch > 0,
+                         image_every=image_every)
+    with logger:
+        while trainer.epoch < trainer.config.epochs:
+            metrics = trainer.run_epoch()
+            if not is_finite(metrics):
+                logger.log_epoch(_finite_or_inf(metrics), trainer.model)
+                tune.report({**metrics, DIVERGED: True})
+                return
+            logger.log_epoch(metrics, trainer.model)
+            with tempfile.TemporaryDirectory() as folder:
+                trainer.save(Path(folder) / CHECKPOINT_FILE)
+                tune.report({**metrics, DIVERGED: False}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _finite_or_inf(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v if math.isfinite(v) else math.inf for k, v in metrics.items()}

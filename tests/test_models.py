@@ -1,0 +1,131 @@
+"""The autoencoder family: architectures, parameter counts, shapes, losses and config validation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aetune.config import ConfigError
+from aetune.models import build_model, kl_divergence
+
+VARIANTS = {
+    "dense": {"model": "dense", "hidden_layers": [128, 64], "code_size": 32},
+    "sparse": {"model": "dense", "hidden_layers": [128, 64], "code_size": 32, "l1": 1e-4},
+    "denoising_dense": {"model": "dense", "hidden_layers": [128], "code_size": 32, "noise_factor": 0.5},
+    "conv": {"model": "conv", "filters": [16, 8, 8]},
+    "denoising_conv": {"model": "conv", "filters": [32, 32], "noise_factor": 0.5},
+    "vae": {"model": "vae", "hidden_layers": [512], "code_size": 2},
+}
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"model": "dense", "code_size": 32}, 50_992),
+    ({"model": "dense", "hidden_layers": [128], "code_size": 32}, 209_968),
+    ({"model": "conv", "filters": [16, 8, 8]}, 4_385),
+    ({"model": "conv", "filters": [32, 32]}, 28_353),
+])
+def test_classic_parameter_counts(config, expected):
+    assert n_params(build_model(config)) == expected
+
+
+def test_vae_encoder_and_decoder_parameter_counts():
+    vae = build_model(VARIANTS["vae"])
+    assert (n_params(vae.encoder), n_params(vae.decoder)) == (403_972, 403_728)
+
+
+def test_keras_initialisation_zero_biases_glorot_weights():
+    model = build_model(VARIANTS["dense"])
+    first = model.encoder[1][0]
+    bound = (6 / (first.in_features + first.out_features)) ** 0.5
+    assert torch.all(first.bias == 0)
+    assert first.weight.abs().max() <= bound and first.weight.abs().max() > 0.9 * bound
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_and_output_range(variant, shape):
+    model = build_model(VARIANTS[variant], shape).eval()
+    x = torch.rand(4, *shape)
+    y = model(x)
+    assert y.shape == x.shape
+    assert y.min() >= 0 and y.max() <= 1
+    out = model.objective(x, x)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("filters", [[8], [4, 4], [16, 8, 8], [8, 8, 8, 8], [2, 2, 2, 2, 2]])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 27, 19), (2, 5, 9)])
+def test_any_valid_filter_list_round_trips(filters, shape):
+    try:
+        model = build_model({"model": "conv", "filters": filters}, shape)
+    except ConfigError as err:  # only when the pooling runs out of pixels
+        assert "filters" in str(err) and len(filters) > 3
+        return
+    assert model(torch.rand(2, *shape)).shape == (2, *shape)
+
+
+def test_vae_encode_returns_sample_mean_and_log_variance():
+    vae = build_model(VARIANTS["vae"])
+    z, mean, log_var = vae.encode(torch.rand(3, 1, 28, 28))
+    assert z.shape == mean.shape == log_var.shape == (3, 2)
+    assert not torch.equal(z, mean)  # training mode samples
+    z, mean, _ = vae.eval().encode(torch.rand(3, 1, 28, 28))
+    assert torch.equal(z, mean)  # eval mode is deterministic
+
+
+def test_kl_matches_closed_form():
+    mean = torch.tensor([[0.5, -1.0], [0.0, 0.0]])
+    log_var = torch.tensor([[0.2, -0.3], [0.0, 0.0]])
+    var = log_var.exp()
+    expected = 0.5 * (var + mean**2 - 1 - log_var).sum(1)
+    assert torch.allclose(kl_divergence(mean, log_var), expected)
+    assert kl_divergence(mean, log_var)[1] == 0  # N(0, I) against itself
+
+
+def test_vae_objective_is_summed_bce_plus_kl():
+    vae = build_model(VARIANTS["vae"]).eval()
+    x = torch.rand(5, 1, 28, 28)
+    out = vae.objective(x, x)
+    bce = torch.nn.functional.binary_cross_entropy(vae(x), x, reduction="none").flatten(1).sum(1).mean()
+    assert torch.allclose(out.recon_loss, bce, rtol=1e-4)
+    assert torch.allclose(out.loss, out.recon_loss + out.reg_loss)
+
+
+def test_l1_penalty_has_keras_activity_regularizer_meaning():
+    model = build_model({**VARIANTS["sparse"], "l1": 0.01}).eval()
+    x = torch.rand(6, 1, 28, 28)
+    out = model.objective(x, x)
+    assert torch.allclose(out.reg_loss, 0.01 * model.encode(x).abs().sum(1).mean())
+    assert torch.allclose(out.loss, out.recon_loss + out.reg_loss)
+
+
+def test_bce_is_keras_per_pixel_mean():
+    model = build_model(VARIANTS["dense"]).eval()
+    x = torch.rand(4, 1, 28, 28)
+    expected = torch.nn.functional.binary_cross_entropy(model(x), x)
+    assert torch.allclose(model.objective(x, x).recon_loss, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("config, key", [
+    ({"model": "transformer"}, "model"),
+    ({"code_size": 0}, "code_size"),
+    ({"code_size": -3}, "code_size"),
+    ({"hidden_layers": [128, "64"]}, "hidden_layers"),
+    ({"hidden_layers": [128.5]}, "hidden_layers"),
+    ({"hidden_layers": 128}, "hidden_layers"),
+    ({"hidden_layers": [0]}, "hidden_layers"),
+    ({"model": "conv", "filters": []}, "filters"),
+    ({"model": "conv", "filters": [8, "x"]}, "filters"),
+    ({"model": "conv", "filters": [4] * 6}, "filters"),  # 28 -> 14 -> 7 -> 4 -> 2 -> 1 -> below a pixel
+    ({"noise_factor": -0.1}, "noise_factor"),
+    ({"l1": -1e-5}, "l1"),
+    ({"loss": "hinge"}, "loss"),
+    ({"lr": 0}, "lr"),
+    ({"code_sise": 32}, "code_sise"),
+])
+def test_invalid_config_names_the_key(config, key):
+    with pytest.raises(ValueError, match=key):
+        build_model(config)

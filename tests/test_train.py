@@ -1,0 +1,152 @@
+"""The trainer: learning for every variant, sparsity, determinism, checkpoints and resume."""
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+from aetune.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from aetune.config import TrialConfig
+from aetune.train import Trainer
+
+VARIANTS = {
+    "dense": {"model": "dense", "hidden_layers": [128, 64], "code_size": 32},
+    "sparse": {"model": "dense", "hidden_layers": [128, 64], "code_size": 32, "l1": 1e-3},
+    "denoising_dense": {"model": "dense", "hidden_layers": [128], "code_size": 32, "noise_factor": 0.5},
+    "conv": {"model": "conv", "filters": [16, 8, 8]},
+    "denoising_conv": {"model": "conv", "filters": [16, 16], "noise_factor": 0.5},
+    "vae": {"model": "vae", "hidden_layers": [256], "code_size": 2},
+}
+METRICS = {"epoch", "train_loss", "val_loss", "val_bce", "val_mse", "code_l1", "samples_per_s"}
+
+
+def make_trainer(mnist, variant: str, **overrides) -> Trainer:
+    config = TrialConfig.from_dict({**VARIANTS[variant], "batch_size": 64, "epochs": 2, **overrides})
+    return Trainer(config, mnist, device="cpu")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_loss_falls_within_two_epochs(mnist, variant):
+    trainer = make_trainer(mnist, variant)
+    before = trainer.evaluate()["val_loss"]
+    history = [trainer.run_epoch() for _ in range(2)]
+    assert set(history[0]) == METRICS | ({"kl"} if variant == "vae" else set())
+    assert history[1]["val_loss"] < history[0]["val_loss"] < before
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_sparse_code_is_less_active_than_unregularised(mnist):
+    dense, sparse = make_trainer(mnist, "dense"), make_trainer(mnist, "sparse")
+    for _ in range(2):
+        dense_metrics, sparse_metrics = dense.run_epoch(), sparse.run_epoch()
+    assert sparse_metrics["code_l1"] < 0.5 * dense_metrics["code_l1"]
+
+
+def test_val_metrics_use_clean_inputs_and_denoising_objective_uses_noise(mnist):
+    trainer = make_trainer(mnist, "denoising_dense", loss="bce")
+    metrics = trainer.evaluate()
+    assert metrics["val_loss"] > metrics["val_bce"]  # noisy inputs reconstruct worse than clean ones
+    assert trainer.evaluate() == metrics  # fixed validation noise: same numbers every time
+
+
+@pytest.mark.parametrize("variant", ["dense", "conv", "vae"])
+def test_train_step_changes_weights_and_evaluation_does_not(mnist, variant):
+    trainer = make_trainer(mnist, variant, train_size=256)
+    before = copy.deepcopy(trainer.model.state_dict())
+    trainer.evaluate()
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    trainer.train_epoch()
+    changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(before[k], v)]
+    assert len(changed) == len(before)
+
+
+def test_same_seed_same_result_other_seed_differs(mnist):
+    runs = [make_trainer(mnist, "dense", seed=s, epochs=1).run_epoch()["val_loss"] for s in (3, 3, 4)]
+    assert runs[0] == runs[1] != runs[2]
+
+
+@pytest.mark.parametrize("variant", ["dense", "vae", "denoising_conv"])
+def test_checkpoint_round_trip_gives_identical_outputs_and_optimizer(mnist, variant, tmp_path):
+    trainer = make_trainer(mnist, variant, train_size=512)
+    trainer.run_epoch()
+    path = trainer.save(tmp_path / "checkpoint.pt")
+    bundle = load_checkpoint(path)
+    model = model_from_checkpoint(bundle, path)
+    x = mnist.test_x[:16].float() / 255
+    trainer.model.eval()
+    assert torch.equal(model(x), trainer.model(x))
+    restored = make_trainer(mnist, variant, train_size=512)
+    restored.load_state_dict(bundle)
+    saved, ours = restored.optimizer.state_dict(), trainer.optimizer.state_dict()
+    assert saved["param_groups"] == ours["param_groups"]
+    for key, state in ours["state"].items():
+        assert all(torch.equal(state[k], saved["state"][key][k]) for k in state)
+    assert restored.epoch == 1 and restored.history == trainer.history
+
+
+@pytest.mark.parametrize("variant", ["sparse", "denoising_dense", "vae"])
+def test_stop_and_resume_matches_uninterrupted_run(mnist, variant, tmp_path):
+    straight = make_trainer(mnist, variant, epochs=3, train_size=1000)
+    final = [straight.run_epoch() for _ in range(3)][-1]
+    first = make_trainer(mnist, variant, epochs=3, train_size=1000)
+    first.run_epoch()
+    path = first.save(tmp_path / "checkpoint.pt")
+    torch.manual_seed(12345)  # a fresh process would have different global RNG state
+    resumed = make_trainer(mnist, variant, epochs=3, train_size=1000)
+    resumed.load_state_dict(load_checkpoint(path))
+    while resumed.epoch < 3:
+        last = resumed.run_epoch()
+    for key in ("train_loss", "val_loss", "val_bce", "code_l1"):
+        assert last[key] == final[key], key
+
+
+def test_resume_with_another_config_is_refused(mnist, tmp_path):
+    trainer = make_trainer(mnist, "dense", train_size=256)
+    path = trainer.save(tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="code_size"):
+        make_trainer(mnist, "dense", train_size=256, code_size=16).load_state_dict(load_checkpoint(path))
+
+
+def test_truncated_checkpoint_names_the_file(mnist, tmp_path):
+    path = make_trainer(mnist, "dense", train_size=256).save(tmp_path / "checkpoint.pt")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=f"{path}.*truncated"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match=str(tmp_path / "nope.pt")):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (exec, ("open(%r, 'w').write('ran')" % str(MARKER),))
+
+
+MARKER = None
+
+
+def test_pickled_payload_is_refused_and_never_runs(tmp_path):
+    global MARKER
+    MARKER = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"format_version": 1, "config": {}, "payload": _Payload()}))
+    torch.save({"format_version": 1, "payload": _Payload()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not MARKER.exists()
+
+
+def test_checkpoint_write_is_atomic(mnist, tmp_path):
+    trainer = make_trainer(mnist, "dense", train_size=256)
+    trainer.save(tmp_path / "checkpoint.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp files left behind
+
+
+def test_amp_bf16_trains(mnist):
+    trainer = make_trainer(mnist, "dense", amp=True, train_size=1000)
+    first, second = trainer.run_epoch(), trainer.run_epoch()
+    assert second["val_loss"] < first["val_loss"]
