@@ -12,6 +12,7 @@ import argparse
 import base64
 import csv
 import html
+import io
 import json
 import re
 import shutil
@@ -31,7 +32,7 @@ from aetune.checkpoint import CheckpointError, load_checkpoint, model_from_check
 from aetune.config import TrialConfig
 from aetune.data import ImageData, add_noise, load_data, to_float
 from aetune.errors import UsageError, cli
-from aetune.experiment import EVAL_DIR, Summary, VariantResult
+from aetune.experiment import EVAL_DIR, Summary, VariantResult, is_uri
 from aetune.models import Autoencoder
 from aetune.train import EVAL_BATCH, default_device
 
@@ -49,6 +50,7 @@ class Variant:
     config: TrialConfig
     model: Autoencoder
     bundle: dict[str, Any]
+    device: torch.device = torch.device("cpu")
     metrics: dict[str, float] = field(default_factory=dict)
     codes: torch.Tensor | None = None  # N x code elements: deterministic codes of the clean test images
     code_shape: tuple[int, ...] = ()
@@ -57,6 +59,9 @@ class Variant:
 
 @dataclass
 class Artifact:
+    """A rendered figure: PNG bytes for the file, the report and TensorBoard alike."""
+
+    group: str  # the variant it shows, or "" for figures across variants
     name: str
     title: str
     caption: str
@@ -102,6 +107,7 @@ def load_variants(experiment: Path, summary: Summary, names: list[str]) -> tuple
 @torch.inference_mode()
 def test_pass(variant: Variant, test_x: torch.Tensor, device: torch.device) -> None:
     """Own objective, clean (and noisy) reconstruction scores, codes and per-image errors, in big batches."""
+    variant.device = device
     cfg, model = variant.config, variant.model.to(device)
     noise = torch.Generator(device).manual_seed(cfg.seed + 1)  # the trainer's validation noise: same numbers
     parts, objective = defaultdict(list), 0.0
@@ -136,7 +142,7 @@ def variant_row(v: Variant) -> dict[str, Any]:
 
 
 def baseline_rows(variants: list[Variant], data: dict[str, ImageData]) -> list[dict[str, Any]]:
-    """Mean image and one PCA per distinct rank, per dataset; one SVD per dataset serves every rank."""
+    """Mean image and one PCA per distinct rank, per dataset; one fit per dataset serves every rank."""
     rows = []
     for name, images in data.items():
         train, test = to_float(images.train_x), to_float(images.test_x)
@@ -158,8 +164,8 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- figures ---------------------------------------------------------------------------------------------------
 
-def render(name: str, title: str, caption: str, fig) -> Artifact:
-    return Artifact(name, title, caption, plots.to_png(fig))
+def render(group: str, name: str, title: str, caption: str, fig) -> Artifact:
+    return Artifact(group, f"{name}_{slug(group)}" if group else name, title, caption, plots.to_png(fig))
 
 
 def slug(name: str) -> str:
@@ -180,7 +186,7 @@ def reconstruction_figure(v: Variant, clean: torch.Tensor) -> Artifact:
     rows.append(("reconstruction", v.model(inputs)))
     fig = plots.image_rows(rows, f"{v.name}: reconstructions of test digits")
     what = "noisy inputs and the reconstructions of the noisy inputs" if v.config.noise_factor else "reconstructions"
-    return render(f"recon_{slug(v.name)}", f"Reconstructions: {v.name}",
+    return render(v.name, "recon", f"Reconstructions: {v.name}",
                   f"Test digits (one per class), {what}; test BCE {v.metrics['bce']:.4f}, "
                   f"PSNR {v.metrics['psnr']:.1f} dB.", fig)
 
@@ -199,10 +205,10 @@ def manifold_figure(v: Variant) -> Artifact:
     z = base.repeat(GRID * GRID, 1)
     z[:, dims[0]] = quantiles.repeat(GRID)  # columns: x rises left to right
     z[:, dims[1]] = quantiles.flip(0).repeat_interleave(GRID)  # rows: the top row has the largest y
-    images = v.model.decode(z.to(next(v.model.parameters()).device))
+    images = v.model.decode(z.to(v.device))
     fig = plots.manifold(images, quantiles.tolist(), quantiles.tolist(), f"z[{dims[0]}]", f"z[{dims[1]}]",
                          f"{v.name}: decoded latent manifold")
-    return render(f"manifold_{slug(v.name)}", f"Latent manifold: {v.name}",
+    return render(v.name, "manifold", f"Latent manifold: {v.name}",
                   f"Decoder outputs on a {GRID}x{GRID} grid at the 5%..95% quantiles of N(0,1) over {how}.", fig)
 
 
@@ -216,7 +222,7 @@ def scatter_figure(v: Variant, labels: torch.Tensor) -> Artifact:
         axes = tuple(f"PC{i + 1} ({100 * float(pca.explained[i]):.0f}% of code variance)" for i in range(2))
         how = f"the first two principal components of the {codes.shape[1]}-element codes"
     fig = plots.latent_scatter(points.numpy(), labels, *axes, f"{v.name}: test codes by label")
-    return render(f"scatter_{slug(v.name)}", f"Latent scatter: {v.name}",
+    return render(v.name, "scatter", f"Latent scatter: {v.name}",
                   f"{len(codes)} test codes, {how}, coloured by label.", fig)
 
 
@@ -231,9 +237,11 @@ def generation_figure(variants: list[Variant]) -> Artifact:
             low, high = v.codes.min(0).values, v.codes.max(0).values
             z = (low + (high - low) * torch.rand(SHOW, len(low), generator=gen)).view(SHOW, *v.code_shape)
             label = f"{v.name}\nuniform in code box"
-        rows.append((label, v.model.decode(z.to(next(v.model.parameters()).device))))
-    fig = plots.image_rows(rows, "Decoding random codes: only the VAE is a generative model")
-    return render("generation", "Generation",
+        rows.append((label, v.model.decode(z.to(v.device))))
+    has_vae = any(v.config.model == "vae" for v in variants)
+    fig = plots.image_rows(rows, "Decoding random codes: " + ("only the VAE is a generative model" if has_vae
+                                                              else "a plain autoencoder is not a generative model"))
+    return render("", "generation", "Generation",
                   "VAE rows decode samples of its N(0, I) prior, which training pulled the codes towards (the KL "
                   "term), so most samples look like digits. Plain autoencoders decode codes drawn uniformly from "
                   "the box spanned by their test codes: nothing made their codes fill that box, most of it lies "
@@ -248,32 +256,32 @@ def interpolation_pairs(labels: torch.Tensor) -> list[tuple[int, int]]:
 
 
 @torch.inference_mode()
-def interpolation_figure(v: Variant, test: ImageData, pairs: list[tuple[int, int]], device) -> Artifact:
-    t = torch.linspace(0, 1, STEPS, device=device)
+def interpolation_figure(v: Variant, test: ImageData, pairs: list[tuple[int, int]]) -> Artifact:
+    t = torch.linspace(0, 1, STEPS, device=v.device)
     rows = []
     for a, b in pairs:
-        ends = to_float(test.test_x[[a, b]].to(device))
+        ends = to_float(test.test_x[[a, b]].to(v.device))
         codes = v.model.embed(ends)
         path = torch.lerp(codes[:1], codes[1:], t.view(-1, *[1] * (codes.dim() - 1)))
         rows.append((f"{int(test.test_y[a])} to {int(test.test_y[b])}",
                      torch.cat([ends[:1], v.model.decode(path), ends[1:]])))
     columns = ["input A", *(f"t={x:.2f}" for x in t.tolist()), "input B"]
     fig = plots.image_rows(rows, f"{v.name}: straight lines in code space", columns)
-    return render(f"interpolation_{slug(v.name)}", f"Interpolation: {v.name}",
+    return render(v.name, "interpolation", f"Interpolation: {v.name}",
                   f"Decoded codes on the line between the codes of two test digits (ends shown beside), "
                   f"{STEPS} steps.", fig)
 
 
 @torch.inference_mode()
-def anomaly_figure(v: Variant, test: ImageData, device) -> Artifact:
+def anomaly_figure(v: Variant, test: ImageData) -> Artifact:
     threshold = 2 * float(v.errors.mean())
     worst = v.errors.topk(TOP).indices
-    images = to_float(test.test_x[worst].to(device))
+    images = to_float(test.test_x[worst].to(v.device))
     tops = [f"{int(test.test_y[i])}: {float(v.errors[i]):.3f}" for i in worst]
     fig = plots.anomalies(v.errors.numpy(), threshold, images, v.model(images), tops,
                           f"{v.name}: reconstruction error as an anomaly score")
     flagged = v.metrics["flagged"]
-    return render(f"anomalies_{slug(v.name)}", f"Anomaly detection: {v.name}",
+    return render(v.name, "anomalies", f"Anomaly detection: {v.name}",
                   f"Per-image MSE of the test set; images above 2 x the mean ({threshold:.4f}) are flagged: "
                   f"{flagged} of {len(v.errors)}. Below: the {TOP} worst, labelled 'class: MSE'.", fig)
 
@@ -291,7 +299,7 @@ def sparsity_figure(variants: list[Variant]) -> Artifact | None:
                              {v.name: v.codes.mean(0).numpy() for v in shown},
                              "Code activations: L1-regularised against unregularised")
     means = ", ".join(f"{v.name} {v.metrics['code_l1']:.3f}" for v in shown)
-    return render("sparsity", "Code sparsity", f"Density of code activations over the test set and each unit's "
+    return render("", "sparsity", "Code sparsity", f"Density of code activations over the test set and each unit's "
                   f"mean activation; mean |code|: {means}.", fig)
 
 
@@ -300,20 +308,20 @@ def curves_figure(variants: list[Variant]) -> Artifact | None:
     histories = {name: h for name, h in histories.items() if h}
     if not histories:
         return None
-    return render("training_curves", "Training curves", "Train and validation loss (each variant's own objective) "
+    return render("", "training_curves", "Training curves", "Train and validation loss (each variant's own objective) "
                   "per epoch of the best trial, up to the evaluated checkpoint.", plots.training_curves(histories))
 
 
-def figures(variants: list[Variant], data: dict[str, ImageData], device) -> Iterator[Artifact]:
+def figures(variants: list[Variant], data: dict[str, ImageData]) -> Iterator[Artifact]:
+    """Which figures exist follows from the variants: a manifold per VAE, sparsity only beside a dense AE..."""
     for v in variants:
         test = data[v.config.dataset]
-        clean = to_float(test.test_x[showcase(test.test_y)].to(device))
-        yield reconstruction_figure(v, clean)
+        yield reconstruction_figure(v, to_float(test.test_x[showcase(test.test_y)].to(v.device)))
         if v.config.model == "vae":
             yield manifold_figure(v)
         yield scatter_figure(v, test.test_y)
-        yield interpolation_figure(v, test, interpolation_pairs(test.test_y), device)
-        yield anomaly_figure(v, test, device)
+        yield interpolation_figure(v, test, interpolation_pairs(test.test_y))
+        yield anomaly_figure(v, test)
     yield generation_figure(variants)
     for optional in (sparsity_figure(variants), curves_figure(variants)):
         if optional is not None:
@@ -341,14 +349,14 @@ def write_figures(out: Path, artifacts: list[Artifact]) -> None:
 
 def write_tensorboard(logdir: Path, artifacts: list[Artifact]) -> None:
     """The PNGs themselves (not a re-render), as one `eval` run; a rerun replaces it instead of adding a copy."""
+    from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
-    from torchvision.io import ImageReadMode, decode_png
 
     shutil.rmtree(logdir, ignore_errors=True)
     with SummaryWriter(str(logdir)) as writer:
         for artifact in artifacts:
-            image = decode_png(torch.frombuffer(bytearray(artifact.png), dtype=torch.uint8), ImageReadMode.RGB)
-            writer.add_image(f"eval/{artifact.name}", image, 0)
+            image = np.asarray(Image.open(io.BytesIO(artifact.png)).convert("RGB"))
+            writer.add_image(f"eval/{artifact.name}", image, 0, dataformats="HWC")
             writer.add_text(f"eval/{artifact.name}", artifact.caption, 0)
 
 
@@ -402,9 +410,13 @@ def leaderboard_html(rows: list[dict[str, Any]]) -> str:
     return table([COLUMNS[k] for k in keys], [[r.get(k) for k in keys] for r in rows], [r["kind"] for r in rows])
 
 
+UNUSED = {"dense": {"filters"}, "vae": {"filters", "l1"}, "conv": {"hidden_layers", "code_size"}}
+
+
 def configs_html(variants: list[Variant]) -> str:
-    configs = [v.config.to_dict() for v in variants]
-    rows = [[key, *(c[key] for c in configs)] for key in configs[0]]
+    """Config keys down, variants across; keys a model ignores show as a dash, not as a misleading default."""
+    configs = [(v.config.to_dict(), UNUSED[v.config.model]) for v in variants]
+    rows = [[key, *("-" if key in unused else c[key] for c, unused in configs)] for key in configs[0][0]]
     rows += [["trials run", *(v.result.trials for v in variants)],
              ["trials errored", *(len(v.result.errored) for v in variants)],
              ["trials diverged", *(len(v.result.diverged) for v in variants)],
@@ -418,6 +430,16 @@ def figure_html(artifact: Artifact) -> str:
             f"<figcaption><b>{html.escape(artifact.title)}.</b> {html.escape(artifact.caption)}</figcaption></figure>")
 
 
+def figures_html(artifacts: list[Artifact]) -> str:
+    parts, group = [], None
+    for artifact in artifacts:
+        if artifact.group != group:
+            group = artifact.group
+            parts.append(f"<h3>{html.escape(group or 'Across variants')}</h3>")
+        parts.append(figure_html(artifact))
+    return "".join(parts)
+
+
 def write_report(path: Path, summary: Summary, rows: list[dict[str, Any]], variants: list[Variant],
                  skipped: dict[str, str], artifacts: list[Artifact]) -> None:
     """One self-contained page: the figures are embedded, so it can be mailed or archived alone."""
@@ -429,7 +451,7 @@ def write_report(path: Path, summary: Summary, rows: list[dict[str, Any]], varia
         f"{html.escape(variants[0].config.dataset)}; best first.</p>"
         f"<h2>Leaderboard</h2>{leaderboard_html(rows)}<p>{NOTES.format(fit=PCA_FIT_IMAGES)}</p>"
         f"<h2>Best config per variant</h2>{configs_html(variants)}"
-        f"<h2>Figures</h2>{''.join(figure_html(a) for a in artifacts)}"
+        f"<h2>Figures</h2>{figures_html(artifacts)}"
         f"<h2>Skipped variants</h2>{f'<ul>{skips}</ul>' if skips else '<p>None: every variant was evaluated.</p>'}"
         "</body></html>")
 
@@ -439,8 +461,9 @@ def write_report(path: Path, summary: Summary, rows: list[dict[str, Any]], varia
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m aetune.evaluate", description=__doc__.splitlines()[0],
                                      epilog="example: python -m aetune.evaluate runs/quick --variants dense vae")
-    parser.add_argument("experiment", type=Path, help="the runs/<name> folder that `python -m aetune.search` wrote")
-    parser.add_argument("--out", type=Path, help="output folder (default: <experiment>/eval)")
+    parser.add_argument("experiment", help="the runs/<name> folder that `python -m aetune.search` wrote")
+    parser.add_argument("--out", type=Path, help="output folder (default: <experiment>/eval); its figures/ and "
+                        "tensorboard/ are replaced")
     parser.add_argument("--variants", nargs="+", metavar="NAME", help="evaluate only these variants")
     parser.add_argument("--data-root", help="dataset root (default: $AETUNE_DATA or ~/.cache/aetune/data)")
     parser.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
@@ -463,23 +486,37 @@ def load_test_data(variants: list[Variant], args, skipped: dict[str, str]) -> tu
     return usable, data
 
 
+def pick_device(name: str | None) -> torch.device:
+    try:
+        device = torch.device(name) if name else default_device()
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA device is visible; use --device cpu")
+    return device
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.test_size is not None and args.test_size <= 0:
         raise UsageError(f"--test-size must be > 0, got {args.test_size}")
+    if is_uri(args.experiment):
+        raise UsageError(f"{args.experiment}: evaluate reads checkpoints from a local folder; copy the experiment "
+                         "first (e.g. `aws s3 sync` / `gsutil -m rsync -r`) and pass that folder")
+    args.experiment = Path(args.experiment)
     summary = Summary.read(args.experiment)
     variants, skipped = load_variants(args.experiment, summary, select(summary, args.variants))
     if variants:
         variants, data = load_test_data(variants, args, skipped)
     if not variants:
-        reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())
+        reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "summary.json lists no variants"
         raise UsageError(f"nothing to evaluate in {args.experiment}: {reasons}")
-    device = torch.device(args.device) if args.device else default_device()
+    device = pick_device(args.device)
     for v in variants:
         test_pass(v, data[v.config.dataset].test_x, device)
     rows = rank([variant_row(v) for v in variants] + baseline_rows(variants, data))
-    artifacts = list(figures(variants, data, device))
+    artifacts = list(figures(variants, data))
     out = args.out or args.experiment / EVAL_DIR
     out.mkdir(parents=True, exist_ok=True)
     write_tables(out, rows, metrics_document(summary, args.experiment, rows, variants, skipped, artifacts))

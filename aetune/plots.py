@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
 WIDTH, DPI = 10.0, 100
-LABEL_WIDTH = 1.6  # inches kept for row labels in image-row figures
+LABEL_WIDTH = 1.8  # inches kept for row labels in image-row figures
 
 
 def new_figure(height: float) -> Figure:
@@ -42,22 +42,27 @@ def _show(ax, image: np.ndarray, **kwargs) -> None:
 
 def image_rows(rows: Sequence[tuple[str, torch.Tensor]], title: str,
                column_labels: Sequence[str] | None = None) -> Figure:
-    """One labelled strip of images per row (reconstructions, generation, interpolation)."""
+    """One labelled strip of images per row (reconstructions, generation, interpolation). Placed by hand:
+    image strips have a fixed aspect, which automatic layouts resolve by clipping the row labels."""
     columns = max(len(images) for _, images in rows)
     _, _, h, w = rows[0][1].shape
-    row_height = (WIDTH - LABEL_WIDTH) / columns * h / w
-    fig = new_figure(row_height * len(rows) + 0.6 + (0.3 if column_labels else 0))
-    fig.suptitle(title)
-    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
-    for ax, (label, images) in zip(axes, rows):
-        _show(ax, grid_image(images, nrow=columns))
-        ax.set_yticks([])
+    strip_width = WIDTH - LABEL_WIDTH - 0.15
+    strip_height = strip_width * (h + 4) / (columns * (w + 2) + 2)
+    top, gap = 0.45 + (0.25 if column_labels else 0), 0.1
+    height = top + len(rows) * (strip_height + gap)
+    fig = Figure(figsize=(WIDTH, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.suptitle(title, y=1 - 0.1 / height, va="top")
+    for i, (label, images) in enumerate(rows):
+        bottom = height - top - (i + 1) * strip_height - i * gap
+        ax = fig.add_axes((LABEL_WIDTH / WIDTH, bottom / height, strip_width / WIDTH, strip_height / height))
+        _show(ax, grid_image(images, nrow=columns), aspect="auto")
         ax.set_xticks([])
+        ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
-    if column_labels:
-        cell = w + 2
-        axes[0].xaxis.tick_top()
-        axes[0].set_xticks([2 + cell * i + w / 2 for i in range(len(column_labels))], column_labels, fontsize=8)
+        if i == 0 and column_labels:
+            ax.xaxis.tick_top()
+            ax.set_xticks([2 + (w + 2) * j + w / 2 for j in range(len(column_labels))], column_labels, fontsize=8)
     return fig
 
 
@@ -99,7 +104,7 @@ def anomalies(errors: np.ndarray, threshold: float, top_images: torch.Tensor, to
     flagged = int((errors > threshold).sum())
     fig = new_figure(7.0)
     fig.suptitle(title)
-    hist_ax, original_ax, recon_ax = fig.subplots(3, 1, height_ratios=[3, 1, 1])
+    hist_ax, original_ax, recon_ax = fig.subplots(3, 1, height_ratios=[3.5, 1, 1])
     hist_ax.hist(errors, bins=80, color="C0", log=True)
     hist_ax.axvline(threshold, color="C3", linestyle="--", label=f"threshold 2 x mean = {threshold:.4f}")
     hist_ax.set(xlabel="per-image reconstruction MSE", ylabel="test images (log)",

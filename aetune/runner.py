@@ -12,6 +12,7 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from aetune.config import TrialConfig
 from aetune.errors import UsageError
 from aetune.experiment import SPACE_FILE, Summary, VariantResult, is_uri, join, read_text, write_text
 from aetune.searchers import make_scheduler, make_searcher
@@ -86,7 +87,8 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def make_tuner(experiment: Experiment, variant: Variant, trainable: Callable, resume: bool) -> tune.Tuner:
+def make_tuner(experiment: Experiment, variant: Variant, trainable: Callable, resume: bool,
+               verbose: int = 1) -> tune.Tuner:
     space = experiment.space
     path = join(experiment.path, variant.name)
     resources = {"cpu": space.cpus, "gpu": space.gpus}
@@ -106,7 +108,7 @@ def make_tuner(experiment: Experiment, variant: Variant, trainable: Callable, re
             num_samples=space.samples, reuse_actors=True, trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=variant.name, storage_path=experiment.path, verbose=None,
+            name=variant.name, storage_path=experiment.path, verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute=space.metric,
                                                     checkpoint_score_order=space.mode),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
@@ -124,8 +126,13 @@ def run(experiment: Experiment, address: str | None, resume: bool, trainable: Ca
         results = {}
         for variant in experiment.space.variants.values():
             print(f"\n== variant {variant.name} ==", flush=True)
-            tuner = make_tuner(experiment, variant, trainable or train_trial, resume)
-            results[variant.name] = summarise(tuner.fit(), experiment, variant)
+            tuner = make_tuner(experiment, variant, trainable or train_trial, resume, verbose)
+            grid = tuner.fit()
+            if grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Tune saved its state and returned
+                print(f"\ninterrupted; continue with: python -m aetune.search --storage {experiment.storage} "
+                      f"--name {experiment.name} --resume", flush=True)
+                raise KeyboardInterrupt
+            results[variant.name] = summarise(grid, experiment, variant)
     finally:
         ray.shutdown()
     summary = Summary(experiment.name, experiment.space.metric, experiment.space.mode, results)
@@ -155,7 +162,7 @@ def summarise(grid: tune.ResultGrid, experiment: Experiment, variant: Variant) -
         return VariantResult(None, {}, {}, None, None, len(grid), errored, diverged)
     _, trial_id, result, checkpoint, metrics = best
     return VariantResult(
-        trial_id=trial_id, config=dict(result.config), metrics=_metric_values(metrics),
+        trial_id=trial_id, config=TrialConfig.from_dict(result.config).to_dict(), metrics=_metric_values(metrics),
         checkpoint=posixpath.relpath(f"{checkpoint.path}/checkpoint.pt", root),
         trial_dir=posixpath.relpath(result.path, root), trials=len(grid), errored=errored, diverged=diverged,
     )
@@ -191,4 +198,7 @@ def _describe(config: dict[str, Any]) -> str:
     keys = {"dense": ("hidden_layers", "code_size"), "conv": ("filters",), "vae": ("hidden_layers", "code_size")}
     shown = [*keys.get(config.get("model"), ()), "lr", "batch_size"]
     shown += [k for k in ("noise_factor", "l1") if config.get(k)]
-    return f"{config.get('model')} " + " ".join(f"{k}={config[k]}" for k in shown if k in config)
+    def fmt(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value).replace(" ", "")
+
+    return f"{config.get('model')} " + " ".join(f"{k}={fmt(config[k])}" for k in shown if k in config)

@@ -34,11 +34,7 @@ class Domain:
     the integers low..high inclusive."""
 
     kind: str
-    values: tuple
-
-    def options(self) -> list:
-        """Values that validation tries: every option, or both bounds."""
-        return list(self.values)
+    values: tuple  # the options, or (low, high)
 
 
 @dataclass(frozen=True)
@@ -106,13 +102,13 @@ class SearchSpace:
         # Try each option of each domain with the first option of the others: catches types, ranges and
         # architectures that do not fit the images (e.g. too many conv filters).
         first = {key: domain.values[0] for key, domain in variant.domains.items()}
-        trials = [(None, first)] + [(key, {**first, key: option})
-                                    for key, domain in variant.domains.items() for option in domain.options()]
-        for key, values in trials:
+        trials = [first] + [{**first, key: option} for key, domain in variant.domains.items()
+                            for option in domain.values]
+        for values in trials:
             try:
                 build_model(TrialConfig.from_dict({**base, **values}), (1, 28, 28))
-            except UsageError as err:
-                _fail(source, f"{where}.{key}" if key else where, str(err))
+            except UsageError as err:  # its message starts with the config key
+                raise SpaceError(f"{source}: {where}.{err}") from None
 
 
 def load_space(path: str | os.PathLike) -> SearchSpace:

@@ -1,6 +1,7 @@
 """The Ray Tune function trainable: one trial = one Trainer, reported and checkpointed every epoch."""
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -24,6 +25,7 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, image_e
     goes on and best-trial selection can skip it.
     """
     torch.set_num_threads(threads)
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one INFO line per epoch
     trainer = trainer_for(TrialConfig.from_dict(config), data_root, download=False)
     checkpoint = tune.get_checkpoint()
     if checkpoint:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,3 +27,58 @@ def data_root() -> Path:
 def mnist(data_root: Path) -> ImageData:
     """3,000 training and 1,000 test images of the real MNIST."""
     return load_data("mnist", str(data_root), TRAIN_SIZE, TEST_SIZE, download=False)
+
+
+def run_search(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m aetune.search ARGS` in a subprocess, as a user runs it."""
+    env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "aetune.search", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=REPO)
+
+
+def write_space(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+SMALL_SPACE = """\
+    name: small
+    epochs: 3
+    samples: 2
+    searcher: optuna
+    scheduler: fifo
+    resources: {cpus: 1}
+    defaults: {train_size: 2000, test_size: 500, batch_size: 128}
+    variants:
+      dense:
+        model: dense
+        hidden_layers: [64]
+        code_size: {choice: [8, 16]}
+      denoising:
+        model: dense
+        hidden_layers: [64]
+        code_size: 16
+        noise_factor: 0.4
+      sparse:
+        model: dense
+        hidden_layers: [64]
+        code_size: 16
+        l1: 0.0001
+      conv:
+        model: conv
+        filters: [8, 8]
+      vae:
+        model: vae
+        hidden_layers: [64]
+        code_size: 2
+"""
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory, data_root) -> Path:
+    """A small but real experiment made by the search driver: five variants, two trials each, three epochs."""
+    root = tmp_path_factory.mktemp("runs")
+    space = write_space(root / "small.yaml", SMALL_SPACE)
+    run = run_search("--space", str(space), "--storage", str(root), "--quiet")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return root / "small"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torchvision.io import decode_png
+from PIL import Image
 
 from aetune.baselines import PCA, PCA_FIT_IMAGES, pca_components
 from aetune.checkpoint import save_checkpoint
@@ -26,7 +26,7 @@ from aetune.train import Trainer
 VARIANTS = {
     "dense": {"model": "dense", "hidden_layers": [128], "code_size": 32},
     "sparse": {"model": "dense", "hidden_layers": [128], "code_size": 32, "l1": 1e-3},
-    "denoising_conv": {"model": "conv", "filters": [16, 8, 8], "noise_factor": 0.5},
+    "denoising_conv": {"model": "conv", "filters": [16, 16], "noise_factor": 0.5},  # 16 x 7 x 7 code
     "vae": {"model": "vae", "hidden_layers": [256], "code_size": 2},
 }
 TEST_SIZE = 1000
@@ -42,7 +42,7 @@ def build_experiment(root: Path, mnist) -> Path:
     experiment = root / "tiny"
     results = {}
     for name, values in VARIANTS.items():
-        config = TrialConfig.from_dict({**values, "epochs": 2, "batch_size": 64, "train_size": 3000,
+        config = TrialConfig.from_dict({**values, "epochs": 2, "batch_size": 32, "train_size": 3000,
                                         "test_size": TEST_SIZE})
         trainer = Trainer(config, mnist, device="cpu")
         for _ in range(config.epochs):
@@ -52,7 +52,7 @@ def build_experiment(root: Path, mnist) -> Path:
                                       f"{name}/trial_0/checkpoint.pt", f"{name}/trial_0", trials=1)
     results["crashed"] = VariantResult(None, {"model": "conv"}, {}, None, None, trials=2,
                                        errored=[{"trial_id": "t1", "error_file": "crashed/t1/error.txt"}])
-    Summary("tiny", "val_loss", "min", results).write(experiment)
+    Summary("tiny", "val_loss", "min", results).write(str(experiment))
     return experiment
 
 
@@ -88,10 +88,10 @@ def test_every_output_is_written(evaluated):
 
 def test_figures_are_sized_and_not_blank(evaluated):
     for path in (evaluated / "figures").glob("*.png"):
-        image = decode_png(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)).float()
-        _, height, width = image.shape
+        image = np.asarray(Image.open(path).convert("L"), dtype=float)
+        height, width = image.shape
         assert width == WIDTH * DPI, path.name
-        assert 250 <= height <= 1200, (path.name, height)
+        assert 200 <= height <= 1200, (path.name, height)
         assert image.std() > 20, path.name  # labelled plots on white: a blank page has std 0
 
 
@@ -102,7 +102,7 @@ def test_leaderboard_ranks_models_and_baselines_by_clean_bce(evaluated):
     assert bce == sorted(bce)
     assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
     names = {r["name"] for r in rows}
-    assert names == set(VARIANTS) | {"mean-image", "pca-2", "pca-32", "pca-128"}  # conv [16, 8, 8]: 8 x 4 x 4 code
+    assert names == set(VARIANTS) | {"mean-image", "pca-2", "pca-32", "pca-196"}  # conv: 784 capped
 
 
 def test_metrics_match_the_trainer_on_the_same_test_images(evaluated, experiment):
@@ -145,7 +145,7 @@ def numpy_pca_mse(train: np.ndarray, test: np.ndarray, k: int) -> float:
 
 
 def test_pca_matches_numpy_svd(mnist):
-    train = to_float(mnist.train_x).flatten(1)
+    train = to_float(mnist.train_x[:1000]).flatten(1)
     test = to_float(mnist.test_x).flatten(1)
     pca = PCA.fit(train).top(16)
     train64, test64 = train.double().numpy(), test.double().numpy()
@@ -198,7 +198,7 @@ def damaged(experiment, tmp_path_factory) -> tuple[Path, Path]:
     save_checkpoint({**bundle, "config": {**bundle["config"], "code_size": 16}}, paths["mismatched"])
     for name, path in paths.items():
         summary.variants[name] = VariantResult("t", dense.config, dense.metrics, path.name, None, trials=1)
-    summary.write(root)
+    summary.write(str(root))
     return root, marker
 
 

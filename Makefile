@@ -1,0 +1,33 @@
+# make search   set up .venv and run the main job (search_spaces/quick.yaml)
+# make test     set up .venv and run the whole test suite
+# make evaluate render figures and the report of the last main job
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+SPACE ?= search_spaces/quick.yaml
+NAME ?= quick
+
+.PHONY: setup search evaluate test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+search: setup
+	$(PY) -m aetune.search --space $(SPACE) --name $(NAME) $(ARGS)
+
+evaluate: setup
+	$(PY) -m aetune.evaluate runs/$(NAME) $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+bench: setup
+	$(PY) bench/trainer_vs_bare.py
+
+clean:
+	rm -rf runs .pytest_cache
