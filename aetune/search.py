@@ -12,7 +12,9 @@ from aetune.errors import UsageError, cli
 from aetune.experiment import SPACE_FILE, Summary
 from aetune.spaces import SearchSpace, load_space
 
-DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "quick.yaml"
+DEFAULT_SPACE = Path("search_spaces") / "quick.yaml"
+# Run from the checkout, or anywhere once installed in editable mode: fall back to the repository's copy.
+BUNDLED_SPACE = Path(__file__).resolve().parent.parent / DEFAULT_SPACE
 # glibc returns multi-MB conv activations to the OS each step and page-faults them back; keeping them mapped
 # makes the conv models ~1.5x faster. Workers only see it through the job's runtime_env.
 WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "268435456"}
@@ -33,7 +35,7 @@ then:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m aetune.search", description=__doc__.split(":", 1)[1].strip(),
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", type=Path, help=f"search space YAML (default: {DEFAULT_SPACE.relative_to(DEFAULT_SPACE.parents[1])})")
+    p.add_argument("--space", type=Path, help=f"search space YAML (default: {DEFAULT_SPACE})")
     p.add_argument("--name", help="experiment name (default: the space's `name`)")
     p.add_argument("--storage", default="runs", help="experiments folder, local path or bucket URI (default: ./runs)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment STORAGE/NAME")
@@ -65,7 +67,8 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str]:
         if any(v is not None for v in overrides.values()) or args.space:
             raise UsageError("--resume continues the experiment as it was saved; drop --space and the override flags")
         return load_space(saved), args.name
-    space = load_space(args.space or DEFAULT_SPACE).replace(**overrides)
+    default = DEFAULT_SPACE if DEFAULT_SPACE.is_file() or not BUNDLED_SPACE.is_file() else BUNDLED_SPACE
+    space = load_space(args.space or default).replace(**overrides)
     if args.variants:
         unknown = sorted(set(args.variants) - set(space.variants))
         if unknown:

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -25,6 +26,7 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, image_e
     goes on and best-trial selection can skip it.
     """
     torch.set_num_threads(threads)
+    node = {"node_id": ray.get_runtime_context().get_node_id()}  # which node ran each epoch (multi-node runs)
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one INFO line per epoch
     trainer = trainer_for(TrialConfig.from_dict(config), data_root, download=False)
     checkpoint = tune.get_checkpoint()
@@ -39,12 +41,12 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, image_e
             metrics = trainer.run_epoch()
             if not is_finite(metrics):
                 logger.log_epoch(_finite_or_inf(metrics), trainer.model)
-                tune.report({**metrics, DIVERGED: True})
+                tune.report({**metrics, **node, DIVERGED: True})
                 return
             logger.log_epoch(metrics, trainer.model)
             with tempfile.TemporaryDirectory() as folder:
                 trainer.save(Path(folder) / CHECKPOINT_FILE)
-                tune.report({**metrics, DIVERGED: False}, checkpoint=tune.Checkpoint.from_directory(folder))
+                tune.report({**metrics, **node, DIVERGED: False}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def _finite_or_inf(metrics: dict[str, float]) -> dict[str, float]:
