@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import optuna
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -50,6 +51,9 @@ class Experiment:
 def connect(address: str | None, worker_env: dict[str, str]) -> None:
     """Join a cluster, or start a local Ray whose dashboard listens on 127.0.0.1 only."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no second set of TensorBoard files
+    # Snapshots are forced after every num_to_keep checkpoints, on purpose: that is what makes --resume exact.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     runtime_env = {"env_vars": worker_env}
     try:
         if address:
@@ -128,7 +132,8 @@ def run(experiment: Experiment, address: str | None, resume: bool, trainable: Ca
             print(f"\n== variant {variant.name} ==", flush=True)
             tuner = make_tuner(experiment, variant, trainable or train_trial, resume, verbose)
             grid = tuner.fit()
-            if grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Tune saved its state and returned
+            finished = grid.num_terminated + grid.num_errors
+            if finished < experiment.space.trial_count(variant):  # Ctrl-C: Tune saved its state and returned
                 print(f"\ninterrupted; continue with: python -m aetune.search --storage {experiment.storage} "
                       f"--name {experiment.name} --resume", flush=True)
                 raise KeyboardInterrupt

@@ -5,6 +5,7 @@ Everything is checked before Ray starts; an error names the file, the variant, t
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,12 @@ class SearchSpace:
     def base_config(self, variant: Variant) -> dict[str, Any]:
         """The fixed part of every trial config of a variant."""
         return {"seed": self.seed, **self.defaults, **variant.fixed, "epochs": self.epochs, "dataset": self.dataset}
+
+    def trial_count(self, variant: Variant) -> int:
+        """Trials a finished run of the variant has: samples, times the grid's size where there is a grid."""
+        grid = [len(d.values) for d in variant.domains.values()
+                if d.kind == "grid" or (self.searcher == "grid" and d.kind == "choice")]
+        return self.samples * math.prod(grid) if self.searcher != "optuna" else self.samples
 
     def replace(self, **changes: Any) -> "SearchSpace":
         """A copy with CLI overrides; `train_size`, `test_size` and `seed` land in every trial's defaults."""
@@ -228,7 +235,11 @@ def ray_domain(domain: Domain):
 
 
 def ray_param_space(space: SearchSpace, variant: Variant) -> dict[str, Any]:
-    return {**space.base_config(variant), **{k: ray_domain(d) for k, d in variant.domains.items()}}
+    """Random: sample each domain (grid ones are enumerated); grid: enumerate every choice as well."""
+    def as_ray(domain: Domain):
+        return ray_domain(Domain("grid", domain.values) if space.searcher == "grid" else domain)
+
+    return {**space.base_config(variant), **{k: as_ray(d) for k, d in variant.domains.items()}}
 
 
 class OptunaSampler:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import pickle
 
 import pytest
 import torch
@@ -133,7 +132,6 @@ def test_pickled_payload_is_refused_and_never_runs(tmp_path):
     global MARKER
     MARKER = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps({"format_version": 1, "config": {}, "payload": _Payload()}))
     torch.save({"format_version": 1, "payload": _Payload()}, path)
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
