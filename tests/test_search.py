@@ -167,6 +167,15 @@ def test_asha_stopped_trials_are_pruned_in_the_optuna_study(tmp_path):
 
 # --- resume after the driver is killed ------------------------------------------------------------------------------
 
+def kill_processes_with(environment_entry: str) -> None:
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and environment_entry.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
 def test_resume_after_sigkill_finishes_without_rerunning_anything(tmp_path):
     space = write_space(tmp_path / "s.yaml", """\
         epochs: 4
@@ -184,7 +193,8 @@ def test_resume_after_sigkill_finishes_without_rerunning_anything(tmp_path):
             code_size: {grid: [4, 8]}
         """)
     args = ["-m", "aetune.search", "--space", str(space), "--storage", str(tmp_path), "--name", "killed", "--quiet"]
-    env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT)}
+    marker = f"AETUNE_TEST_DRIVER={tmp_path}"  # inherited by the local Ray it starts: how we find all of it
+    env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "AETUNE_TEST_DRIVER": str(tmp_path)}
     driver = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     variant = tmp_path / "killed" / "first"
@@ -194,9 +204,9 @@ def test_resume_after_sigkill_finishes_without_rerunning_anything(tmp_path):
         if done:
             break
         time.sleep(0.2)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, at once
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver, at once; then the Ray it started (own sessions)
     driver.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    kill_processes_with(marker)
     before = {t.name: epochs_of(t) for t in trial_dirs(variant) if (t / "result.json").exists()}
     assert any(len(e) == 4 for e in before.values())
     assert not (tmp_path / "killed" / "summary.json").exists()
