@@ -29,18 +29,15 @@ class PCA:
         x = x.flatten(1).double()
         mean = x.mean(0)
         centred = x - mean
-        # Eigenvectors of the D x D scatter matrix are the right singular vectors of the data: a tenth of the
-        # work of an SVD of 10k x 784, and float64 keeps the squared condition number harmless.
+        # Eigenvectors of the D x D scatter matrix are the right singular vectors of the data: one GEMM and a
+        # 784 x 784 eigh take a third of the time of an SVD of 10k x 784; float64 keeps the squared condition
+        # number harmless.
         variance, vectors = torch.linalg.eigh(centred.T @ centred)
         variance, vectors = variance.flip(0).clamp(min=0), vectors.flip(1)
         return cls(mean.float(), vectors.T[:k].float().contiguous(), (variance[:k] / variance.sum()).float())
 
-    @property
-    def k(self) -> int:
-        return len(self.components)
-
     def top(self, k: int) -> "PCA":
-        """The first k components: one SVD serves every code size."""
+        """The first k components: one fit serves every code size."""
         return PCA(self.mean, self.components[:k], self.explained[:k])
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,8 @@ class Summary:
             variants = {name: VariantResult(**result) for name, result in raw.pop("variants").items()}
             return cls(variants=variants, **raw)
         except (ValueError, TypeError, KeyError, AttributeError) as err:
-            raise UsageError(f"{path} is damaged ({type(err).__name__}: {err}); rerun the search with --resume") from None
+            raise UsageError(f"{path} is damaged ({type(err).__name__}: {err}); "
+                             "rerun the search with --resume") from None
 
 
 # --- local paths and bucket URIs (s3://, gs://, ...) alike ----------------------------------------------------------

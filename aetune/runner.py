@@ -60,6 +60,9 @@ def connect(address: str | None, worker_env: dict[str, str]) -> None:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         else:
             ray.init(dashboard_host="127.0.0.1", runtime_env=runtime_env)
+        token = Path.home() / ".ray" / "auth_token"  # Ray writes it with the umask (often 0644): owner-only
+        if token.is_file():
+            token.chmod(0o600)
     except ConnectionError as err:
         raise UsageError(f"cannot reach the Ray cluster at --address {address} ({str(err).splitlines()[0][:160]}); "
                          "start it first (launch/local_cluster.sh up) or drop --address for a local Ray") from None
@@ -113,7 +116,8 @@ def make_tuner(experiment: Experiment, variant: Variant, trainable: Callable, re
         ),
         run_config=tune.RunConfig(
             name=variant.name, storage_path=experiment.path, verbose=verbose,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute=space.metric,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS,
+                                                    checkpoint_score_attribute=space.metric,
                                                     checkpoint_score_order=space.mode),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # the trials' TensorBoard files

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import textwrap
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from aetune.errors import UsageError, cli
-from aetune.experiment import SPACE_FILE, Summary
+from aetune.experiment import SPACE_FILE
 from aetune.spaces import SearchSpace, load_space
 
 DEFAULT_SPACE = Path("search_spaces") / "quick.yaml"
@@ -40,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="runs", help="experiments folder, local path or bucket URI (default: ./runs)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment STORAGE/NAME")
     p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: start a local Ray)")
-    p.add_argument("--data-root", help="dataset root every node can read (default: $AETUNE_DATA or ~/.cache/aetune/data)")
+    p.add_argument("--data-root",
+                   help="dataset root every node can read (default: $AETUNE_DATA or ~/.cache/aetune/data)")
     group = p.add_argument_group("overrides of the space file")
     group.add_argument("--samples", type=int, help="trials per variant")
     group.add_argument("--epochs", type=int, help="maximum epochs per trial")

@@ -84,11 +84,15 @@ class SearchSpace:
         return space
 
     def validate(self, source: str) -> None:
-        _check(self.searcher in SEARCHERS, source, "searcher", f"unknown {self.searcher!r}; use one of {SEARCHERS}")
-        _check(self.scheduler in SCHEDULERS, source, "scheduler", f"unknown {self.scheduler!r}; use one of {SCHEDULERS}")
+        _check(self.searcher in SEARCHERS, source, "searcher",
+               f"unknown {self.searcher!r}; use one of {SEARCHERS}")
+        _check(self.scheduler in SCHEDULERS, source, "scheduler",
+               f"unknown {self.scheduler!r}; use one of {SCHEDULERS}")
         _check(self.mode in ("min", "max"), source, "mode", "use min or max")
-        _check(self.metric in METRICS, source, "metric", f"unknown {self.metric!r}; use one of {', '.join(METRICS)}")
-        _check(self.dataset in DATASETS, source, "dataset", f"unknown {self.dataset!r}; use one of {', '.join(DATASETS)}")
+        _check(self.metric in METRICS, source, "metric",
+               f"unknown {self.metric!r}; use one of {', '.join(METRICS)}")
+        _check(self.dataset in DATASETS, source, "dataset",
+               f"unknown {self.dataset!r}; use one of {', '.join(DATASETS)}")
         for key in ("epochs", "samples", "grace_period"):
             _check(_is_int(getattr(self, key)) and getattr(self, key) > 0, source, key, "must be a positive integer")
         _check(_is_int(self.reduction_factor) and self.reduction_factor >= 2, source, "reduction_factor",

@@ -99,7 +99,8 @@ class Trainer:
             clean = to_float(chunk)
             with self._autocast():
                 out = model.objective(clean, clean)
-                objective = model.objective(add_noise(clean, cfg.noise_factor, noise), clean) if cfg.noise_factor else out
+                noisy = add_noise(clean, cfg.noise_factor, noise) if cfg.noise_factor else None
+                objective = model.objective(noisy, clean) if noisy is not None else out
             logits = out.logits.float()
             sums["val_loss"] += objective.loss.float() * len(clean)
             sums["val_bce"] += F.binary_cross_entropy_with_logits(logits, clean, reduction="sum")

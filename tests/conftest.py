@@ -48,17 +48,17 @@ SMALL_SPACE = """\
     searcher: optuna
     scheduler: fifo
     resources: {cpus: 1}
-    defaults: {train_size: 2000, test_size: 500, batch_size: 128}
+    defaults: {train_size: 3000, test_size: 500, batch_size: 32, lr: 0.003}
     variants:
       dense:
         model: dense
         hidden_layers: [64]
         code_size: {choice: [8, 16]}
       denoising:
-        model: dense
-        hidden_layers: [64]
-        code_size: 16
-        noise_factor: 0.4
+        model: conv
+        filters: [8, 8]
+        noise_factor: 0.5
+        batch_size: 128
       sparse:
         model: dense
         hidden_layers: [64]
@@ -67,6 +67,7 @@ SMALL_SPACE = """\
       conv:
         model: conv
         filters: [8, 8]
+        batch_size: 128
       vae:
         model: vae
         hidden_layers: [64]

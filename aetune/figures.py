@@ -1,0 +1,215 @@
+"""The evaluation's figures: what each best model learned, drawn from its pass over the test split."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from aetune import plots
+from aetune.baselines import PCA
+from aetune.config import TrialConfig
+from aetune.data import ImageData, add_noise, to_float
+from aetune.experiment import VariantResult
+from aetune.models import Autoencoder
+
+SHOW, TOP, STEPS, GRID, SCATTER = 10, 12, 9, 15, 5000  # strip width, anomalies, interpolation steps, manifold n, points
+
+
+
+@dataclass
+class Variant:
+    """One usable best checkpoint, and what its pass over the test split found."""
+
+    name: str
+    result: VariantResult
+    config: TrialConfig
+    model: Autoencoder
+    bundle: dict[str, Any]
+    device: torch.device = torch.device("cpu")
+    metrics: dict[str, float] = field(default_factory=dict)
+    codes: torch.Tensor | None = None  # N x code elements: deterministic codes of the clean test images
+    code_shape: tuple[int, ...] = ()
+    errors: torch.Tensor | None = None  # N: per-image MSE of the clean reconstruction
+    baselines: dict[str, str] = field(default_factory=dict)  # {"mean_image": row name, "pca": row name}
+
+
+@dataclass
+class Artifact:
+    """A rendered figure: PNG bytes for the file, the report and TensorBoard alike."""
+
+    group: str  # the variant it shows, or "" for figures across variants
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+
+def render(group: str, name: str, title: str, caption: str, fig) -> Artifact:
+    return Artifact(group, f"{name}_{slug(group)}" if group else name, title, caption, plots.to_png(fig))
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def showcase(labels: torch.Tensor) -> torch.Tensor:
+    """Index of the first test image of each class (up to SHOW): the same digits in every figure."""
+    return torch.stack([(labels == c).nonzero()[0, 0] for c in labels.unique()[:SHOW]])
+
+
+@torch.inference_mode()
+def reconstruction_figure(v: Variant, clean: torch.Tensor) -> Artifact:
+    rows, inputs = [("original", clean)], clean
+    if v.config.noise_factor:
+        inputs = add_noise(clean, v.config.noise_factor, torch.Generator(clean.device).manual_seed(v.config.seed))
+        rows.append((f"noisy input\n(noise {v.config.noise_factor:g})", inputs))
+    rows.append(("reconstruction", v.model(inputs)))
+    fig = plots.image_rows(rows, f"{v.name}: reconstructions of test digits")
+    m = v.metrics
+    what = (f"noisy inputs ({m['psnr_noisy_input']:.1f} dB) and their reconstructions; on the test split from noisy "
+            f"inputs BCE {m['bce_noisy']:.4f}, PSNR {m['psnr_noisy']:.1f} dB, from clean inputs BCE {m['bce']:.4f}, "
+            f"PSNR {m['psnr']:.1f} dB" if v.config.noise_factor else
+            f"their reconstructions; on the test split BCE {m['bce']:.4f}, PSNR {m['psnr']:.1f} dB")
+    return render(v.name, "recon", f"Reconstructions: {v.name}", f"Test digits (one per class), {what}.", fig)
+
+
+@torch.inference_mode()
+def manifold_figure(v: Variant) -> Artifact:
+    """Decoded n x n grid over N(0, 1) quantiles of two latent dimensions (the prior's own scale)."""
+    quantiles = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, GRID))
+    if v.config.code_size == 2:
+        dims, base, how = (0, 1), torch.zeros(2), "the 2-D latent space"
+    else:
+        dims = tuple(int(d) for d in v.codes.var(0).topk(2).indices)
+        base = v.codes.mean(0)
+        how = (f"latent dims {dims[0]} and {dims[1]} (highest variance of the test codes); the other "
+               f"{v.config.code_size - 2} dims held at their test mean")
+    z = base.repeat(GRID * GRID, 1)
+    z[:, dims[0]] = quantiles.repeat(GRID)  # columns: x rises left to right
+    z[:, dims[1]] = quantiles.flip(0).repeat_interleave(GRID)  # rows: the top row has the largest y
+    images = v.model.decode(z.to(v.device))
+    fig = plots.manifold(images, quantiles.tolist(), quantiles.tolist(), f"z[{dims[0]}]", f"z[{dims[1]}]",
+                         f"{v.name}: decoded latent manifold")
+    return render(v.name, "manifold", f"Latent manifold: {v.name}",
+                  f"Decoder outputs on a {GRID}x{GRID} grid at the 5%..95% quantiles of N(0,1) over {how}.", fig)
+
+
+def scatter_figure(v: Variant, labels: torch.Tensor) -> Artifact:
+    codes, labels = v.codes[:SCATTER], labels[:SCATTER].numpy()
+    if codes.shape[1] == 2:
+        points, axes, how = codes, ("z[0]", "z[1]"), "the 2-D codes themselves"
+    else:
+        pca = PCA.fit(codes, 2)
+        points = pca.transform(codes)
+        axes = tuple(f"PC{i + 1} ({100 * float(pca.explained[i]):.0f}% of code variance)" for i in range(2))
+        how = f"the first two principal components of the {codes.shape[1]}-element codes"
+    fig = plots.latent_scatter(points.numpy(), labels, *axes, f"{v.name}: test codes by label")
+    return render(v.name, "scatter", f"Latent scatter: {v.name}",
+                  f"{len(codes)} test codes, {how}, coloured by label.", fig)
+
+
+@torch.inference_mode()
+def generation_figure(variants: list[Variant]) -> Artifact:
+    """VAE prior samples beside plain autoencoders decoding random codes from their test codes' range."""
+    rows, gen = [], torch.Generator().manual_seed(0)
+    for v in variants:
+        if v.config.model == "vae":
+            z, label = torch.randn(SHOW, v.config.code_size, generator=gen), f"{v.name}\nz ~ N(0, I)"
+        else:
+            low, high = v.codes.min(0).values, v.codes.max(0).values
+            z = (low + (high - low) * torch.rand(SHOW, len(low), generator=gen)).view(SHOW, *v.code_shape)
+            label = f"{v.name}\nuniform in code box"
+        rows.append((label, v.model.decode(z.to(v.device))))
+    has_vae = any(v.config.model == "vae" for v in variants)
+    fig = plots.image_rows(rows, "Decoding random codes: " + ("only the VAE is a generative model" if has_vae
+                                                              else "a plain autoencoder is not a generative model"))
+    return render("", "generation", "Generation",
+                  "VAE rows decode samples of its N(0, I) prior, which training pulled the codes towards (the KL "
+                  "term), so most samples look like digits. Plain autoencoders decode codes drawn uniformly from "
+                  "the box spanned by their test codes: nothing made their codes fill that box, most of it lies "
+                  "off the thin set real digits occupy, so they decode to blurs - they compress, they don't generate.",
+                  fig)
+
+
+def interpolation_pairs(labels: torch.Tensor) -> list[tuple[int, int]]:
+    shown = showcase(labels).tolist()
+    half = len(shown) // 2
+    return [(shown[i], shown[i + half]) for i in range(min(4, half))]  # MNIST: 0-5, 1-6, 2-7, 3-8
+
+
+@torch.inference_mode()
+def interpolation_figure(v: Variant, test: ImageData, pairs: list[tuple[int, int]]) -> Artifact:
+    t = torch.linspace(0, 1, STEPS, device=v.device)
+    rows = []
+    for a, b in pairs:
+        ends = to_float(test.test_x[[a, b]].to(v.device))
+        codes = v.model.embed(ends)
+        path = torch.lerp(codes[:1], codes[1:], t.view(-1, *[1] * (codes.dim() - 1)))
+        rows.append((f"{int(test.test_y[a])} to {int(test.test_y[b])}",
+                     torch.cat([ends[:1], v.model.decode(path), ends[1:]])))
+    columns = ["input A", *(f"t={x:.2f}" for x in t.tolist()), "input B"]
+    fig = plots.image_rows(rows, f"{v.name}: straight lines in code space", columns)
+    return render(v.name, "interpolation", f"Interpolation: {v.name}",
+                  f"Decoded codes on the line between the codes of two test digits (ends shown beside), "
+                  f"{STEPS} steps.", fig)
+
+
+@torch.inference_mode()
+def anomaly_figure(v: Variant, test: ImageData) -> Artifact:
+    threshold = 2 * float(v.errors.mean())
+    worst = v.errors.topk(TOP).indices
+    images = to_float(test.test_x[worst].to(v.device))
+    tops = [f"{int(test.test_y[i])}: {float(v.errors[i]):.3f}" for i in worst]
+    fig = plots.anomalies(v.errors.numpy(), threshold, images, v.model(images), tops,
+                          f"{v.name}: reconstruction error as an anomaly score")
+    flagged = v.metrics["flagged"]
+    return render(v.name, "anomalies", f"Anomaly detection: {v.name}",
+                  f"Per-image MSE of the test set; images above 2 x the mean ({threshold:.4f}) are flagged: "
+                  f"{flagged} of {len(v.errors)}. Below: the {TOP} worst, labelled 'class: MSE'.", fig)
+
+
+def sparsity_figure(variants: list[Variant]) -> Artifact | None:
+    """Sparse codes (l1 > 0) against one unregularised dense code, preferring a clean one of the same size."""
+    sparse = [v for v in variants if v.config.l1 > 0]
+    dense = [v for v in variants if v.config.model == "dense" and v.config.l1 == 0]
+    if not sparse or not dense:
+        return None
+    size = sparse[0].config.code_size
+    reference = min(dense, key=lambda v: (v.config.noise_factor > 0, v.config.code_size != size))
+    shown = [*sparse, reference]
+    fig = plots.code_density({v.name: v.codes.numpy().ravel() for v in shown},
+                             {v.name: v.codes.mean(0).numpy() for v in shown},
+                             "Code activations: L1-regularised against unregularised")
+    means = ", ".join(f"{v.name} {v.metrics['code_l1']:.3f}" for v in shown)
+    return render("", "sparsity", "Code sparsity", f"Density of code activations over the test set and each unit's "
+                  f"mean activation; mean |code|: {means}.", fig)
+
+
+def curves_figure(variants: list[Variant]) -> Artifact | None:
+    histories = {v.name: v.bundle.get("history") or [] for v in variants}
+    histories = {name: h for name, h in histories.items() if h}
+    if not histories:
+        return None
+    return render("", "training_curves", "Training curves", "Train and validation loss (each variant's own objective) "
+                  "per epoch of the best trial, up to the evaluated checkpoint.", plots.training_curves(histories))
+
+
+def figures(variants: list[Variant], data: dict[str, ImageData]) -> Iterator[Artifact]:
+    """Which figures exist follows from the variants: a manifold per VAE, sparsity only beside a dense AE..."""
+    for v in variants:
+        test = data[v.config.dataset]
+        yield reconstruction_figure(v, to_float(test.test_x[showcase(test.test_y)].to(v.device)))
+        if v.config.model == "vae":
+            yield manifold_figure(v)
+        yield scatter_figure(v, test.test_y)
+        yield interpolation_figure(v, test, interpolation_pairs(test.test_y))
+        yield anomaly_figure(v, test)
+    yield generation_figure(variants)
+    for optional in (sparsity_figure(variants), curves_figure(variants)):
+        if optional is not None:
+            yield optional
