@@ -1,10 +1,10 @@
-# make search   set up .venv and run the main job (search_spaces/quick.yaml)
+# make search   set up .venv and run the main job (search_spaces/quick.yaml; SPACE=..., NAME=..., ARGS=...)
 # make test     set up .venv and run the whole test suite
 # make evaluate render figures and the report of the last main job
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-SPACE ?= search_spaces/quick.yaml
+SPACE ?=
 NAME ?= quick
 
 .PHONY: setup search evaluate test bench clean
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 search: setup
-	$(PY) -m aetune.search --space $(SPACE) --name $(NAME) $(ARGS)
+	$(PY) -m aetune.search $(if $(SPACE),--space $(SPACE)) --name $(NAME) $(ARGS)
 
 evaluate: setup
 	$(PY) -m aetune.evaluate runs/$(NAME) $(ARGS)

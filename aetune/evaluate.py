@@ -12,6 +12,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import shutil
 import sys
 from collections import defaultdict
@@ -203,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="output folder (default: <experiment>/eval); its figures/ and "
                         "tensorboard/ are replaced")
     parser.add_argument("--variants", nargs="+", metavar="NAME", help="evaluate only these variants")
-    parser.add_argument("--data-root", help="dataset root (default: $AETUNE_DATA or ~/.cache/aetune/data)")
+    parser.add_argument("--data-root", help="dataset root (default: $AETUNE_DATA, else the one the search used)")
     parser.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
     parser.add_argument("--test-size", type=int, help="evaluate on the first N test images (default: all)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                          "first (e.g. `aws s3 sync` / `gsutil -m rsync -r`) and pass that folder")
     args.experiment, device = Path(args.experiment), pick_device(args.device)
     summary = Summary.read(args.experiment)
+    args.data_root = args.data_root or os.environ.get("AETUNE_DATA") or summary.data_root
     variants, skipped = load_variants(args.experiment, summary, select(summary, args.variants))
     if variants:
         variants, data = load_test_data(variants, args, skipped)

@@ -40,6 +40,7 @@ class Summary:
     metric: str
     mode: str
     variants: dict[str, VariantResult]
+    data_root: str | None = None  # where the trials read their dataset: evaluate's default
 
     def write(self, experiment_dir: str) -> str:
         return write_text(join(experiment_dir, SUMMARY_FILE), json.dumps(asdict(self), indent=2, allow_nan=True))

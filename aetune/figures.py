@@ -67,7 +67,7 @@ def reconstruction_figure(v: Variant, clean: torch.Tensor) -> Artifact:
     rows, inputs = [("original", clean)], clean
     if v.config.noise_factor:
         inputs = add_noise(clean, v.config.noise_factor, torch.Generator(clean.device).manual_seed(v.config.seed))
-        rows.append((f"noisy input\n(noise {v.config.noise_factor:g})", inputs))
+        rows.append((f"noisy input\n(noise {v.config.noise_factor:.2g})", inputs))
     rows.append(("reconstruction", v.model(inputs)))
     fig = plots.image_rows(rows, f"{v.name}: reconstructions of test digits")
     m = v.metrics

@@ -144,7 +144,7 @@ def run(experiment: Experiment, address: str | None, resume: bool, trainable: Ca
             results[variant.name] = summarise(grid, experiment, variant)
     finally:
         ray.shutdown()
-    summary = Summary(experiment.name, experiment.space.metric, experiment.space.mode, results)
+    summary = Summary(experiment.name, experiment.space.metric, experiment.space.mode, results, experiment.data_root)
     summary.write(experiment.path)
     return summary
 
