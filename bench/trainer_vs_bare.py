@@ -2,9 +2,11 @@
 """Epoch time of aetune's Trainer.train_epoch() against a minimal hand-written PyTorch loop (same model, same data).
 
 Each model is measured in a fresh subprocess (so the glibc malloc settings, which only take effect at process
-start, can be compared): warm-up epochs first, then aetune and bare epochs interleaved in ABBA order (aetune, bare[, DataLoader], then
-the reverse, ...), so neither loop always runs first; the table shows the medians. The bare loop: the same uint8 tensor, a per-epoch permutation,
-batches gathered from slices of it and converted to float on the fly, Adam 1e-3, model.objective's loss.
+start, can be compared): warm-up epochs first, then aetune and bare epochs interleaved in ABBA order (aetune, bare
+[, DataLoader], then the reverse, ...), so neither loop always runs first. A round in which another process took a
+core (this process got less than --min-cpu-use CPU-seconds per second) is discarded and measured again. The table
+shows the medians. The bare loop: the same uint8 tensor, a per-epoch permutation, batches gathered from slices of it
+and converted to float on the fly, Adam 1e-3, model.objective's loss.
 
   python bench/trainer_vs_bare.py                         # dense, conv, vae; conv with and without the malloc env
   python bench/trainer_vs_bare.py --models dense --epochs 5
