@@ -10,8 +10,9 @@ from typing import Any
 import torch
 
 from aetune.config import TrialConfig
-from aetune.errors import UsageError
-from aetune.models import Autoencoder, build_model
+from aetune.errors import UsageError, first_line
+from aetune.models import build_model
+from aetune.models.base import Autoencoder
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -45,7 +46,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         bundle = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"checkpoint {path} was refused: it holds pickled objects beyond tensors and plain "
-                              f"values, which could run code ({str(err).splitlines()[0][:120]}); "
+                              f"values, which could run code ({first_line(err, limit=120)}); "
                               "only load checkpoints written by aetune") from None
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__}); "
@@ -62,6 +63,6 @@ def model_from_checkpoint(bundle: dict[str, Any], path: str | os.PathLike = "che
         model = build_model(TrialConfig.from_dict(bundle["config"]), tuple(bundle["input_shape"]))
         model.load_state_dict(bundle["model"])
     except (UsageError, RuntimeError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path}: its config does not match its weights ({first[:160]})") from None
+        raise CheckpointError(f"checkpoint {path}: its config does not match its weights "
+                              f"({first_line(err, limit=160)})") from None
     return model.eval()

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from aetune.errors import UsageError
+from aetune.errors import UsageError, first_line
 
 DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "kmnist": datasets.KMNIST}
 
@@ -75,17 +75,12 @@ def _read_split(name: str, root: Path, train: bool, download: bool) -> tuple[tor
         fix = f"put the {cls.__name__} IDX files in {where} or point --data-root / AETUNE_DATA at their root"
         if not download:
             fix += " (or allow the download)"
-        reason = "files not found" if "Dataset not found" in str(err) else _first_line(err)
+        reason = "files not found" if "Dataset not found" in str(err) else first_line(err).rstrip(":")
         raise DataError(f"cannot read {name} from {where} ({reason}); {fix}") from None
     if images.ndim != 3 or len(images) != len(labels) or len(images) == 0:
         raise DataError(f"{name} in {where} is corrupt (images {tuple(images.shape)}, labels {len(labels)}); "
                         f"delete {where} and download it again")
     return images.unsqueeze(1).contiguous(), labels
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0].rstrip(":") if text else type(err).__name__
 
 
 def add_noise(images: torch.Tensor, noise_factor: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""User-facing errors and the CLI wrapper that turns them into one line and exit status 2."""
+"""User-facing errors, the CLI wrapper that turns them into one line and exit status 2, and first_line."""
 from __future__ import annotations
 
 import functools
@@ -8,6 +8,15 @@ from typing import Callable
 
 class UsageError(ValueError):
     """Bad input from the user (config, flags, data root, checkpoint): one line that says what and how to fix it."""
+
+
+def first_line(err: BaseException | str, last: bool = False, limit: int = 300) -> str:
+    """The first (or last) non-empty line of an error's text, or its type name when it has none; at most `limit`
+    characters. Error messages quoted inside our one-line errors go through here."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__ if isinstance(err, BaseException) else "(no message)"
+    return (lines[-1] if last else lines[0])[:limit]
 
 
 def cli(main: Callable[..., int | None]) -> Callable[..., int]:

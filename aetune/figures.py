@@ -12,7 +12,7 @@ from aetune.baselines import PCA
 from aetune.config import TrialConfig
 from aetune.data import ImageData, add_noise, to_float
 from aetune.experiment import VariantResult
-from aetune.models import Autoencoder
+from aetune.models.base import Autoencoder
 
 SHOW, TOP, STEPS, GRID, SCATTER = 10, 12, 9, 15, 5000  # strip width, anomalies, interpolation steps, manifold n, points
 
@@ -82,13 +82,13 @@ def reconstruction_figure(v: Variant, clean: torch.Tensor) -> Artifact:
 def manifold_figure(v: Variant) -> Artifact:
     """Decoded n x n grid over N(0, 1) quantiles of two latent dimensions (the prior's own scale)."""
     quantiles = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, GRID))
-    if v.config.code_size == 2:
+    if v.code_shape == (2,):
         dims, base, how = (0, 1), torch.zeros(2), "the 2-D latent space"
     else:
         dims = tuple(int(d) for d in v.codes.var(0).topk(2).indices)
         base = v.codes.mean(0)
         how = (f"latent dims {dims[0]} and {dims[1]} (highest variance of the test codes); the other "
-               f"{v.config.code_size - 2} dims held at their test mean")
+               f"{v.code_shape[0] - 2} dims held at their test mean")
     z = base.repeat(GRID * GRID, 1)
     z[:, dims[0]] = quantiles.repeat(GRID)  # columns: x rises left to right
     z[:, dims[1]] = quantiles.flip(0).repeat_interleave(GRID)  # rows: the top row has the largest y
@@ -118,15 +118,16 @@ def generation_figure(variants: list[Variant]) -> Artifact:
     """VAE prior samples beside plain autoencoders decoding random codes from their test codes' range."""
     rows, gen = [], torch.Generator().manual_seed(0)
     for v in variants:
-        if v.config.model == "vae":
-            z, label = torch.randn(SHOW, v.config.code_size, generator=gen), f"{v.name}\nz ~ N(0, I)"
+        if v.model.generative:
+            z, label = torch.randn(SHOW, *v.code_shape, generator=gen), f"{v.name}\nz ~ N(0, I)"
         else:
             low, high = v.codes.min(0).values, v.codes.max(0).values
             z = (low + (high - low) * torch.rand(SHOW, len(low), generator=gen)).view(SHOW, *v.code_shape)
             label = f"{v.name}\nuniform in code box"
         rows.append((label, v.model.decode(z.to(v.device))))
-    has_vae = any(v.config.model == "vae" for v in variants)
-    fig = plots.image_rows(rows, "Decoding random codes: " + ("only the VAE is a generative model" if has_vae
+    generative = [v.name for v in variants if v.model.generative]
+    fig = plots.image_rows(rows, "Decoding random codes: " + (f"only {', '.join(generative)} sample a prior"
+                                                              if generative
                                                               else "a plain autoencoder is not a generative model"))
     return render("", "generation", "Generation",
                   "VAE rows decode samples of its N(0, I) prior, which training pulled the codes towards (the KL "
@@ -148,7 +149,7 @@ def interpolation_figure(v: Variant, test: ImageData, pairs: list[tuple[int, int
     rows = []
     for a, b in pairs:
         ends = to_float(test.test_x[[a, b]].to(v.device))
-        codes = v.model.embed(ends)
+        codes = v.model.encode(ends)
         path = torch.lerp(codes[:1], codes[1:], t.view(-1, *[1] * (codes.dim() - 1)))
         rows.append((f"{int(test.test_y[a])} to {int(test.test_y[b])}",
                      torch.cat([ends[:1], v.model.decode(path), ends[1:]])))
@@ -176,7 +177,7 @@ def anomaly_figure(v: Variant, test: ImageData) -> Artifact:
 def sparsity_figure(variants: list[Variant]) -> Artifact | None:
     """Sparse codes (l1 > 0) against one unregularised dense code, preferring a clean one of the same size."""
     sparse = [v for v in variants if v.config.l1 > 0]
-    dense = [v for v in variants if v.config.model == "dense" and v.config.l1 == 0]
+    dense = [v for v in variants if "l1" in v.model.config_keys and v.config.l1 == 0 and len(v.code_shape) == 1]
     if not sparse or not dense:
         return None
     size = sparse[0].config.code_size
@@ -200,11 +201,11 @@ def curves_figure(variants: list[Variant]) -> Artifact | None:
 
 
 def figures(variants: list[Variant], data: dict[str, ImageData]) -> Iterator[Artifact]:
-    """Which figures exist follows from the variants: a manifold per VAE, sparsity only beside a dense AE..."""
+    """Which figures exist follows from the variants: a manifold per generative model, sparsity only beside a dense AE..."""
     for v in variants:
         test = data[v.config.dataset]
         yield reconstruction_figure(v, to_float(test.test_x[showcase(test.test_y)].to(v.device)))
-        if v.config.model == "vae":
+        if v.model.generative and len(v.code_shape) == 1:
             yield manifold_figure(v)
         yield scatter_figure(v, test.test_y)
         yield interpolation_figure(v, test, interpolation_pairs(test.test_y))

@@ -9,6 +9,7 @@ from typing import Any
 from aetune.baselines import PCA_FIT_IMAGES
 from aetune.experiment import Summary
 from aetune.figures import Artifact, Variant
+from aetune.models import families
 
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
        "table{border-collapse:collapse;font-size:90%;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
@@ -45,12 +46,10 @@ def leaderboard_html(rows: list[dict[str, Any]]) -> str:
     return table([COLUMNS[k] for k in keys], [[r.get(k) for k in keys] for r in rows], [r["kind"] for r in rows])
 
 
-UNUSED = {"dense": {"filters"}, "vae": {"filters", "l1"}, "conv": {"hidden_layers", "code_size"}}
-
-
 def configs_html(variants: list[Variant]) -> str:
     """Config keys down, variants across; keys a model ignores show as a dash, not as a misleading default."""
-    configs = [(v.config.to_dict(), UNUSED[v.config.model]) for v in variants]
+    architecture = {key for cls in families().values() for key in cls.config_keys}
+    configs = [(v.config.to_dict(), architecture - set(v.model.config_keys)) for v in variants]
     rows = [[key, *("-" if key in unused else c[key] for c, unused in configs)] for key in configs[0][0]]
     rows += [["trials run", *(v.result.trials for v in variants)],
              ["trials errored", *(len(v.result.errored) for v in variants)],

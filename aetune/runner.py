@@ -14,8 +14,9 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from aetune.config import TrialConfig
-from aetune.errors import UsageError
+from aetune.errors import UsageError, first_line
 from aetune.experiment import SPACE_FILE, Summary, VariantResult, is_uri, join, read_text, write_text
+from aetune.models import family
 from aetune.searchers import make_scheduler, make_searcher
 from aetune.spaces import SearchSpace, Variant, ray_param_space, space_to_yaml
 from aetune.trainable import DIVERGED, train_trial
@@ -64,7 +65,7 @@ def connect(address: str | None, worker_env: dict[str, str]) -> None:
         if token.is_file():
             token.chmod(0o600)
     except ConnectionError as err:
-        raise UsageError(f"cannot reach the Ray cluster at --address {address} ({str(err).splitlines()[0][:160]}); "
+        raise UsageError(f"cannot reach the Ray cluster at --address {address} ({first_line(err, limit=160)}); "
                          "start it first (launch/local_cluster.sh up) or drop --address for a local Ray") from None
 
 
@@ -158,7 +159,7 @@ def summarise(grid: tune.ResultGrid, experiment: Experiment, variant: Variant) -
         trial_id = result.metrics.get("trial_id") or Path(result.path).name
         if result.error:
             errored.append({"trial_id": trial_id, "error_file": posixpath.relpath(f"{result.path}/error.txt", root),
-                            "error": str(result.error).strip().splitlines()[-1][:300]})
+                            "error": first_line(result.error, last=True)})
             continue
         if result.metrics.get(DIVERGED):
             diverged.append(trial_id)
@@ -204,9 +205,8 @@ def print_summary(summary: Summary, experiment: Experiment) -> None:
 
 
 def _describe(config: dict[str, Any]) -> str:
-    keys = {"dense": ("hidden_layers", "code_size"), "conv": ("filters",), "vae": ("hidden_layers", "code_size")}
-    shown = [*keys.get(config.get("model"), ()), "lr", "batch_size"]
-    shown += [k for k in ("noise_factor", "l1") if config.get(k)]
+    architecture = [k for k in family(config["model"]).config_keys if k != "l1"]
+    shown = [*architecture, "lr", "batch_size"] + [k for k in ("noise_factor", "l1") if config.get(k)]
     def fmt(value: Any) -> str:
         return f"{value:.3g}" if isinstance(value, float) else str(value).replace(" ", "")
 

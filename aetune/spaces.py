@@ -15,7 +15,7 @@ import yaml
 
 from aetune.config import TrialConfig
 from aetune.data import DATASETS
-from aetune.errors import UsageError
+from aetune.errors import UsageError, first_line
 from aetune.models import build_model
 
 SEARCHERS = ("optuna", "random", "grid")
@@ -131,7 +131,7 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
         raise SpaceError(f"cannot read search space {path}: {err.strerror}; pass an existing --space file "
                          "(e.g. search_spaces/quick.yaml)") from None
     except yaml.YAMLError as err:
-        raise SpaceError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); fix the syntax") from None
+        raise SpaceError(f"{path}: not valid YAML ({first_line(err)}); fix the syntax") from None
     return parse_space(raw, source=str(path))
 
 

@@ -20,7 +20,7 @@ import yaml
 from aetune.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from aetune.config import ConfigError, TrialConfig
 from aetune.data import ImageData, add_noise, load_data, to_float
-from aetune.errors import UsageError, cli
+from aetune.errors import UsageError, cli, first_line
 from aetune.models import build_model
 
 EVAL_BATCH = 2048
@@ -61,7 +61,7 @@ class Trainer:
                 out = self.model.objective(batch, batch)
         except RuntimeError as err:
             raise UsageError(f"{self.config.model} model cannot run on {self.config.dataset} images of shape "
-                             f"{tuple(batch.shape[1:])}: {str(err).splitlines()[0]}; check filters/hidden_layers/"
+                             f"{tuple(batch.shape[1:])}: {first_line(err)}; check filters/hidden_layers/"
                              "code_size against the input size") from None
         if out.logits.shape != batch.shape:
             raise UsageError(f"{self.config.model} model reconstructs {tuple(out.logits.shape[1:])} from "
@@ -93,7 +93,8 @@ class Trainer:
         cfg, model = self.config, self.model
         model.eval()
         noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)
-        sums = {"val_loss": 0.0, "val_bce": 0.0, "val_mse": 0.0, "code_l1": 0.0, "kl": 0.0}
+        sums = {"val_loss": 0.0, "val_bce": 0.0, "val_mse": 0.0, "code_l1": 0.0}
+        sums |= {key: 0.0 for key in model.extra_metrics}
         n, pixels, code_numel = len(self.data.test_x), 0, 0
         for chunk in self.data.test_x.split(EVAL_BATCH):
             clean = to_float(chunk)
@@ -106,7 +107,8 @@ class Trainer:
             sums["val_bce"] += F.binary_cross_entropy_with_logits(logits, clean, reduction="sum")
             sums["val_mse"] += F.mse_loss(torch.sigmoid(logits), clean, reduction="sum")
             sums["code_l1"] += out.code.float().abs().sum()
-            sums["kl"] += out.reg_loss.float() * len(clean)
+            for key in model.extra_metrics:
+                sums[key] += out.extras[key].float() * len(clean)
             pixels += clean.numel()
             code_numel += out.code.numel()
         metrics = {
@@ -115,8 +117,7 @@ class Trainer:
             "val_mse": float(sums["val_mse"]) / pixels,
             "code_l1": float(sums["code_l1"]) / code_numel,
         }
-        if cfg.model == "vae":
-            metrics["kl"] = float(sums["kl"]) / n
+        metrics |= {key: float(sums[key]) / n for key in model.extra_metrics}
         return metrics
 
     def run_epoch(self) -> dict[str, float]:
@@ -208,7 +209,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise UsageError(f"cannot read config {path}: {str(err).splitlines()[0]}") from None
+        raise UsageError(f"cannot read config {path}: {first_line(err)}") from None
     if not isinstance(values, dict):
         raise UsageError(f"config {path} must be a mapping of trial config keys")
     return values

@@ -90,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode != 0:
                 sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
             result = json.loads(proc.stdout.strip().splitlines()[-1])
-            losses = {round(r["val_loss"], 5) for r in result.values()}
+            losses = [r["val_loss"] for r in result.values()]
+            spread = max(losses) / min(losses) - 1  # float32 sums in a different order differ in the last digits
             for batch, r in result.items():
                 rows.append([name, malloc, batch, f"{statistics.median(r['times']):.3f} ({_common.spread(r['times'])})",
-                             f"{statistics.median(r['faults']):,.0f}", "same" if len(losses) == 1 else "DIFFERS",
+                             f"{statistics.median(r['faults']):,.0f}", f"{r['val_loss']:.6g} (spread {spread:.1e})",
                              f"{load} ({idle})"])
     print(_common.table(["model", "malloc env", "EVAL_BATCH", "evaluate() s, median (min-max)",
-                         "minor page faults per evaluate()", "val_loss vs other batches", "load (CPU busy)"], rows))
+                         "minor page faults per evaluate()", "val_loss (relative spread over the batches)", "load (CPU busy)"], rows))
     return 0
 
 

@@ -13,6 +13,13 @@ searcher first comes within 1% of the grid's best.
   python bench/search_efficiency.py                         # dense + conv, seeds 0 1 2 (~20 min on 2 cores)
   python bench/search_efficiency.py --variants dense --seeds 0 --epochs 3
   python bench/search_efficiency.py --storage /tmp/se --reuse   # re-analyse finished runs without rerunning
+  python bench/search_efficiency.py --searchers optuna optuna_fix --storage /tmp/se --reuse
+
+`optuna_fix` is a proposed change, tried from outside aetune (the driver runs aetune.search.main with
+aetune.runner.make_searcher patched): TPESampler(n_startup_trials=--fix-startup) instead of Optuna's default 10
+random start-up trials, and a trial that ASHA stopped reports its last val_loss to Optuna before it is told PRUNED
+(aetune's PrunedOptunaSearch tells it PRUNED without the final result, so a trial stopped at the first rung has no
+value at all and TPE ranks it below everything).
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
+LABELS = {"optuna": "TPE + ASHA", "random": "random + ASHA", "optuna_fix": "TPE + ASHA, proposed fix"}
 LRS = [0.0003, 0.001, 0.003, 0.01]
 GRID = {
     "dense": {"model": "dense", "hidden_layers": [[128], [128, 64]], "code_size": [16, 32], "lr": LRS},
@@ -41,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", default=list(GRID), choices=list(GRID))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="searcher seeds (default 0 1 2)")
+    p.add_argument("--searchers", nargs="+", default=["optuna", "random"], choices=list(LABELS),
+                   help="searchers compared with the grid (default optuna random)")
+    p.add_argument("--fix-startup", type=int, default=5, help="n_startup_trials of optuna_fix (default 5)")
     p.add_argument("--epochs", type=int, default=4, help="maximum epochs per trial (default 4)")
     p.add_argument("--samples", type=int, default=24,
                    help="trials per TPE/random run (default 24: about 2 epochs each under ASHA, i.e. ~3/4 of the "
@@ -52,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage", help="experiments folder (default: a temporary folder, deleted afterwards)")
     p.add_argument("--reuse", action="store_true", help="skip experiments that already have a summary.json")
     p.add_argument("--data-root", default=None, help="MNIST root (default: $AETUNE_DATA or /work/shared/data)")
+    p.add_argument("--driver-fix", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # internal: patched driver
     return p.parse_args(argv)
 
 
@@ -72,7 +84,7 @@ def space(args: argparse.Namespace, searcher: str, seed: int) -> dict:
     return {
         "name": f"{searcher}_s{seed}", "dataset": "mnist", "metric": "val_loss", "epochs": args.epochs,
         "samples": 1 if searcher == "grid" else args.samples,
-        "searcher": "grid" if searcher == "grid" else searcher,
+        "searcher": "optuna" if searcher == "optuna_fix" else searcher,
         "scheduler": "fifo" if searcher == "grid" else "asha",
         "asha": {"grace_period": 1, "reduction_factor": 2},
         "resources": {"cpus": 2, "gpus": 0},
@@ -92,7 +104,9 @@ def run_experiment(args: argparse.Namespace, storage: Path, searcher: str, seed:
     storage.mkdir(parents=True, exist_ok=True)
     path = storage / f"{spec['name']}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    cmd = [sys.executable, "-m", "aetune.search", "--space", str(path), "--name", spec["name"],
+    driver = ([__file__, "--driver-fix", str(args.fix_startup)] if searcher == "optuna_fix"
+              else ["-m", "aetune.search"])
+    cmd = [sys.executable, *driver, "--space", str(path), "--name", spec["name"],
            "--storage", str(storage), "--data-root", _common.data_root(args.data_root), "--quiet"]
     load = _common.load()
     start = time.perf_counter()
@@ -140,14 +154,46 @@ def budget_to_reach(values: list[float], target: float) -> int | None:
     return None
 
 
+def fixed_driver(startup: int, argv: list[str]) -> int:
+    """aetune.search.main with the proposed searcher fix patched in (see the module docstring)."""
+    import math as _math
+
+    import optuna
+
+    from aetune import runner, search, searchers
+
+    class FixedSearch(searchers.PrunedOptunaSearch):
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            if (result and not error and trial_id in self._ot_trials and trial_id not in self._completed_trials
+                    and searchers.final_state(result, error, self.max_epochs) == searchers.STATES.PRUNED):
+                value = result.get(self.metric)
+                if value is not None and _math.isfinite(value):
+                    self._ot_trials[trial_id].report(value, int(result["epoch"]))
+            super().on_trial_complete(trial_id, result, error)
+
+    real = runner.make_searcher
+
+    def make_searcher(space, variant, trials_file):
+        if space.searcher != "optuna":
+            return real(space, variant, trials_file)
+        sampler = optuna.samplers.TPESampler(n_startup_trials=startup, seed=space.seed)
+        return FixedSearch(space=searchers.OptunaSampler(space, variant), metric=space.metric, mode=space.mode,
+                           sampler=sampler, max_epochs=space.epochs, trials_file=trials_file)
+
+    runner.make_searcher = make_searcher
+    return search.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.driver_fix is not None:
+        return fixed_driver(int(args.driver_fix[0]), args.driver_fix[1:])
     _common.header(f"search_efficiency: variants {args.variants}, {args.epochs} epochs max, train_size "
                    f"{args.train_size}, test_size {args.test_size}, batch {args.batch_size}, TPE/random "
                    f"{args.samples} trials + ASHA, seeds {args.seeds}")
     storage = Path(args.storage) if args.storage else Path(tempfile.mkdtemp(prefix="aetune-bench-search-"))
     walls: dict[str, list[float]] = {}
-    runs = [("grid", args.seeds[0])] + [(s, seed) for seed in args.seeds for s in ("optuna", "random")]
+    runs = [("grid", args.seeds[0])] + [(s, seed) for seed in args.seeds for s in args.searchers]
     for searcher, seed in runs:
         wall = run_experiment(args, storage, searcher, seed)
         if wall is not None:
@@ -162,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         third = grid_budget // 3
         rows.append([variant, "grid + fifo (reference)", "-", grid_budget, f"{grid_best:.5g}", f"{best_after(grid, third):.5g}",
                      _fmt_budget(budget_to_reach(grid, target), grid_budget), "-"])
-        for searcher, label in (("optuna", "TPE + ASHA"), ("random", "random + ASHA")):
+        for searcher in args.searchers:
+            label = LABELS[searcher]
             reached, at_third = [], []
             for seed in args.seeds:
                 values = trajectory(storage / f"{searcher}_s{seed}" / variant)

@@ -1,11 +1,15 @@
 """The autoencoder family: architectures, parameter counts, shapes, losses and config validation."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 from aetune.config import ConfigError
-from aetune.models import build_model, kl_divergence
+from aetune.models import REGISTRY, build_model
+from aetune.models.vae import kl_divergence
 
 VARIANTS = {
     "dense": {"model": "dense", "hidden_layers": [128, 64], "code_size": 32},
@@ -67,13 +71,14 @@ def test_any_valid_filter_list_round_trips(filters, shape):
     assert model(torch.rand(2, *shape)).shape == (2, *shape)
 
 
-def test_vae_encode_returns_sample_mean_and_log_variance():
+def test_vae_encodes_the_mean_and_samples_only_while_training():
     vae = build_model(VARIANTS["vae"])
-    z, mean, log_var = vae.encode(torch.rand(3, 1, 28, 28))
-    assert z.shape == mean.shape == log_var.shape == (3, 2)
-    assert not torch.equal(z, mean)  # training mode samples
-    z, mean, _ = vae.eval().encode(torch.rand(3, 1, 28, 28))
-    assert torch.equal(z, mean)  # eval mode is deterministic
+    x = torch.rand(3, 1, 28, 28)
+    mean, log_var = vae.encoder(x)
+    assert torch.equal(vae.encode(x), mean) and vae.code_shape == (2,) and log_var.shape == (3, 2)
+    assert not torch.equal(vae.sample_code(mean, log_var), mean)  # training mode samples
+    assert torch.equal(vae.eval().sample_code(mean, log_var), mean)  # eval mode is deterministic
+    assert torch.equal(vae.objective(x, x).code, mean)
 
 
 def test_kl_matches_closed_form():
@@ -129,3 +134,14 @@ def test_bce_is_keras_per_pixel_mean():
 def test_invalid_config_names_the_key(config, key):
     with pytest.raises(ValueError, match=key):
         build_model(config)
+
+
+def test_only_the_models_package_knows_family_names():
+    """The rest of the package asks the model (config_keys, generative, extra_metrics, code_shape), never its name."""
+    names = "|".join(REGISTRY)
+    asks_name = re.compile(rf"""model\s*(==|!=|in)\s*[(\[{{]?\s*["']|["']({names})["']\s*(==|!=)""")
+    package = Path(__file__).resolve().parents[1] / "aetune"
+    offenders = [f"{path.relative_to(package)}:{number}: {line.strip()}"
+                 for path in package.rglob("*.py") if path.parent.name != "models"
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if asks_name.search(line)]
+    assert offenders == []

@@ -1,7 +1,7 @@
 """The contract every autoencoder keeps, and the one output type the trainer and evaluator read."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ class Output:
     loss: torch.Tensor  # the variant's own objective: recon_loss + reg_loss
     recon_loss: torch.Tensor
     reg_loss: torch.Tensor  # L1 activity penalty, or the VAE's KL term
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # the family's extra_metrics, means over the batch
 
     @property
     def recon(self) -> torch.Tensor:
@@ -42,7 +43,15 @@ def keras_init(module: nn.Module) -> None:
 
 
 class Autoencoder(nn.Module):
-    """encode(x) -> code, decode(code) -> image in [0, 1]; objective(x, target) -> Output."""
+    """encode(x) -> code, decode(code) -> image in [0, 1]; objective(x, target) -> Output.
+
+    The class attributes are the family's answers to what the rest of the package asks; nothing outside
+    aetune/models/ tests a model's name.
+    """
+
+    config_keys: tuple[str, ...] = ()  # the architecture keys this family reads (summary, HParams, report)
+    generative: bool = False  # decode(z) of z ~ N(0, I) gives samples (a prior was trained in)
+    extra_metrics: tuple[str, ...] = ()  # keys of Output.extras, reported per epoch (e.g. the VAE's kl)
 
     def __init__(self, config: TrialConfig, input_shape: tuple[int, int, int]):
         super().__init__()
@@ -51,17 +60,23 @@ class Autoencoder(nn.Module):
         self.l1 = config.l1
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The deterministic code of x, batch first (a VAE's posterior mean)."""
         raise NotImplementedError
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        """The shape of one image's code (e.g. (32,) or (8, 4, 4))."""
+        with torch.no_grad():
+            was_training = self.training
+            code = self.eval().encode(torch.zeros(1, *self.input_shape, device=next(self.parameters()).device))
+            self.train(was_training)
+        return tuple(code.shape[1:])
 
     def decode_logits(self, code: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decode_logits(code))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The deterministic code of x (what scatter plots and interpolations use)."""
-        return self.encode(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

@@ -34,8 +34,12 @@ def decoder_paddings(height: list[int], width: list[int]) -> list[int]:
 
 
 class ConvAE(Autoencoder):
+    config_keys = ("filters", "l1")
+
     def __init__(self, config: TrialConfig, input_shape: tuple[int, int, int]):
         super().__init__(config, input_shape)
+        if not config.filters:
+            raise ConfigError("filters: empty list; give at least one conv filter count, e.g. [16, 8, 8]")
         channels, height, width = input_shape
         filters = list(config.filters)
         paddings = decoder_paddings(pooled_sizes(height, len(filters)), pooled_sizes(width, len(filters)))

@@ -21,6 +21,8 @@ def mlp(sizes: list[int], final_relu: bool) -> nn.Sequential:
 
 
 class DenseAE(Autoencoder):
+    config_keys = ("hidden_layers", "code_size", "l1")
+
     def __init__(self, config: TrialConfig, input_shape: tuple[int, int, int]):
         super().__init__(config, input_shape)
         sizes = [math.prod(input_shape), *config.hidden_layers, config.code_size]

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from aetune.config import TrialConfig
+from aetune.config import ConfigError, TrialConfig
 from aetune.models.base import Autoencoder, Output, reconstruction_loss
 from aetune.models.dense import mlp
 
@@ -29,32 +29,35 @@ class GaussianEncoder(nn.Module):
 
 
 class VAE(Autoencoder):
+    config_keys = ("hidden_layers", "code_size")
+    generative = True
+    extra_metrics = ("kl",)
+
     def __init__(self, config: TrialConfig, input_shape: tuple[int, int, int]):
         super().__init__(config, input_shape)
+        if config.l1 > 0:
+            raise ConfigError("l1: the L1 activity penalty applies to dense and conv codes, not the vae; set l1: 0")
         sizes = [math.prod(input_shape), *config.hidden_layers]
         self.encoder = GaussianEncoder(sizes, config.code_size)
         decoder_sizes = [config.code_size, *config.hidden_layers[::-1], sizes[0]]
         self.decoder = nn.Sequential(mlp(decoder_sizes, final_relu=False), nn.Unflatten(1, input_shape))
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(z, mean, log_var): z is sampled while training and the mean in eval mode (deterministic validation)."""
-        mean, log_var = self.encoder(x)
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior mean: the deterministic code."""
+        return self.encoder(x)[0]
+
+    def sample_code(self, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+        """z ~ q(z|x) by reparameterisation while training; the mean in eval mode (deterministic validation)."""
         if not self.training:
-            return mean, mean, log_var
-        return mean + torch.randn_like(mean) * torch.exp(0.5 * log_var), mean, log_var
+            return mean
+        return mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
 
     def decode_logits(self, code: torch.Tensor) -> torch.Tensor:
         return self.decoder(code)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x)[0])
-
     def objective(self, x: torch.Tensor, target: torch.Tensor) -> Output:
-        z, mean, log_var = self.encode(x)
-        logits = self.decode_logits(z)
+        mean, log_var = self.encoder(x)
+        logits = self.decode_logits(self.sample_code(mean, log_var))
         recon = reconstruction_loss(logits, target, self.loss_kind, per_image_sum=True)
         kl = kl_divergence(mean, log_var).mean()
-        return Output(logits, mean, recon + kl, recon, kl)
+        return Output(logits, mean, recon + kl, recon, kl, extras={"kl": kl})
