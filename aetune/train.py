@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 
 from aetune.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
@@ -102,10 +101,9 @@ class Trainer:
                 out = model.objective(clean, clean)
                 noisy = add_noise(clean, cfg.noise_factor, noise) if cfg.noise_factor else None
                 objective = model.objective(noisy, clean) if noisy is not None else out
-            logits = out.logits.float()
             sums["val_loss"] += objective.loss.float() * len(clean)
-            sums["val_bce"] += F.binary_cross_entropy_with_logits(logits, clean, reduction="sum")
-            sums["val_mse"] += F.mse_loss(torch.sigmoid(logits), clean, reduction="sum")
+            sums["val_bce"] += out.pixel_bce(clean).float().sum()
+            sums["val_mse"] += out.pixel_mse(clean).float().sum()
             sums["code_l1"] += out.code.float().abs().sum()
             for key in model.extra_metrics:
                 sums[key] += out.extras[key].float() * len(clean)

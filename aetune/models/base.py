@@ -14,24 +14,43 @@ from aetune.config import TrialConfig
 class Output:
     """One forward pass through a variant's objective. Scalars are means over the batch."""
 
-    logits: torch.Tensor  # decoder pre-activation; sigmoid(logits) is the reconstruction
+    logits: torch.Tensor  # decoder pre-activation; sigmoid(logits) is the reconstruction (identity if linear_head)
     code: torch.Tensor  # the deterministic code (the VAE's mean)
     loss: torch.Tensor  # the variant's own objective: recon_loss + reg_loss
     recon_loss: torch.Tensor
     reg_loss: torch.Tensor  # L1 activity penalty, or the VAE's KL term
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # the family's extra_metrics, means over the batch
+    linear_head: bool = False  # the decoder's output is the reconstruction itself (a linear autoencoder)
 
     @property
     def recon(self) -> torch.Tensor:
-        return torch.sigmoid(self.logits)
+        return self.logits if self.linear_head else torch.sigmoid(self.logits)
+
+    def pixel_bce(self, target: torch.Tensor) -> torch.Tensor:
+        """Per-pixel BCE of the reconstruction against target, unreduced: from logits where there is a sigmoid
+        (exact where it saturates, safe under autocast), else of the output clipped into (0, 1) like Keras."""
+        return pixel_bce(self.logits, target, self.linear_head)
+
+    def pixel_mse(self, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.recon, target, reduction="none")
 
 
-def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str, per_image_sum: bool) -> torch.Tensor:
-    """BCE (from logits: stable, and safe under autocast) or MSE: Keras-style per-pixel mean, or per-image sum."""
+EPSILON = 1e-7  # Keras' clip for BCE of probabilities
+
+
+def pixel_bce(logits: torch.Tensor, target: torch.Tensor, linear_head: bool = False) -> torch.Tensor:
+    if linear_head:
+        return F.binary_cross_entropy(logits.float().clamp(EPSILON, 1 - EPSILON), target.float(), reduction="none")
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str, per_image_sum: bool,
+                        linear_head: bool = False) -> torch.Tensor:
+    """BCE or MSE of the reconstruction: Keras-style per-pixel mean, or per-image sum (the VAE's)."""
     if kind == "bce":
-        pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        pixel = pixel_bce(logits, target, linear_head)
     else:
-        pixel = F.mse_loss(torch.sigmoid(logits), target, reduction="none")
+        pixel = F.mse_loss(logits if linear_head else torch.sigmoid(logits), target, reduction="none")
     return pixel.flatten(1).sum(1).mean() if per_image_sum else pixel.mean()
 
 
@@ -58,6 +77,7 @@ class Autoencoder(nn.Module):
         self.input_shape = tuple(input_shape)
         self.loss_kind = config.loss
         self.l1 = config.l1
+        self.linear_head = False  # True where the decoder's output is the reconstruction (no sigmoid)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The deterministic code of x, batch first (a VAE's posterior mean)."""
@@ -76,7 +96,8 @@ class Autoencoder(nn.Module):
         raise NotImplementedError
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decode_logits(code))
+        logits = self.decode_logits(code)
+        return logits if self.linear_head else torch.sigmoid(logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -84,7 +105,7 @@ class Autoencoder(nn.Module):
     def objective(self, x: torch.Tensor, target: torch.Tensor) -> Output:
         code = self.encode(x)
         logits = self.decode_logits(code)
-        recon = reconstruction_loss(logits, target, self.loss_kind, per_image_sum=False)
+        recon = reconstruction_loss(logits, target, self.loss_kind, per_image_sum=False, linear_head=self.linear_head)
         # Keras activity_regularizer=l1(lambda): lambda * sum|code| per image, averaged over the batch.
         reg = self.l1 * code.abs().flatten(1).sum(1).mean() if self.l1 else recon.new_zeros(())
-        return Output(logits, code, recon + reg, recon, reg)
+        return Output(logits, code, recon + reg, recon, reg, linear_head=self.linear_head)
