@@ -71,6 +71,7 @@ class Variant:
     domains: dict[str, Domain]
     settings: dict[str, Any] = field(default_factory=dict)  # SEARCH_KEYS given in the variant
     base: str = ""  # the YAML variant a sweep member came from ("" for the YAML variant itself)
+    swept: dict[str, Any] = field(default_factory=dict)  # a sweep member's values of the swept keys
 
     @property
     def sweep(self) -> dict[str, list]:
@@ -236,7 +237,8 @@ def _expand(variant: Variant) -> list[Variant]:
     keys = list(variant.sweep)
     settings = {k: v for k, v in variant.settings.items() if k != "sweep"}
     return [Variant(f"{variant.name}@" + ",".join(f"{k}={_label(v)}" for k, v in zip(keys, values)),
-                    {**variant.fixed, **dict(zip(keys, values))}, variant.domains, settings, variant.name)
+                    {**variant.fixed, **dict(zip(keys, values))}, variant.domains, settings, variant.name,
+                    dict(zip(keys, values)))
             for values in itertools.product(*variant.sweep.values())]
 
 
