@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from aetune import search, trainable
 from aetune.experiment import Summary
 from aetune.pareto import dominates
+from aetune.results import RESULT_METRICS
 from aetune.tb import IMAGE_TAG, SCALAR_TAGS
 from conftest import DATA_ROOT, REPO, run_search, write_space
 
@@ -264,3 +265,84 @@ def test_resume_after_sigkill_finishes_without_rerunning_anything(tmp_path):
     for name, epochs in before.items():  # finished trials were not run again
         if len(epochs) == 4:
             assert epochs_of(variant / name) == epochs
+
+
+# --- the test split cannot influence a search ------------------------------------------------------------------------
+
+ISOLATION_SPACE = """\
+    epochs: 2
+    samples: 2
+    searcher: optuna
+    scheduler: fifo
+    metric: val_bce
+    resources: {cpus: 1}
+    defaults: {train_size: 1500, test_size: 300, hidden_layers: [32], code_size: 8, batch_size: 64}
+    variants:
+      dense:
+        model: dense
+        lr: {loguniform: [1.0e-3, 1.0e-2]}
+      denoising:
+        model: dense
+        noise_factor: {uniform: [0.0, 0.6]}
+        metric: val_denoise_bce
+"""
+
+
+def data_root_with_blank_test_images(folder: Path) -> Path:
+    """A copy of the MNIST root whose test images are all zeros (same file sizes and headers)."""
+    raw = folder / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in (DATA_ROOT / "MNIST" / "raw").glob("*-ubyte"):
+        data = source.read_bytes()
+        blank = source.name.startswith("t10k-images")
+        (raw / source.name).write_bytes(data[:16] + bytes(len(data) - 16) if blank else data)
+    return folder
+
+
+def normalised(experiment: Path) -> tuple[str, dict[str, list[list]]]:
+    """summary.json and every trial's per-epoch results, with Ray's random trial ids named by their (seeded,
+    reproducible) configs, and the experiment's name and data root taken out: what must not change when only the
+    test images do."""
+    trials = {t.name.removeprefix("trial_"): t for variant in ("dense", "denoising")
+              for t in trial_dirs(experiment / variant)}
+    def config_of(trial_id: str) -> str:
+        return trials[trial_id].parent.name + (trials[trial_id] / "params.json").read_text()
+
+    order = sorted(trials, key=config_of)
+    label = {trial_id: f"{trials[trial_id].parent.name}-{i}" for i, trial_id in enumerate(order)}
+    summary = json.loads((experiment / "summary.json").read_text())
+    summary.pop("data_root"), summary.pop("name")
+    text = json.dumps(summary, sort_keys=True)
+    for trial_id, name in label.items():
+        text = text.replace(trial_id, name)
+    epochs = {label[trial_id]: [[json.loads(line)[k] for k in RESULT_METRICS]
+                                for line in (trial / "result.json").read_text().splitlines()]
+              for trial_id, trial in trials.items()}
+    return text, epochs
+
+
+def test_the_test_split_cannot_influence_a_search(tmp_path):
+    space = write_space(tmp_path / "s.yaml", ISOLATION_SPACE)
+    blank = data_root_with_blank_test_images(tmp_path / "blank")
+    runs = {}
+    for name, root in (("real", DATA_ROOT), ("blank", blank)):
+        run = run_search("--space", str(space), "--storage", str(tmp_path), "--name", name, "--quiet",
+                         "--data-root", str(root))
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        runs[name] = normalised(tmp_path / name)
+    assert runs["real"] == runs["blank"]  # bit-equal: no trial, searcher or pick read a test image
+    assert len(runs["real"][1]) == 4 and all(len(epochs) == 2 for epochs in runs["real"][1].values())
+
+    # The course protocol (val_size: 0) validates on the test split, and says so.
+    course = write_space(tmp_path / "course.yaml", ISOLATION_SPACE.replace("batch_size: 64", "batch_size: 64, "
+                                                                                          "val_size: 0"))
+    run = run_search("--space", str(course), "--storage", str(tmp_path), "--name", "course", "--quiet",
+                     "--data-root", str(blank))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "selected on the TEST split" in run.stdout
+    summary = Summary.read(tmp_path / "course")
+    real = Summary.read(tmp_path / "real")
+    for name in ("dense", "denoising"):
+        assert summary.variants[name].selected_on == "test" and real.variants[name].selected_on == "validation"
+        assert summary.variants[name].split == {"train": 1500, "val": 300, "val_from": "test"}
+        assert summary.variants[name].metrics["val_bce"] != real.variants[name].metrics["val_bce"]
