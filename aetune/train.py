@@ -37,18 +37,22 @@ def is_finite(metrics: dict[str, float]) -> bool:
 class Trainer:
     """Trains one config; seedable, deterministic on CPU, and resumable from its own state_dict."""
 
-    def __init__(self, config: TrialConfig, data: ImageData, device: torch.device | str | None = None):
+    def __init__(self, config: TrialConfig, data: ImageData, device: torch.device | str | None = None,
+                 channels_last: bool = True):
         self.config = config
         self.device = torch.device(device) if device else default_device()
+        # Images and conv weights in NHWC: oneDNN's fast conv path on CPUs, tensor cores on GPUs (conv [16, 8, 8]
+        # steps ~2x faster on CPU, same numbers to float rounding; a dense model does not notice).
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         torch.manual_seed(config.seed)  # model init and VAE sampling
-        self.model = build_model(config, data.shape).to(self.device)
+        self.model = build_model(config, data.shape).to(self.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.data = data.to(self.device)
         self.generator = torch.Generator(self.device).manual_seed(config.seed)  # batch order and noise
         # Drawn on the CPU so every trial scores the same corrupted inputs, whatever its device or seed.
         clean_val = to_float(data.val_x)
         self.val_noisy = add_noise(clean_val, config.eval_noise, torch.Generator().manual_seed(EVAL_NOISE_SEED)
-                                   ).to(self.device)
+                                   ).to(self.device, memory_format=self.memory_format)
         self.params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
@@ -78,7 +82,8 @@ class Trainer:
         start = time.perf_counter()
         n = len(self.data.train_x)
         # One gather per epoch; each batch is then a view of the shuffled copy.
-        shuffled = self.data.train_x[torch.randperm(n, device=self.device, generator=self.generator)]
+        shuffled = self.data.train_x[torch.randperm(n, device=self.device, generator=self.generator)].contiguous(
+            memory_format=self.memory_format)
         total = torch.zeros((), device=self.device)
         for i in range(0, n, cfg.batch_size):
             clean = to_float(shuffled[i:i + cfg.batch_size])
@@ -106,7 +111,7 @@ class Trainer:
                              0.0)
         n, pixels, code_numel = len(self.data.val_x), 0, 0
         for chunk, noisy in zip(self.data.val_x.split(EVAL_BATCH), self.val_noisy.split(EVAL_BATCH)):
-            clean = to_float(chunk)
+            clean = to_float(chunk.contiguous(memory_format=self.memory_format))
             with self._autocast():
                 out = model.objective(clean, clean)
                 own = model.objective(add_noise(clean, cfg.noise_factor, noise), clean) if cfg.noise_factor else out

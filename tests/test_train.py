@@ -93,9 +93,10 @@ def test_checkpoint_round_trip_gives_identical_outputs_and_optimizer(mnist, vari
     path = trainer.save(tmp_path / "checkpoint.pt")
     bundle = load_checkpoint(path)
     model = model_from_checkpoint(bundle, path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trainer.model.state_dict().values()))
     x = mnist.test_x[:16].float() / 255
     trainer.model.eval()
-    assert torch.equal(model(x), trainer.model(x))
+    assert torch.equal(model.to(memory_format=trainer.memory_format)(x), trainer.model(x))
     restored = make_trainer(mnist, variant, train_size=512)
     restored.load_state_dict(bundle)
     saved, ours = restored.optimizer.state_dict(), trainer.optimizer.state_dict()
@@ -168,3 +169,14 @@ def test_amp_bf16_trains(mnist):
     trainer = make_trainer(mnist, "dense", amp=True, train_size=1000)
     first, second = trainer.run_epoch(), trainer.run_epoch()
     assert second["val_loss"] < first["val_loss"]
+
+
+@pytest.mark.parametrize("variant", ["conv", "denoising_conv", "dense", "vae"])
+def test_channels_last_trains_the_same_model(mnist, variant):
+    """The NHWC layout (fast conv on CPUs) changes speed, not results: the same loss curve for 3 epochs."""
+    curves = []
+    for channels_last in (False, True):
+        config = TrialConfig.from_dict({**VARIANTS[variant], "batch_size": 128, "epochs": 3})
+        trainer = Trainer(config, mnist, device="cpu", channels_last=channels_last)
+        curves.append([m[key] for m in (trainer.run_epoch() for _ in range(3)) for key in ("train_loss", "val_loss")])
+    assert curves[1] == pytest.approx(curves[0], abs=1e-3, rel=1e-3)
