@@ -11,6 +11,8 @@ from aetune.errors import UsageError
 from aetune.models import REGISTRY  # model names only: importing it loads no torch
 
 LossName = Literal["bce", "mse"]
+ActivationName = Literal["relu", "selu", "tanh", "linear"]
+DecoderName = Literal["upsample", "transpose"]
 DatasetName = Literal["mnist", "fashion_mnist", "kmnist"]
 
 
@@ -26,6 +28,9 @@ class TrialConfig:
     filters: tuple[int, ...] = (16, 8, 8)  # conv only
     noise_factor: float = 0.0  # > 0 makes it a denoising autoencoder
     l1: float = 0.0  # > 0 makes it sparse (Keras activity_regularizer=l1)
+    activation: ActivationName = "relu"  # hidden layers of the families that read it; linear: a linear autoencoder
+    decoder: DecoderName = "upsample"  # conv decoders: conv + upsample, or strided transposed convs
+    beta: float = 1.0  # weight of the KL term of the Gaussian families (beta-VAE); 1 is the plain VAE
     loss: LossName = "bce"
     lr: float = 1e-3
     batch_size: int = 256
@@ -57,7 +62,7 @@ class TrialConfig:
         _positive("epochs", self.epochs)
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ConfigError(f"lr: must be a positive number, got {self.lr}")
-        for name in ("noise_factor", "l1"):
+        for name in ("noise_factor", "l1", "beta"):
             if not getattr(self, name) >= 0 or not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("train_size", "test_size"):
@@ -71,7 +76,8 @@ def _positive(name: str, value: int) -> None:
 
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}
-_CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": get_args(DatasetName)}
+_CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": get_args(DatasetName),
+            "activation": get_args(ActivationName), "decoder": get_args(DecoderName)}
 
 
 def _coerce(name: str, value: Any) -> Any:
