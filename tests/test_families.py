@@ -6,6 +6,7 @@ checkpoints and resume, config errors that name the key, and the evaluation's fi
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from aetune.evaluate import test_pass as score_on_test
 from aetune.experiment import VariantResult
 from aetune.figures import Variant, figures, slug
 from aetune.models import build_model
+from aetune.spaces import load_space
 from aetune.train import Trainer, _parser
 
 COURSE = {  # the course notebook's models
@@ -240,6 +242,17 @@ def test_train_command_line_reads_the_new_keys():
                                  "--beta", "0.5", "--code-size", "8"])
     assert (args.model, args.activation, args.decoder, args.beta, args.code_size) == (
         "conv_vae", "selu", "transpose", 0.5, 8)
+
+
+def test_course_space_builds_the_course_models():
+    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "course.yaml")
+    assert (space.searcher, space.scheduler, space.samples) == ("grid", "fifo", 1)
+    assert (space.defaults["val_size"], space.defaults["val_split"], space.defaults.get("train_size")) == (
+        5000, "last", None)  # the notebook's 55,000 / 5,000 split of the 60,000 training images
+    expected = {"stacked_selu": COURSE["stacked_selu"], "conv": COURSE["conv_transpose"], "lstm": COURSE["lstm"],
+                "denoising": {**COURSE["stacked_selu"], "noise_factor": 0.2}}
+    assert {name: v.fixed for name, v in space.variants.items()} == expected
+    assert not any(v.domains for v in space.variants.values())  # one trial each
 
 
 # --- evaluation --------------------------------------------------------------------------------------------------
