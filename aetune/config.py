@@ -14,6 +14,7 @@ LossName = Literal["bce", "mse"]
 ActivationName = Literal["relu", "selu", "tanh", "linear"]
 DecoderName = Literal["upsample", "transpose"]
 DatasetName = Literal["mnist", "fashion_mnist", "kmnist"]
+ValSplit = Literal["random", "last"]
 
 
 class ConfigError(UsageError):
@@ -24,8 +25,8 @@ class ConfigError(UsageError):
 class TrialConfig:
     model: str = "dense"  # a family of aetune.models.REGISTRY
     hidden_layers: tuple[int, ...] = ()  # empty: the shallow 784-code-784 autoencoder
-    code_size: int = 32  # dense and vae; a conv code is the last feature map
-    filters: tuple[int, ...] = (16, 8, 8)  # conv only
+    code_size: int = 32  # dense, vae, lstm and conv_vae; a conv code is the last feature map
+    filters: tuple[int, ...] = (16, 8, 8)  # conv and conv_vae
     noise_factor: float = 0.0  # > 0 makes it a denoising autoencoder
     l1: float = 0.0  # > 0 makes it sparse (Keras activity_regularizer=l1)
     activation: ActivationName = "relu"  # hidden layers of the families that read it; linear: a linear autoencoder
@@ -37,8 +38,11 @@ class TrialConfig:
     epochs: int = 10
     seed: int = 0
     dataset: DatasetName = "mnist"
-    train_size: int | None = None  # None: the whole split
-    test_size: int | None = None
+    train_size: int | None = None  # training images in use (the first N); None: the whole split
+    val_size: int | None = None  # held out of those for selection; None: 10%; 0: validate on the test split
+    val_split: ValSplit = "random"  # which: a fixed permutation (same for every trial), or the last val_size
+    test_size: int | None = None  # test images evaluate reads (the first N); trials never read the test split
+    eval_noise: float = 0.5  # val_denoise_bce corrupts validation inputs at this noise, whatever the trial trains on
     amp: bool = False  # bf16 autocast on CUDA
 
     @classmethod
@@ -62,12 +66,14 @@ class TrialConfig:
         _positive("epochs", self.epochs)
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ConfigError(f"lr: must be a positive number, got {self.lr}")
-        for name in ("noise_factor", "l1", "beta"):
+        for name in ("noise_factor", "l1", "beta", "eval_noise"):
             if not getattr(self, name) >= 0 or not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        if self.val_size is not None and self.val_size < 0:
+            raise ConfigError(f"val_size: must be >= 0 (0 validates on the test split), got {self.val_size}")
 
 
 def _positive(name: str, value: int) -> None:
@@ -77,7 +83,7 @@ def _positive(name: str, value: int) -> None:
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}
 _CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": get_args(DatasetName),
-            "activation": get_args(ActivationName), "decoder": get_args(DecoderName)}
+            "activation": get_args(ActivationName), "decoder": get_args(DecoderName), "val_split": get_args(ValSplit)}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -92,7 +98,7 @@ def _coerce(name: str, value: Any) -> Any:
         if any(v <= 0 for v in value):
             raise ConfigError(f"{name}: every layer size must be > 0, got {list(value)}")
         return tuple(int(v) for v in value)
-    if name in ("train_size", "test_size") and value is None:
+    if name in ("train_size", "val_size", "test_size") and value is None:
         return None
     if name == "amp":
         if not isinstance(value, bool):

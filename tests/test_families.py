@@ -15,9 +15,6 @@ from aetune.baselines import PCA
 from aetune.checkpoint import load_checkpoint, model_from_checkpoint
 from aetune.config import ConfigError, TrialConfig
 from aetune.data import ImageData, to_float
-from aetune.evaluate import test_pass as score_on_test
-from aetune.experiment import VariantResult
-from aetune.figures import Variant, figures, slug
 from aetune.models import build_model
 from aetune.spaces import load_space
 from aetune.train import Trainer, _parser
@@ -51,8 +48,9 @@ def make_trainer(data: ImageData, variant: str, **overrides) -> Trainer:
 
 @pytest.fixture(scope="module")
 def small(mnist) -> ImageData:
-    """600 training and 300 test images: enough for every class in the figures, cheap to train on."""
-    return ImageData(mnist.name, mnist.train_x[:600], mnist.train_y[:600], mnist.test_x[:300], mnist.test_y[:300])
+    """600 training, 300 validation and 300 test images: every class in the figures, cheap to train on."""
+    return ImageData(mnist.name, mnist.train_x[:600], mnist.train_y[:600], mnist.val_x, mnist.val_y,
+                     mnist.test_x[:300], mnist.test_y[:300])
 
 
 # --- architectures -----------------------------------------------------------------------------------------------
@@ -155,6 +153,7 @@ def test_loss_falls_within_two_epochs(mnist, variant):
     assert history[1]["val_loss"] < history[0]["val_loss"] < before
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert set(trainer.model.extra_metrics) <= set(history[-1])
+    assert history[-1]["params"] == n_params(trainer.model)  # trainable only: Keras' count for the LSTM too
 
 
 def test_linear_autoencoder_finds_the_pca_subspace(mnist):
@@ -253,12 +252,17 @@ def test_course_space_builds_the_course_models():
                 "denoising": {**COURSE["stacked_selu"], "noise_factor": 0.2}}
     assert {name: v.fixed for name, v in space.variants.items()} == expected
     assert not any(v.domains for v in space.variants.values())  # one trial each
+    assert space.variants["denoising"].settings == {"metric": "val_denoise_bce"} and space.eval_noise == 0.2
 
 
 # --- evaluation --------------------------------------------------------------------------------------------------
 
 def test_evaluation_figures_render_for_every_new_family(small):
     """One short training each, the evaluation's test pass, then every figure: a manifold for the generative ones."""
+    from aetune.evaluate import test_pass as score_on_test
+    from aetune.experiment import VariantResult
+    from aetune.figures import Variant, figures, slug
+
     shown = ["stacked_selu", "linear", "conv_transpose", "lstm", "conv_vae", "beta_vae"]
     variants = []
     for name in shown:
