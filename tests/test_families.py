@@ -160,8 +160,8 @@ def test_linear_autoencoder_finds_the_pca_subspace(mnist):
     """Trained with MSE, a linear autoencoder's optimum is PCA's: the same error, the same subspace (not the same
     basis). k = 16 sits on a clear gap of MNIST's spectrum, so the subspace is well defined."""
     k = 16
-    trainer = make_trainer(mnist, "linear", code_size=k, lr=0.002, epochs=40)
-    while trainer.epoch < 40:
+    trainer = make_trainer(mnist, "linear", code_size=k, lr=0.001, epochs=80)  # seeds 0-3: within 0.2%, 2 degrees
+    while trainer.epoch < 80:
         trainer.run_epoch()
     train, test = to_float(mnist.train_x), to_float(mnist.test_x)
     pca = PCA.fit(train, k)
