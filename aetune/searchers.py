@@ -1,18 +1,18 @@
-"""Searchers and schedulers for one variant: Optuna TPE (told about pruning), random, grid; ASHA or FIFO."""
+"""Searchers: one per variant (Optuna TPE told about pruning, single- or multi-objective, its study in a real Optuna
+storage; or the enumerated configs of a random or grid search), and the router that lets one Ray Tune run serve
+every variant at once."""
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
+import pickle
 from typing import Any
 
 import optuna
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import BasicVariantGenerator, Searcher
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from aetune.spaces import OptunaSampler, SearchSpace, Variant
+from aetune.experiment import VARIANT_KEY
+from aetune.spaces import OptunaSampler, SearchSpace, Variant, enumerated_configs
 
 STATES = optuna.trial.TrialState
 
@@ -23,44 +23,51 @@ class PrunedOptunaSearch(OptunaSearch):
     Ray's stock OptunaSearch tells a trial that ASHA stopped as COMPLETE with its last, partial value, which
     TPE then takes for a finished result. Here a trial that reported fewer epochs than the maximum is PRUNED
     (TPE ranks it by its last intermediate value, below completed trials), a diverged or errored one FAILED.
-    Every tell is mirrored to `trials_file` so the study can be inspected after the run.
+    Multi-objective studies get no intermediate values (Optuna has no pruning for them).
     """
 
-    def __init__(self, *args, max_epochs: int, trials_file: str | None = None, **kwargs):
+    def __init__(self, *args, max_epochs: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
-        self.trials_file = trials_file
-        self._ray_ids: dict[int, str] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:  # optuna-dashboard and the tests match studies to Ray trials by this
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        value = result.get(self.metric)
-        if trial_id in self._completed_trials or value is None or not math.isfinite(value):
+        if isinstance(self.metric, list) or trial_id in self._completed_trials:
             return
-        self._ot_trials[trial_id].report(value, int(result["epoch"]))
+        value = result.get(self.metric)
+        if value is not None and math.isfinite(value):
+            self._ot_trials[trial_id].report(value, int(result["epoch"]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        state = final_state(result, error, self.max_epochs)
-        value = result[self.metric] if state == STATES.COMPLETE else None
         ot_trial = self._ot_trials[trial_id]
-        self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
-        self._ray_ids[ot_trial.number] = trial_id
-        self._write_trials()
+        if ot_trial.number in finished_numbers(self._ot_study):
+            return  # told before a driver crash that the last searcher snapshot does not know of
+        state = final_state(result, error, self.max_epochs)
+        values = None
+        if state == STATES.COMPLETE:
+            values = [result[m] for m in self.metric] if isinstance(self.metric, list) else result[self.metric]
+        self._ot_study.tell(ot_trial, values, state=state)
 
-    def _write_trials(self) -> None:
-        if not self.trials_file:
-            return
-        rows = [{"ray_trial_id": self._ray_ids.get(t.number), "number": t.number, "state": t.state.name,
-                 "value": t.value, "last_step": t.last_step, "params": t.params}
-                for t in self._ot_study.get_trials(deepcopy=False)]
-        try:
-            tmp = f"{self.trials_file}.tmp"
-            Path(tmp).write_text(json.dumps(rows, indent=1, default=str))
-            os.replace(tmp, self.trials_file)
-        except OSError:  # the experiment folder moved or is a bucket: the study itself is unaffected
-            pass
+    def fail_orphans(self) -> None:
+        """After a crash the storage may hold trials asked after the last snapshot: no Ray trial will ever finish
+        them, so they are marked FAIL instead of staying RUNNING forever."""
+        known = {t.number for t in self._ot_trials.values()}
+        storage = self._ot_study._storage
+        for orphan in self._ot_study.get_trials(deepcopy=False, states=(STATES.RUNNING,)):
+            if orphan.number not in known:
+                storage.set_trial_state_values(orphan._trial_id, STATES.FAIL)
+
+
+def finished_numbers(study: optuna.Study) -> set[int]:
+    return {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 
 
 def final_state(result: dict | None, error: bool, max_epochs: int) -> "optuna.trial.TrialState":
@@ -71,16 +78,97 @@ def final_state(result: dict | None, error: bool, max_epochs: int) -> "optuna.tr
     return STATES.COMPLETE
 
 
-def make_searcher(space: SearchSpace, variant: Variant, trials_file: str | None) -> Searcher:
-    if space.searcher == "optuna":
-        return PrunedOptunaSearch(space=OptunaSampler(space, variant), metric=space.metric, mode=space.mode,
-                                  seed=space.seed, max_epochs=space.epochs, trials_file=trials_file)
-    # random and grid: Ray's variant generator samples the domains (grid_search ones are enumerated).
-    return BasicVariantGenerator(random_state=space.seed)
+def study_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage from its URL: an RDB URL (sqlite:///..., postgresql://...) or a journal file path."""
+    if "://" in url:
+        return optuna.storages.RDBStorage(url)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 
-def make_scheduler(space: SearchSpace) -> Any:
-    if space.scheduler == "fifo":
-        return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", max_t=space.epochs, grace_period=min(space.grace_period, space.epochs),
-                         reduction_factor=space.reduction_factor)
+class EnumeratedSearch(Searcher):
+    """Random and grid search: hands out the variant's enumerated configs in order (aetune.spaces)."""
+
+    def __init__(self, configs: list[dict[str, Any]]):
+        super().__init__()
+        self.configs = configs
+        self.handed_out = 0
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.handed_out == len(self.configs):
+            return Searcher.FINISHED
+        self.handed_out += 1
+        return dict(self.configs[self.handed_out - 1])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+
+def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None) -> Searcher:
+    """Optuna (its study named after the variant, in the experiment's storage), or the enumerated configs."""
+    search = space.search(variant)
+    if space.searcher != "optuna":
+        return EnumeratedSearch(enumerated_configs(space, variant))
+    metric, mode = (list(search.metric), list(search.mode)) if search.multi_objective else (
+        search.metric[0], search.mode[0])
+    return PrunedOptunaSearch(space=OptunaSampler(space, variant), metric=metric, mode=mode, seed=space.seed,
+                              study_name=variant.name, storage=study_storage(storage_url) if storage_url else None,
+                              max_epochs=space.epochs)
+
+
+class VariantRouter(Searcher):
+    """One searcher for a Ray Tune run that serves every variant at once: each new trial goes to the variant with
+    the fewest trials in flight that still has budget, and its sub-searcher (the variant's own study) proposes the
+    config. Results go back to the sub-searcher that proposed the trial."""
+
+    def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int]):
+        super().__init__()
+        self.searchers, self.budgets = searchers, budgets
+        self.asked = dict.fromkeys(searchers, 0)
+        self.done = dict.fromkeys(searchers, 0)
+        self.variant_of: dict[str, str] = {}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+        return True  # every sub-searcher has its own metric and mode
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        open_variants = [n for n in self.searchers if self.asked[n] < self.budgets[n]]
+        if not open_variants:
+            return Searcher.FINISHED
+        name = min(open_variants, key=lambda n: self.asked[n] - self.done[n])  # ties: the space's order
+        config = self.searchers[name].suggest(trial_id)
+        if config == Searcher.FINISHED:  # fewer configs than the budget said: that variant is done
+            self.budgets[name] = self.asked[name]
+            return self.suggest(trial_id)
+        if config is None:
+            return None
+        self.asked[name] += 1
+        self.variant_of[trial_id] = name
+        return {**config, VARIANT_KEY: name}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.searchers[self.variant_of[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        name = self.variant_of.get(trial_id)
+        if name is not None:
+            self.done[name] += 1
+            self.searchers[name].on_trial_complete(trial_id, result=result, error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+        for searcher in self.searchers.values():
+            if isinstance(searcher, PrunedOptunaSearch):
+                searcher.fail_orphans()
+
+
+def make_router(space: SearchSpace, storage_url: str | None) -> VariantRouter:
+    runs = space.runs()
+    return VariantRouter({v.name: make_searcher(space, v, storage_url) for v in runs},
+                         {v.name: space.trial_count(v) for v in runs})
