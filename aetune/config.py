@@ -11,6 +11,8 @@ from aetune.errors import UsageError
 from aetune.models import REGISTRY  # model names only: importing it loads no torch
 
 LossName = Literal["bce", "mse"]
+ActivationName = Literal["relu", "selu", "tanh", "linear"]
+DecoderName = Literal["upsample", "transpose"]
 DatasetName = Literal["mnist", "fashion_mnist", "kmnist"]
 ValSplit = Literal["random", "last"]
 
@@ -23,10 +25,13 @@ class ConfigError(UsageError):
 class TrialConfig:
     model: str = "dense"  # a family of aetune.models.REGISTRY
     hidden_layers: tuple[int, ...] = ()  # empty: the shallow 784-code-784 autoencoder
-    code_size: int = 32  # dense and vae; a conv code is the last feature map
-    filters: tuple[int, ...] = (16, 8, 8)  # conv only
+    code_size: int = 32  # dense, vae, lstm and conv_vae; a conv code is the last feature map
+    filters: tuple[int, ...] = (16, 8, 8)  # conv and conv_vae
     noise_factor: float = 0.0  # > 0 makes it a denoising autoencoder
     l1: float = 0.0  # > 0 makes it sparse (Keras activity_regularizer=l1)
+    activation: ActivationName = "relu"  # hidden layers of the families that read it; linear: a linear autoencoder
+    decoder: DecoderName = "upsample"  # conv decoders: conv + upsample, or strided transposed convs
+    beta: float = 1.0  # weight of the KL term of the Gaussian families (beta-VAE); 1 is the plain VAE
     loss: LossName = "bce"
     lr: float = 1e-3
     batch_size: int = 256
@@ -61,7 +66,7 @@ class TrialConfig:
         _positive("epochs", self.epochs)
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ConfigError(f"lr: must be a positive number, got {self.lr}")
-        for name in ("noise_factor", "l1", "eval_noise"):
+        for name in ("noise_factor", "l1", "beta", "eval_noise"):
             if not getattr(self, name) >= 0 or not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("train_size", "test_size"):
@@ -79,7 +84,7 @@ def _positive(name: str, value: int) -> None:
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}
 DATASETS = get_args(DatasetName)  # the torchvision datasets aetune.data reads
 _CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": DATASETS,
-            "val_split": get_args(ValSplit)}
+            "activation": get_args(ActivationName), "decoder": get_args(DecoderName), "val_split": get_args(ValSplit)}
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -208,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
         elif field.name == "amp":
             parser.add_argument(flag, action="store_true", default=None, help="bf16 autocast")
         else:
-            kind = str if field.name in ("model", "loss", "dataset") else float if "float" in str(field.type) else int
+            kind = {"float": float, "int": int, "int | None": int}.get(str(field.type), str)  # Literal: str
             parser.add_argument(flag, type=kind, default=None)
     return parser
 

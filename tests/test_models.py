@@ -9,7 +9,7 @@ import torch
 
 from aetune.config import ConfigError
 from aetune.models import REGISTRY, build_model
-from aetune.models.vae import kl_divergence
+from aetune.models.gaussian import kl_divergence
 
 VARIANTS = {
     "dense": {"model": "dense", "hidden_layers": [128, 64], "code_size": 32},

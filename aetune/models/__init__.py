@@ -19,6 +19,8 @@ REGISTRY: dict[str, str] = {
     "dense": "dense:DenseAE",
     "conv": "conv:ConvAE",
     "vae": "vae:VAE",
+    "lstm": "lstm:LSTMAE",
+    "conv_vae": "conv_vae:ConvVAE",
 }
 
 

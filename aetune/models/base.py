@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aetune.config import TrialConfig
+from aetune.config import ConfigError, TrialConfig
 
 
 @dataclass
@@ -54,11 +54,28 @@ def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str, p
     return pixel.flatten(1).sum(1).mean() if per_image_sum else pixel.mean()
 
 
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "selu": nn.SELU, "tanh": nn.Tanh, "linear": nn.Identity}
+WEIGHTED = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+
+
 def keras_init(module: nn.Module) -> None:
-    """Glorot-uniform weights and zero biases, as the Keras originals (PyTorch's default ends ~8% worse)."""
-    if isinstance(module, (nn.Linear, nn.Conv2d)):
+    """Keras' initialisers (PyTorch's defaults end ~8% worse): Glorot-uniform weights and zero biases, and
+    LeCun-normal weights for a layer that feeds a SELU (what self-normalisation assumes). Module.apply visits a
+    Sequential after its children, so it re-initialises the layers it sees followed by a SELU."""
+    if isinstance(module, WEIGHTED):
         nn.init.xavier_uniform_(module.weight)
         nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Sequential):
+        for layer, after in zip(module, list(module)[1:]):
+            if isinstance(layer, WEIGHTED) and isinstance(after, nn.SELU):
+                lecun_normal_(layer.weight)
+
+
+def lecun_normal_(weight: torch.Tensor) -> None:
+    """Keras' lecun_normal: a normal truncated at two deviations, scaled so its std is 1 / sqrt(fan_in).
+    weight[0] holds one output's inputs (for a transposed conv, PyTorch's and Keras' fan_in agree: out x k x k)."""
+    std = (1 / weight[0].numel()) ** 0.5 / 0.87962566103423978
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 
 class Autoencoder(nn.Module):
@@ -78,6 +95,16 @@ class Autoencoder(nn.Module):
         self.loss_kind = config.loss
         self.l1 = config.l1
         self.linear_head = False  # True where the decoder's output is the reconstruction (no sigmoid)
+
+    def hidden_activation(self, config: TrialConfig) -> type[nn.Module]:
+        """The hidden layers' activation, for the families that read `activation`. Linear also drops the output
+        sigmoid: a linear autoencoder, whose optimum under MSE spans PCA's subspace."""
+        if config.activation == "linear":
+            if config.loss != "mse":
+                raise ConfigError(f"activation: linear makes a linear autoencoder, trained with MSE (it then spans "
+                                  f"PCA's subspace); set loss: mse, not {config.loss}")
+            self.linear_head = True
+        return ACTIVATIONS[config.activation]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The deterministic code of x, batch first (a VAE's posterior mean)."""
