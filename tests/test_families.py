@@ -191,7 +191,7 @@ def test_checkpoint_round_trip_and_resume_parity(small, variant, tmp_path):
     bundle = load_checkpoint(path)
     model = model_from_checkpoint(bundle, path)
     x = to_float(small.test_x[:16])
-    assert torch.equal(model(x), first.model.eval()(x))
+    assert torch.equal(model.to(memory_format=first.memory_format)(x), first.model.eval()(x))
 
     torch.manual_seed(12345)  # a fresh process would have different global RNG state
     resumed = make_trainer(small, variant, epochs=3)
