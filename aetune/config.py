@@ -12,6 +12,7 @@ from aetune.models import REGISTRY  # model names only: importing it loads no to
 
 LossName = Literal["bce", "mse"]
 DatasetName = Literal["mnist", "fashion_mnist", "kmnist"]
+ValSplit = Literal["random", "last"]
 
 
 class ConfigError(UsageError):
@@ -32,8 +33,11 @@ class TrialConfig:
     epochs: int = 10
     seed: int = 0
     dataset: DatasetName = "mnist"
-    train_size: int | None = None  # None: the whole split
-    test_size: int | None = None
+    train_size: int | None = None  # training images in use (the first N); None: the whole split
+    val_size: int | None = None  # held out of those for selection; None: 10%; 0: validate on the test split
+    val_split: ValSplit = "random"  # which: a fixed permutation (same for every trial), or the last val_size
+    test_size: int | None = None  # test images evaluate reads (the first N); trials never read the test split
+    eval_noise: float = 0.5  # val_denoise_bce corrupts validation inputs at this noise, whatever the trial trains on
     amp: bool = False  # bf16 autocast on CUDA
 
     @classmethod
@@ -57,12 +61,14 @@ class TrialConfig:
         _positive("epochs", self.epochs)
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ConfigError(f"lr: must be a positive number, got {self.lr}")
-        for name in ("noise_factor", "l1"):
+        for name in ("noise_factor", "l1", "eval_noise"):
             if not getattr(self, name) >= 0 or not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        if self.val_size is not None and self.val_size < 0:
+            raise ConfigError(f"val_size: must be >= 0 (0 validates on the test split), got {self.val_size}")
 
 
 def _positive(name: str, value: int) -> None:
@@ -71,7 +77,8 @@ def _positive(name: str, value: int) -> None:
 
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}
-_CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": get_args(DatasetName)}
+_CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": get_args(DatasetName),
+            "val_split": get_args(ValSplit)}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -86,7 +93,7 @@ def _coerce(name: str, value: Any) -> Any:
         if any(v <= 0 for v in value):
             raise ConfigError(f"{name}: every layer size must be > 0, got {list(value)}")
         return tuple(int(v) for v in value)
-    if name in ("train_size", "test_size") and value is None:
+    if name in ("train_size", "val_size", "test_size") and value is None:
         return None
     if name == "amp":
         if not isinstance(value, bool):

@@ -1,4 +1,10 @@
-"""Datasets as uint8 tensors, loaded once per process and kept resident on the trial's device."""
+"""Datasets as uint8 tensors, loaded once per process and kept resident on the trial's device.
+
+Three splits: train | val | test. The validation images are held out of the training images in use by a
+permutation that depends only on how many there are and `val_size` (never on a trial's seed), so every trial of
+every variant, and the evaluation, see the same ones. Trials read train and val; only aetune.evaluate reads test.
+`val_size: 0` is the course protocol: validation is the test split, and every output says so.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -20,23 +26,38 @@ class DataError(UsageError):
     """The dataset is missing or unreadable; the message names the path and the fix."""
 
 
+SPLIT_SEED = 0  # the validation permutation's seed: a constant, so the split never depends on a trial
+VAL_FRACTION = 0.1  # val_size when it is not given
+
+
 @dataclass(frozen=True)
 class ImageData:
-    """Both splits of one dataset: images as uint8 N x C x H x W, labels as int64."""
+    """The splits of one dataset: images as uint8 N x C x H x W, labels as int64; test is None in a trial."""
 
     name: str
     train_x: torch.Tensor
     train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
+    val_from: str = "train"  # "test" under val_size: 0
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
 
+    @property
+    def split(self) -> dict[str, int | str]:
+        """What summary.json records of the split."""
+        return {"train": len(self.train_x), "val": len(self.val_x), "val_from": self.val_from}
+
     def to(self, device: torch.device | str) -> "ImageData":
-        move = functools.partial(torch.Tensor.to, device=device, non_blocking=True)
-        return ImageData(self.name, move(self.train_x), move(self.train_y), move(self.test_x), move(self.test_y))
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return ImageData(self.name, move(self.train_x), move(self.train_y), move(self.val_x), move(self.val_y),
+                         move(self.test_x), move(self.test_y), self.val_from)
 
 
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
@@ -52,16 +73,40 @@ def load_data(
     train_size: int | None = None,
     test_size: int | None = None,
     download: bool = True,
+    val_size: int | None = None,
+    val_split: str = "random",
+    test: bool = True,
 ) -> ImageData:
-    """Load a torchvision dataset once per process (cached: Ray reuses worker processes across trials)."""
+    """The three splits (cached per process: Ray reuses worker processes across trials). `test=False` is what a
+    trial asks for: the test files are then not even read, unless val_size 0 makes them the validation split."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     root = resolve_data_root(data_root)
-    train_x, train_y = _read_split(name, root, train=True, download=download)
-    test_x, test_y = _read_split(name, root, train=False, download=download)
-    return ImageData(name, train_x[:train_size], train_y[:train_size], test_x[:test_size], test_y[:test_size])
+    images, labels = _read_split(name, root, True, download)
+    images, labels = images[:train_size], labels[:train_size]
+    test_x = test_y = None
+    if test or val_size == 0:
+        test_x, test_y = _read_split(name, root, False, download)
+        test_x, test_y = test_x[:test_size], test_y[:test_size]
+    if val_size == 0:
+        return ImageData(name, images, labels, test_x, test_y, test_x if test else None, test_y if test else None,
+                         val_from="test")
+    train_idx, val_idx = validation_indices(len(images), val_size, val_split)
+    return ImageData(name, images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], test_x, test_y)
 
 
+def validation_indices(n: int, val_size: int | None, val_split: str = "random") -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices into the n training images in use, each in ascending order."""
+    size = round(VAL_FRACTION * n) if val_size is None else val_size
+    if not 0 < size < n:
+        raise DataError(f"val_size: {size} validation images cannot be held out of {n} training images in use; "
+                        f"choose 1..{n - 1} (or 0 to validate on the test split)")
+    order = torch.arange(n) if val_split == "last" else torch.randperm(n, generator=torch.Generator().manual_seed(
+        SPLIT_SEED))
+    return order[:n - size].sort().values, order[n - size:].sort().values
+
+
+@functools.lru_cache(maxsize=8)
 def _read_split(name: str, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     cls = DATASETS[name]
     where = root / cls.__name__ / "raw"

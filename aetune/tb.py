@@ -17,6 +17,7 @@ SCALAR_TAGS = {
     "val_loss": "loss/val",
     "val_bce": "reconstruction/val_bce",
     "val_mse": "reconstruction/val_mse",
+    "val_denoise_bce": "reconstruction/val_denoise_bce",
     "code_l1": "code/mean_abs",
     "kl": "vae/kl",
     "samples_per_s": "speed/samples_per_s",
@@ -36,7 +37,7 @@ def hparam_values(config: TrialConfig) -> dict[str, int | float | str | bool]:
 
 
 class TrialLogger:
-    """Writes one TensorBoard run (the trial's folder). Images of 8 fixed test digits every `image_every` epochs."""
+    """Writes one TensorBoard run (the trial's folder). Images of 8 fixed validation digits every `image_every` epochs."""
 
     def __init__(self, logdir: str | Path, config: TrialConfig, digits: torch.Tensor, resumed: bool = False,
                  image_every: int = 5):

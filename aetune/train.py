@@ -23,6 +23,7 @@ from aetune.errors import UsageError, cli, first_line
 from aetune.models import build_model
 
 EVAL_BATCH = 2048
+EVAL_NOISE_SEED = 0  # val_denoise_bce's corruption: one draw, the same inputs for every trial and epoch
 
 
 def default_device() -> torch.device:
@@ -44,6 +45,11 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.data = data.to(self.device)
         self.generator = torch.Generator(self.device).manual_seed(config.seed)  # batch order and noise
+        # Drawn on the CPU so every trial scores the same corrupted inputs, whatever its device or seed.
+        clean_val = to_float(data.val_x)
+        self.val_noisy = add_noise(clean_val, config.eval_noise, torch.Generator().manual_seed(EVAL_NOISE_SEED)
+                                   ).to(self.device)
+        self.params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         self._sanity_check()
@@ -53,7 +59,7 @@ class Trainer:
 
     def _sanity_check(self) -> None:
         """One forward pass before any training, so a bad architecture fails here with its likely causes."""
-        batch = to_float(self.data.test_x[:2])
+        batch = to_float(self.data.val_x[:2])
         try:
             with torch.no_grad():
                 self.model.eval()
@@ -88,35 +94,36 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:
-        """Metrics on the held-out split; denoising validation noise is the same every epoch."""
+        """Metrics on the validation split (never the test split, unless val_size 0 made them one):
+        val_loss   the variant's own objective (a denoiser's inputs corrupted at its own noise_factor),
+        val_bce, val_mse   clean reconstruction, comparable across variants,
+        val_denoise_bce    clean images recovered from inputs corrupted at eval_noise, the same for every trial,
+        code_l1, code_size, params, and the family's extra metrics (the VAE's kl)."""
         cfg, model = self.config, self.model
         model.eval()
-        noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)
-        sums = {"val_loss": 0.0, "val_bce": 0.0, "val_mse": 0.0, "code_l1": 0.0}
-        sums |= {key: 0.0 for key in model.extra_metrics}
-        n, pixels, code_numel = len(self.data.test_x), 0, 0
-        for chunk in self.data.test_x.split(EVAL_BATCH):
+        noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)  # own-noise inputs: the same every epoch
+        sums = dict.fromkeys(["val_loss", "val_bce", "val_mse", "val_denoise_bce", "code_l1", *model.extra_metrics],
+                             0.0)
+        n, pixels, code_numel = len(self.data.val_x), 0, 0
+        for chunk, noisy in zip(self.data.val_x.split(EVAL_BATCH), self.val_noisy.split(EVAL_BATCH)):
             clean = to_float(chunk)
             with self._autocast():
                 out = model.objective(clean, clean)
-                noisy = add_noise(clean, cfg.noise_factor, noise) if cfg.noise_factor else None
-                objective = model.objective(noisy, clean) if noisy is not None else out
-            sums["val_loss"] += objective.loss.float() * len(clean)
+                own = model.objective(add_noise(clean, cfg.noise_factor, noise), clean) if cfg.noise_factor else out
+                denoised = model.objective(noisy, clean)
+            sums["val_loss"] += own.loss.float() * len(clean)
             sums["val_bce"] += out.pixel_bce(clean).float().sum()
             sums["val_mse"] += out.pixel_mse(clean).float().sum()
+            sums["val_denoise_bce"] += denoised.pixel_bce(clean).float().sum()
             sums["code_l1"] += out.code.float().abs().sum()
             for key in model.extra_metrics:
                 sums[key] += out.extras[key].float() * len(clean)
             pixels += clean.numel()
             code_numel += out.code.numel()
-        metrics = {
-            "val_loss": float(sums["val_loss"]) / n,
-            "val_bce": float(sums["val_bce"]) / pixels,
-            "val_mse": float(sums["val_mse"]) / pixels,
-            "code_l1": float(sums["code_l1"]) / code_numel,
-        }
-        metrics |= {key: float(sums[key]) / n for key in model.extra_metrics}
-        return metrics
+        per = {"val_loss": n, "val_bce": pixels, "val_mse": pixels, "val_denoise_bce": pixels, "code_l1": code_numel}
+        per |= dict.fromkeys(model.extra_metrics, n)
+        return {**{key: float(sums[key]) / per[key] for key in sums}, "code_size": code_numel // n,
+                "params": self.params}
 
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch, evaluate, and append the metrics to the history."""
@@ -173,7 +180,7 @@ def trainer_for(config: TrialConfig, data_root: str | None = None, download: boo
                 device: torch.device | str | None = None) -> Trainer:
     """Load (or reuse) the config's dataset and build its Trainer."""
     data = load_data(config.dataset, str(data_root) if data_root else None, config.train_size, config.test_size,
-                     download)
+                     download, config.val_size, config.val_split, test=False)
     return Trainer(config, data, device)
 
 
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.out / CHECKPOINT_FILE
     if args.resume:
         trainer.load_state_dict(load_checkpoint(checkpoint))
-    logger = TrialLogger(args.out, config, trainer.data.test_x[:8], resumed=trainer.epoch > 0)
+    logger = TrialLogger(args.out, config, trainer.data.val_x[:8], resumed=trainer.epoch > 0)
     with logger:
         while trainer.epoch < config.epochs:
             metrics = trainer.run_epoch()

@@ -34,7 +34,7 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, image_e
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
     # The trial's working directory is synced to the experiment folder with its checkpoints (sync_artifacts).
-    logger = TrialLogger(Path.cwd(), trainer.config, trainer.data.test_x[:8], resumed=trainer.epoch > 0,
+    logger = TrialLogger(Path.cwd(), trainer.config, trainer.data.val_x[:8], resumed=trainer.epoch > 0,
                          image_every=image_every)
     with logger:
         while trainer.epoch < trainer.config.epochs:

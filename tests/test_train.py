@@ -18,7 +18,8 @@ VARIANTS = {
     "denoising_conv": {"model": "conv", "filters": [16, 16], "noise_factor": 0.5},
     "vae": {"model": "vae", "hidden_layers": [256], "code_size": 2},
 }
-METRICS = {"epoch", "train_loss", "val_loss", "val_bce", "val_mse", "code_l1", "samples_per_s"}
+METRICS = {"epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_denoise_bce", "code_l1", "code_size", "params",
+           "samples_per_s"}
 
 
 def make_trainer(mnist, variant: str, **overrides) -> Trainer:
@@ -48,6 +49,25 @@ def test_val_metrics_use_clean_inputs_and_denoising_objective_uses_noise(mnist):
     metrics = trainer.evaluate()
     assert metrics["val_loss"] > metrics["val_bce"]  # noisy inputs reconstruct worse than clean ones
     assert trainer.evaluate() == metrics  # fixed validation noise: same numbers every time
+
+
+def test_denoising_score_uses_the_same_corrupted_inputs_for_every_trial(mnist):
+    plain, denoiser = make_trainer(mnist, "dense", seed=1), make_trainer(mnist, "denoising_dense", seed=2)
+    assert torch.equal(plain.val_noisy, denoiser.val_noisy)  # whatever the trial's seed and training noise
+    assert not torch.equal(make_trainer(mnist, "dense", eval_noise=0.3).val_noisy, plain.val_noisy)
+    metrics = plain.evaluate()
+    assert metrics["val_denoise_bce"] > metrics["val_bce"]  # sigma-0.5 inputs reconstruct worse than clean ones
+    with torch.no_grad():
+        denoised = torch.nn.functional.binary_cross_entropy(plain.model.eval()(plain.val_noisy),
+                                                            plain.data.val_x.float() / 255)
+    assert metrics["val_denoise_bce"] == pytest.approx(float(denoised), rel=1e-4)
+
+
+@pytest.mark.parametrize("variant, code_size, params", [("dense", 32, 222_384), ("conv", 128, 4_385),
+                                                        ("vae", 2, 404_244)])
+def test_code_size_and_parameter_count_are_reported(mnist, variant, code_size, params):
+    metrics = make_trainer(mnist, variant).evaluate()
+    assert (metrics["code_size"], metrics["params"]) == (code_size, params)
 
 
 @pytest.mark.parametrize("variant", ["dense", "conv", "vae"])
