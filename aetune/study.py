@@ -96,3 +96,8 @@ def test_metric(metric: str) -> str:
     """The evaluation's name for the same metric measured on the test split (val_bce -> test_bce, code_l1 ->
     test_code_l1); a property of the model itself (code_size, params) keeps its name."""
     return metric if metric in MODEL_PROPERTIES else "test_" + metric.removeprefix("val_")
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number as a finding or a label shows it: `digits` significant digits (1e-05, 0.102, 32)."""
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
