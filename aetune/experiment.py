@@ -22,16 +22,26 @@ EVAL_DIR = "eval"
 
 @dataclass
 class VariantResult:
-    """The best trial of one variant, or why there is none."""
+    """What the search of one variant found: its pick (the best trial, or the knee of its Pareto front) or why there
+    is none, how it was searched, and every trial. Every metric here comes from the split named in `split`."""
 
     trial_id: str | None
     config: dict[str, Any]  # trial config keys (aetune.config.TrialConfig.to_dict())
-    metrics: dict[str, float]  # the reported metrics of the best checkpoint's epoch
+    metrics: dict[str, float]  # the reported metrics of the picked checkpoint's epoch
     checkpoint: str | None  # path of checkpoint.pt, relative to the experiment folder
     trial_dir: str | None  # relative to the experiment folder: the trial's TensorBoard run
     trials: int = 0  # how many trials the variant ran
-    errored: list[dict[str, str]] = field(default_factory=list)  # [{"trial_id", "error_file"}]
+    errored: list[dict[str, str]] = field(default_factory=list)  # [{"trial_id", "error_file", "error"}]
     diverged: list[str] = field(default_factory=list)  # trial ids that ended with a non-finite loss
+    metric: str | list[str] = "val_loss"  # the objective(s) it was searched on
+    mode: str | list[str] = "min"
+    pick_rule: str = ""  # how the pick was chosen, in words
+    split: dict[str, Any] = field(default_factory=dict)  # {"train": 5400, "val": 600, "val_from": "train"|"test"}
+    selected_on: str = "validation"  # the split that chose the pick: "test" only under val_size 0 (course protocol)
+    sweep: dict[str, Any] = field(default_factory=dict)  # the swept value(s) of this sweep member
+    base: str = ""  # the space's variant a sweep member came from ("" when it is that variant)
+    front: list[dict[str, Any]] = field(default_factory=list)  # multi-objective: the non-dominated trials
+    trial_results: list[dict[str, Any]] = field(default_factory=list)  # every trial: config, metrics, state
 
 
 @dataclass

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -15,11 +14,12 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from aetune.config import TrialConfig
 from aetune.errors import UsageError, first_line
-from aetune.experiment import SPACE_FILE, Summary, VariantResult, is_uri, join, read_text, write_text
+from aetune.experiment import SPACE_FILE, Summary, is_uri, join, read_text, write_text
 from aetune.models import family
+from aetune.results import summarise
 from aetune.searchers import make_scheduler, make_searcher
-from aetune.spaces import SearchSpace, Variant, ray_param_space, space_to_yaml
-from aetune.trainable import DIVERGED, train_trial
+from aetune.spaces import Search, SearchSpace, Variant, ray_param_space, space_to_yaml
+from aetune.trainable import train_trial
 
 KEEP_CHECKPOINTS = 2  # the best two by the metric; Ray always keeps the latest as well, for resuming
 MAX_FAILURES = 2  # a crashed trial is retried from its last checkpoint this many times
@@ -36,6 +36,7 @@ class Experiment:
     name: str
     storage: str
     data_root: str
+    study_storage: str | None = None  # the Optuna storage URL (or journal file) every variant's study lives in
 
     @property
     def path(self) -> str:
@@ -98,6 +99,7 @@ def trial_dirname(trial: Any) -> str:
 def make_tuner(experiment: Experiment, variant: Variant, trainable: Callable, resume: bool,
                verbose: int = 1) -> tune.Tuner:
     space = experiment.space
+    search = space.search(variant)
     path = join(experiment.path, variant.name)
     resources = {"cpu": space.cpus, "gpu": space.gpus}
     threads = max(1, int(space.cpus))
@@ -105,108 +107,99 @@ def make_tuner(experiment: Experiment, variant: Variant, trainable: Callable, re
                                     resources)
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False)
-    trials_file = None if is_uri(path) else str(Path(path) / "optuna_trials.json")
-    searcher = make_searcher(space, variant, trials_file)
-    grid_or_random = space.searcher != "optuna"
+    searcher = make_searcher(space, variant, experiment.study_storage)
+    single = None if search.multi_objective else search.metric[0]  # checkpoints ranked by it; else the latest
     return tune.Tuner(
         trainable,
-        param_space=ray_param_space(space, variant) if grid_or_random else {},
-        tune_config=tune.TuneConfig(
-            metric=space.metric, mode=space.mode, search_alg=searcher, scheduler=make_scheduler(space),
-            num_samples=space.samples, reuse_actors=True, trial_dirname_creator=trial_dirname,
-        ),
+        param_space=ray_param_space(space, variant) if space.searcher != "optuna" else {},
+        # The searcher and scheduler carry their own metric (a list for a front; ASHA's one metric).
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(search, space.epochs),
+                                    num_samples=search.samples, reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=variant.name, storage_path=experiment.path, verbose=verbose,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS,
-                                                    checkpoint_score_attribute=space.metric,
-                                                    checkpoint_score_order=space.mode),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute=single,
+                                                    checkpoint_score_order=search.mode[0]),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # the trials' TensorBoard files
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+            progress_reporter=progress_reporter(search) if verbose else None,
         ),
     )
+
+
+def progress_reporter(search: Search) -> tune.CLIReporter:
+    """The live table: the variant's objective(s), then the scores every variant shares."""
+    shared = ("val_bce", "val_denoise_bce", "code_l1", "epoch")
+    columns = list(dict.fromkeys([*search.metric, *shared]))
+    return tune.CLIReporter(metric_columns=columns, max_report_frequency=10)
+
+
+def data_split(config: dict[str, Any], data_root: str) -> dict[str, Any]:
+    """The split every trial of a variant trained and validated on (the same function the trials call)."""
+    from aetune.data import load_data
+
+    cfg = TrialConfig.from_dict(config)
+    return load_data(cfg.dataset, data_root, cfg.train_size, cfg.test_size, False, cfg.val_size, cfg.val_split,
+                     test=False).split
 
 
 def run(experiment: Experiment, address: str | None, resume: bool, trainable: Callable | None, verbose: int,
         worker_env: dict[str, str]) -> Summary:
     connect(address, worker_env)
+    space = experiment.space
     try:
         check_storage_reachable(experiment.storage)
         results = {}
-        for variant in experiment.space.variants.values():
+        for variant in space.runs():
             print(f"\n== variant {variant.name} ==", flush=True)
             tuner = make_tuner(experiment, variant, trainable or train_trial, resume, verbose)
             grid = tuner.fit()
             finished = grid.num_terminated + grid.num_errors
-            if finished < experiment.space.trial_count(variant):  # Ctrl-C: Tune saved its state and returned
+            if finished < space.trial_count(variant):  # Ctrl-C: Tune saved its state and returned
                 print(f"\ninterrupted; continue with: python -m aetune.search --storage {experiment.storage} "
                       f"--name {experiment.name} --resume", flush=True)
                 raise KeyboardInterrupt
-            results[variant.name] = summarise(grid, experiment, variant)
+            split = data_split(space.base_config(variant), experiment.data_root)
+            results[variant.name] = summarise(grid, variant, space.search(variant), space.epochs,
+                                              experiment.path.split("://")[-1], split)
     finally:
         ray.shutdown()
-    summary = Summary(experiment.name, experiment.space.metric, experiment.space.mode, results, experiment.data_root)
+    summary = Summary(experiment.name, space.metric, space.mode, results, experiment.data_root)
     summary.write(experiment.path)
     return summary
 
 
-def summarise(grid: tune.ResultGrid, experiment: Experiment, variant: Variant) -> VariantResult:
-    """Best checkpoint over the variant's trials, skipping diverged and errored trials."""
-    space, root = experiment.space, experiment.path.split("://")[-1]
-    sign = 1 if space.mode == "min" else -1
-    errored, diverged, best = [], [], None
-    for result in grid:
-        trial_id = result.metrics.get("trial_id") or Path(result.path).name
-        if result.error:
-            errored.append({"trial_id": trial_id, "error_file": posixpath.relpath(f"{result.path}/error.txt", root),
-                            "error": first_line(result.error, last=True)})
-            continue
-        if result.metrics.get(DIVERGED):
-            diverged.append(trial_id)
-            continue
-        for checkpoint, metrics in result.best_checkpoints:
-            value = metrics.get(space.metric, math.nan)
-            if math.isfinite(value) and (best is None or sign * value < sign * best[0]):
-                best = (value, trial_id, result, checkpoint, metrics)
-    if best is None:
-        return VariantResult(None, {}, {}, None, None, len(grid), errored, diverged)
-    _, trial_id, result, checkpoint, metrics = best
-    return VariantResult(
-        trial_id=trial_id, config=TrialConfig.from_dict(result.config).to_dict(), metrics=_metric_values(metrics),
-        checkpoint=posixpath.relpath(f"{checkpoint.path}/checkpoint.pt", root),
-        trial_dir=posixpath.relpath(result.path, root), trials=len(grid), errored=errored, diverged=diverged,
-    )
-
-
-def _metric_values(metrics: dict[str, Any]) -> dict[str, float]:
-    keep = ("epoch", "train_loss", "val_loss", "val_bce", "val_mse", "code_l1", "kl", "samples_per_s")
-    return {k: metrics[k] for k in keep if k in metrics}
-
-
 def print_summary(summary: Summary, experiment: Experiment) -> None:
-    print(f"\n== {summary.name}: best trial per variant ({summary.metric}, {summary.mode}) ==")
-    header = f"{'variant':<12} {'trials':>6} {summary.metric:>10} {'val_bce':>8} {'epoch':>5}  config / checkpoint"
-    print(header)
+    print(f"\n== {summary.name}: the pick of each variant (validation split unless said) ==")
+    print(f"{'variant':<22} {'trials':>6} {'objective':<28} {'val_bce':>8} {'epoch':>5}  config / checkpoint")
     for name, v in summary.variants.items():
         if v.checkpoint is None:
-            print(f"{name:<12} {v.trials:>6} {'-':>10} {'-':>8} {'-':>5}  no finished trial")
+            print(f"{name:<22} {v.trials:>6} {'-':<28} {'-':>8} {'-':>5}  no finished trial")
         else:
-            m = v.metrics
-            print(f"{name:<12} {v.trials:>6} {m[summary.metric]:>10.5g} {m.get('val_bce', math.nan):>8.4f} "
-                  f"{m.get('epoch', 0):>5}  {_describe(v.config)}")
-            print(f"{'':<38}  {join(experiment.path, v.checkpoint)}")
+            metrics = v.metric if isinstance(v.metric, list) else [v.metric]
+            objective = " ".join(f"{m}={v.metrics[m]:.4g}" for m in metrics)
+            print(f"{name:<22} {v.trials:>6} {objective:<28} {v.metrics.get('val_bce', math.nan):>8.4f} "
+                  f"{v.metrics.get('epoch', 0):>5}  {_describe(v.config)}")
+            if v.front:
+                print(f"{'':<22} front of {len(v.front)} trials; picked its knee")
+            if v.selected_on == "test":
+                print(f"{'':<22} selected on the TEST split (val_size: 0, the course protocol)")
+            print(f"{'':<22}  {join(experiment.path, v.checkpoint)}")
         for e in v.errored:
-            print(f"{'':<12} ERROR trial {e['trial_id']}: {e['error']}  ({join(experiment.path, e['error_file'])})")
+            print(f"{'':<22} ERROR trial {e['trial_id']}: {e['error']}  ({join(experiment.path, e['error_file'])})")
         if v.diverged:
-            print(f"{'':<12} diverged (ignored): {', '.join(v.diverged)}")
+            print(f"{'':<22} diverged (ignored): {', '.join(v.diverged)}")
     print(f"\nsummary:     {join(experiment.path, 'summary.json')}")
     print(f"TensorBoard: tensorboard --logdir {experiment.path} --host 127.0.0.1")
+    if experiment.study_storage:
+        print(f"Optuna:      optuna-dashboard {experiment.study_storage} --host 127.0.0.1")
     print(f"evaluate:    python -m aetune.evaluate {experiment.path}")
 
 
 def _describe(config: dict[str, Any]) -> str:
     architecture = [k for k in family(config["model"]).config_keys if k != "l1"]
     shown = [*architecture, "lr", "batch_size"] + [k for k in ("noise_factor", "l1") if config.get(k)]
+
     def fmt(value: Any) -> str:
         return f"{value:.3g}" if isinstance(value, float) else str(value).replace(" ", "")
 

@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="runs", help="experiments folder, local path or bucket URI (default: ./runs)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment STORAGE/NAME")
     p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: start a local Ray)")
+    p.add_argument("--study-storage", metavar="URL",
+                   help="Optuna storage for the variants' studies: an RDB URL (sqlite:///..., postgresql://...) or a "
+                        "journal file path (default: sqlite:///STORAGE/NAME/optuna.db; required with a bucket "
+                        "--storage)")
     p.add_argument("--data-root",
                    help="dataset root every node can read (default: $AETUNE_DATA or ~/.cache/aetune/data)")
     group = p.add_argument_group("overrides of the space file")
@@ -76,6 +80,19 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str]:
     return space, args.name or space.name
 
 
+def study_storage(args: argparse.Namespace, space: SearchSpace, storage: str, name: str) -> str | None:
+    """Where the Optuna studies live: --study-storage, else an SQLite file in the experiment folder."""
+    if space.searcher != "optuna":
+        return None
+    if args.study_storage:
+        url = args.study_storage
+        return url if "://" in url else str(Path(url).expanduser().resolve())  # a journal file, made absolute
+    if "://" in storage:
+        raise UsageError(f"--storage {storage} is a bucket, where Optuna cannot keep a study; pass --study-storage "
+                         "with an RDB URL (e.g. postgresql://...) or a journal file on a shared filesystem")
+    return f"sqlite:///{Path(storage) / name / 'optuna.db'}"
+
+
 @cli
 def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = None) -> int:
     """Validate everything, then run. `trainable` lets tests wrap the real one (fault injection)."""
@@ -89,7 +106,7 @@ def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = 
     from aetune import runner  # Ray is imported only once the input is known to be good
 
     storage = runner.storage_location(args.storage)
-    experiment = runner.Experiment(space, name, storage, str(data_root))
+    experiment = runner.Experiment(space, name, storage, str(data_root), study_storage(args, space, storage, name))
     if not args.resume:
         experiment.create()
     summary = runner.run(experiment, address=args.address, resume=args.resume, trainable=trainable,

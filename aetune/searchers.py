@@ -1,10 +1,8 @@
-"""Searchers and schedulers for one variant: Optuna TPE (told about pruning), random, grid; ASHA or FIFO."""
+"""Searchers and schedulers for one variant: Optuna TPE (told about pruning, single- or multi-objective, its study
+in a real Optuna storage), random, grid; ASHA or FIFO."""
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -12,7 +10,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from aetune.spaces import OptunaSampler, SearchSpace, Variant
+from aetune.spaces import OptunaSampler, Search, SearchSpace, Variant
 
 STATES = optuna.trial.TrialState
 
@@ -23,44 +21,52 @@ class PrunedOptunaSearch(OptunaSearch):
     Ray's stock OptunaSearch tells a trial that ASHA stopped as COMPLETE with its last, partial value, which
     TPE then takes for a finished result. Here a trial that reported fewer epochs than the maximum is PRUNED
     (TPE ranks it by its last intermediate value, below completed trials), a diverged or errored one FAILED.
-    Every tell is mirrored to `trials_file` so the study can be inspected after the run.
+    Multi-objective studies get no intermediate values (Optuna has no pruning for them).
     """
 
-    def __init__(self, *args, max_epochs: int, trials_file: str | None = None, **kwargs):
+    def __init__(self, *args, max_epochs: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
-        self.trials_file = trials_file
-        self._ray_ids: dict[int, str] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:  # optuna-dashboard and the tests match studies to Ray trials by this
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        value = result.get(self.metric)
-        if trial_id in self._completed_trials or value is None or not math.isfinite(value):
+        if isinstance(self.metric, list) or trial_id in self._completed_trials:
             return
-        self._ot_trials[trial_id].report(value, int(result["epoch"]))
+        value = result.get(self.metric)
+        if value is not None and math.isfinite(value):
+            self._ot_trials[trial_id].report(value, int(result["epoch"]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        state = final_state(result, error, self.max_epochs)
-        value = result[self.metric] if state == STATES.COMPLETE else None
         ot_trial = self._ot_trials[trial_id]
-        self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
-        self._ray_ids[ot_trial.number] = trial_id
-        self._write_trials()
+        if ot_trial.number in finished_numbers(self._ot_study):
+            return  # told before a driver crash that the last searcher snapshot does not know of
+        state = final_state(result, error, self.max_epochs)
+        values = None
+        if state == STATES.COMPLETE:
+            values = [result[m] for m in self.metric] if isinstance(self.metric, list) else result[self.metric]
+        self._ot_study.tell(ot_trial, values, state=state)
 
-    def _write_trials(self) -> None:
-        if not self.trials_file:
-            return
-        rows = [{"ray_trial_id": self._ray_ids.get(t.number), "number": t.number, "state": t.state.name,
-                 "value": t.value, "last_step": t.last_step, "params": t.params}
-                for t in self._ot_study.get_trials(deepcopy=False)]
-        try:
-            tmp = f"{self.trials_file}.tmp"
-            Path(tmp).write_text(json.dumps(rows, indent=1, default=str))
-            os.replace(tmp, self.trials_file)
-        except OSError:  # the experiment folder moved or is a bucket: the study itself is unaffected
-            pass
+    def restore(self, checkpoint_path: str) -> None:
+        """After a crash the storage may hold trials asked after the last snapshot: no Ray trial will ever finish
+        them, so they are marked FAIL instead of staying RUNNING forever."""
+        super().restore(checkpoint_path)
+        known = {t.number for t in self._ot_trials.values()}
+        storage = self._ot_study._storage
+        for orphan in self._ot_study.get_trials(deepcopy=False, states=(STATES.RUNNING,)):
+            if orphan.number not in known:
+                storage.set_trial_state_values(orphan._trial_id, STATES.FAIL)
+
+
+def finished_numbers(study: optuna.Study) -> set[int]:
+    return {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 
 
 def final_state(result: dict | None, error: bool, max_epochs: int) -> "optuna.trial.TrialState":
@@ -71,16 +77,30 @@ def final_state(result: dict | None, error: bool, max_epochs: int) -> "optuna.tr
     return STATES.COMPLETE
 
 
-def make_searcher(space: SearchSpace, variant: Variant, trials_file: str | None) -> Searcher:
+def study_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage from its URL: an RDB URL (sqlite:///..., postgresql://...) or a journal file path."""
+    if "://" in url:
+        return optuna.storages.RDBStorage(url)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None) -> Searcher:
+    """Optuna (its study named after the variant, in the experiment's storage), or Ray's random/grid generator."""
+    search = space.search(variant)
     if space.searcher == "optuna":
-        return PrunedOptunaSearch(space=OptunaSampler(space, variant), metric=space.metric, mode=space.mode,
-                                  seed=space.seed, max_epochs=space.epochs, trials_file=trials_file)
+        metric, mode = (list(search.metric), list(search.mode)) if search.multi_objective else (
+            search.metric[0], search.mode[0])
+        return PrunedOptunaSearch(space=OptunaSampler(space, variant), metric=metric, mode=mode, seed=space.seed,
+                                  study_name=variant.name, storage=study_storage(storage_url) if storage_url else None,
+                                  max_epochs=space.epochs)
     # random and grid: Ray's variant generator samples the domains (grid_search ones are enumerated).
     return BasicVariantGenerator(random_state=space.seed)
 
 
-def make_scheduler(space: SearchSpace) -> Any:
-    if space.scheduler == "fifo":
+def make_scheduler(search: Search, epochs: int) -> Any:
+    if search.scheduler == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", max_t=space.epochs, grace_period=min(space.grace_period, space.epochs),
-                         reduction_factor=space.reduction_factor)
+    return ASHAScheduler(time_attr="epoch", metric=search.asha_metric, mode=search.asha_mode, max_t=epochs,
+                         grace_period=min(search.grace_period, epochs), reduction_factor=search.reduction_factor)

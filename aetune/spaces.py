@@ -5,6 +5,8 @@ Everything is checked before Ray starts; an error names the file, the variant, t
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,9 +22,31 @@ from aetune.models import build_model
 
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
+MODES = ("min", "max")
 DOMAIN_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
-METRICS = ("val_loss", "val_bce", "val_mse", "train_loss", "code_l1")
-NOT_SEARCHABLE = ("epochs", "dataset")  # set once for the whole space: `epochs` and `dataset` at the top
+# What a trial reports each epoch, all on the validation split (aetune.train.Trainer.evaluate); a family's
+# extra_metrics (the VAE's kl) come on top.
+METRICS = ("val_loss", "val_bce", "val_mse", "val_denoise_bce", "train_loss", "code_l1", "code_size", "params")
+NOT_SEARCHABLE = ("epochs", "dataset", "eval_noise")  # set once for the whole space, at the top level
+SEARCH_KEYS = ("metric", "mode", "samples", "scheduler", "asha", "sweep")  # a variant's own search settings
+ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
+
+RECONSTRUCTION = ("val_loss", "train_loss", "val_bce", "val_mse", "val_denoise_bce")
+# A knob that only trades the score for something else: searched alone on one of these metrics, the study's answer
+# is the end of the knob's range, known before it ran. Each entry: (biased metrics, why, the fix).
+BIASED = {
+    "l1": (RECONSTRUCTION + ("code_l1",),
+           "the L1 penalty only costs reconstruction (val_loss and train_loss even contain it), so the search returns "
+           "the end of the l1 range",
+           "search the trade-off, metric: [val_bce, code_l1], or sweep: {l1: [...]}"),
+    "noise_factor": (("val_loss", "train_loss", "val_bce", "val_mse"),
+                     "it scores each trial on inputs at its own noise (or on clean ones), so the search returns the "
+                     "lowest noise_factor",
+                     "use metric: val_denoise_bce (clean images from inputs at the space's fixed eval_noise)"),
+    "code_size": (RECONSTRUCTION + ("code_size", "params", "code_l1"),
+                  "a larger code always reconstructs better, so the search returns the end of the code_size range",
+                  "search the trade-off, metric: [val_bce, code_size], or sweep: {code_size: [...]}"),
+}
 
 
 class SpaceError(UsageError):
@@ -40,38 +64,89 @@ class Domain:
 
 @dataclass(frozen=True)
 class Variant:
+    """A named preset: fixed config keys, searched ones, and its own search settings (over the space's)."""
+
     name: str
     fixed: dict[str, Any]
     domains: dict[str, Domain]
+    settings: dict[str, Any] = field(default_factory=dict)  # SEARCH_KEYS given in the variant
+    base: str = ""  # the YAML variant a sweep member came from ("" for the YAML variant itself)
+    swept: dict[str, Any] = field(default_factory=dict)  # a sweep member's values of the swept keys
+
+    @property
+    def sweep(self) -> dict[str, list]:
+        return self.settings.get("sweep") or {}
+
+
+@dataclass(frozen=True)
+class Search:
+    """How one variant is searched: its objective(s), trial budget and scheduler."""
+
+    metric: tuple[str, ...]
+    mode: tuple[str, ...]
+    samples: int
+    scheduler: str
+    grace_period: int
+    reduction_factor: int
+    asha_metric: str | None  # the one metric ASHA stops on
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.metric) > 1
+
+    @property
+    def asha_mode(self) -> str:
+        return self.mode[self.metric.index(self.asha_metric)]
 
 
 @dataclass(frozen=True)
 class SearchSpace:
     name: str
     dataset: str = "mnist"
-    metric: str = "val_loss"
-    mode: str = "min"
+    metric: str | list[str] = "val_loss"
+    mode: str | list[str] = "min"
     epochs: int = 10
     samples: int = 8
     searcher: str = "optuna"
     scheduler: str = "asha"
     grace_period: int = 1
     reduction_factor: int = 2
+    asha_metric: str | None = None
     cpus: float = 1.0
     gpus: float = 0.0
     seed: int = 0
+    eval_noise: float = 0.5
     defaults: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, Variant] = field(default_factory=dict)
 
     def base_config(self, variant: Variant) -> dict[str, Any]:
         """The fixed part of every trial config of a variant."""
-        return {"seed": self.seed, **self.defaults, **variant.fixed, "epochs": self.epochs, "dataset": self.dataset}
+        return {"seed": self.seed, **self.defaults, **variant.fixed, "epochs": self.epochs, "dataset": self.dataset,
+                "eval_noise": self.eval_noise}
+
+    def search(self, variant: Variant) -> Search:
+        """The variant's search settings: its own where it gives them, else the space's."""
+        own, asha = variant.settings, variant.settings.get("asha") or {}
+        metric = _as_tuple(own.get("metric", self.metric))
+        mode = _as_tuple(own.get("mode", self.mode if "metric" not in own or "mode" in own else "min"))
+        mode = mode * len(metric) if len(mode) == 1 else mode
+        asha_metric = asha.get("metric", self.asha_metric if "metric" not in own else None)
+        return Search(metric, mode, own.get("samples", self.samples), own.get("scheduler", self.scheduler),
+                      asha.get("grace_period", self.grace_period),
+                      asha.get("reduction_factor", self.reduction_factor),
+                      asha_metric or (metric[0] if len(metric) == 1 else None))
+
+    def runs(self) -> list[Variant]:
+        """The variants as they run: a variant with a sweep becomes one variant per value (its own study, ASHA
+        brackets and best), named e.g. dense@code_size=8."""
+        return [member for variant in self.variants.values() for member in _expand(variant)]
 
     def trial_count(self, variant: Variant) -> int:
         """Trials a finished run of the variant has: samples, times the grid's size where there is a grid."""
         grid = [len(d.values) for d in variant.domains.values()
                 if d.kind == "grid" or (self.searcher == "grid" and d.kind == "choice")]
-        return self.samples * math.prod(grid) if self.searcher != "optuna" else self.samples
+        samples = self.search(variant).samples
+        return samples * math.prod(grid) if self.searcher != "optuna" else samples
 
     def replace(self, **changes: Any) -> "SearchSpace":
         """A copy with CLI overrides; `train_size`, `test_size` and `seed` land in every trial's defaults."""
@@ -79,6 +154,10 @@ class SearchSpace:
         changes = {k: v for k, v in changes.items() if v is not None}
         if "seed" in changes:
             config_keys["seed"] = changes["seed"]
+        if "samples" in changes:  # the command line wins over every variant's own budget
+            changes["variants"] = {n: dataclasses.replace(v, settings={k: x for k, x in v.settings.items()
+                                                                       if k != "samples"})
+                                   for n, v in changes.get("variants", self.variants).items()}
         space = dataclasses.replace(self, defaults={**self.defaults, **config_keys}, **changes)
         space.validate(source="command line")
         return space
@@ -86,11 +165,6 @@ class SearchSpace:
     def validate(self, source: str) -> None:
         _check(self.searcher in SEARCHERS, source, "searcher",
                f"unknown {self.searcher!r}; use one of {SEARCHERS}")
-        _check(self.scheduler in SCHEDULERS, source, "scheduler",
-               f"unknown {self.scheduler!r}; use one of {SCHEDULERS}")
-        _check(self.mode in ("min", "max"), source, "mode", "use min or max")
-        _check(self.metric in METRICS, source, "metric",
-               f"unknown {self.metric!r}; use one of {', '.join(METRICS)}")
         _check(self.dataset in DATASETS, source, "dataset",
                f"unknown {self.dataset!r}; use one of {', '.join(DATASETS)}")
         for key in ("epochs", "samples", "grace_period"):
@@ -99,27 +173,80 @@ class SearchSpace:
                "must be an integer >= 2")
         _check(_is_number(self.cpus) and self.cpus > 0, source, "resources.cpus", "must be a number > 0")
         _check(_is_number(self.gpus) and self.gpus >= 0, source, "resources.gpus", "must be a number >= 0")
+        _check(_is_number(self.eval_noise) and self.eval_noise >= 0, source, "eval_noise", "must be a number >= 0")
         _check(bool(self.variants), source, "variants", "no variants; name at least one, e.g. dense: {model: dense}")
         for variant in self.variants.values():
             self._validate_variant(variant, source)
 
     def _validate_variant(self, variant: Variant, source: str) -> None:
         where = f"variants.{variant.name}"
-        base = self.base_config(variant)
+        search = self._validate_search(variant, source, where)
         if self.searcher == "grid":
             for key, domain in variant.domains.items():
                 _check(domain.kind in ("grid", "choice"), source, f"{where}.{key}",
                        f"searcher grid takes grid/choice domains only, not {domain.kind}")
-        # Try each option of each domain with the first option of the others: catches types, ranges and
-        # architectures that do not fit the images (e.g. too many conv filters).
+        if not search.multi_objective:
+            for knob, (biased, why, fix) in BIASED.items():
+                _check(knob not in variant.domains or search.metric[0] not in biased, source, f"{where}.{knob}",
+                       f"searched alone on {search.metric[0]}: {why}; {fix}")
+        for member in _expand(variant):
+            self._validate_configs(member, search, source, where)
+
+    def _validate_search(self, variant: Variant, source: str, where: str) -> Search:
+        search = self.search(variant)
+        prefix = where if "metric" in variant.settings else ""
+        metric_key = f"{prefix}.metric" if prefix else "metric"
+        _check(len(set(search.metric)) == len(search.metric), source, metric_key, "a metric is listed twice")
+        _check(len(search.mode) == len(search.metric) and all(m in MODES for m in search.mode), source,
+               f"{prefix}.mode" if prefix else "mode", f"use min or max, one per metric ({len(search.metric)})")
+        _check(search.scheduler in SCHEDULERS, source, f"{where}.scheduler",
+               f"unknown {search.scheduler!r}; use one of {SCHEDULERS}")
+        _check(_is_int(search.samples) and search.samples > 0, source, f"{where}.samples",
+               "must be a positive integer")
+        if search.scheduler == "asha":
+            _check(search.asha_metric in search.metric, source, f"{where}.asha.metric",
+                   f"ASHA stops trials on one metric: name one of {list(search.metric)} in asha: {{metric: ...}}, "
+                   "or use scheduler: fifo")
+        return search
+
+    def _validate_configs(self, variant: Variant, search: Search, source: str, where: str) -> None:
+        """Try each option of each domain with the first option of the others: catches types, ranges and
+        architectures that do not fit the images (e.g. too many conv filters)."""
+        base = self.base_config(variant)
         first = {key: domain.values[0] for key, domain in variant.domains.items()}
         trials = [first] + [{**first, key: option} for key, domain in variant.domains.items()
                             for option in domain.values]
         for values in trials:
             try:
-                build_model(TrialConfig.from_dict({**base, **values}), (1, 28, 28))
+                model = build_model(TrialConfig.from_dict({**base, **values}), (1, 28, 28))
             except UsageError as err:  # its message starts with the config key
                 raise SpaceError(f"{source}: {where}.{err}") from None
+        known = (*METRICS, *model.extra_metrics)
+        for metric in search.metric:
+            _check(metric in known, source, f"{where}.metric" if "metric" in variant.settings else "metric",
+                   f"unknown {metric!r} for a {base['model']} model; use one of {', '.join(known)}")
+
+
+def _as_tuple(value: Any) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def _expand(variant: Variant) -> list[Variant]:
+    if not variant.sweep:
+        return [variant]
+    keys = list(variant.sweep)
+    settings = {k: v for k, v in variant.settings.items() if k != "sweep"}
+    return [Variant(f"{variant.name}@" + ",".join(f"{k}={_label(v)}" for k, v in zip(keys, values)),
+                    {**variant.fixed, **dict(zip(keys, values))}, variant.domains, settings, variant.name,
+                    dict(zip(keys, values)))
+            for values in itertools.product(*variant.sweep.values())]
+
+
+def _label(value: Any) -> str:
+    """A sweep value as part of a folder name: 8, 0.0001, 16-8-8."""
+    if isinstance(value, (list, tuple)):
+        return "-".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def load_space(path: str | os.PathLike) -> SearchSpace:
@@ -137,13 +264,16 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
 
 def parse_space(raw: Any, source: str) -> SearchSpace:
     _check(isinstance(raw, dict), source, "(top level)", "a search space is a mapping with a `variants` key")
-    top = {f.name for f in dataclasses.fields(SearchSpace)} - {"grace_period", "reduction_factor", "cpus", "gpus"}
+    top = {f.name for f in dataclasses.fields(SearchSpace)} - {"grace_period", "reduction_factor", "asha_metric",
+                                                                 "cpus", "gpus"}
     known = top | {"asha", "resources"}
     for key in raw:
         _check(key in known, source, key, f"unknown key; valid keys are {', '.join(sorted(known))}")
     values = {k: v for k, v in raw.items() if k in top and k not in ("variants", "defaults")}
     values.setdefault("name", Path(source).stem)
-    values |= _section(raw, "asha", source, {"grace_period", "reduction_factor"})
+    _check_objectives(values, source, "")
+    asha = _section(raw, "asha", source, set(ASHA_KEYS))
+    values |= {("asha_metric" if k == "metric" else k): v for k, v in asha.items()}
     values |= {k: v for k, v in _section(raw, "resources", source, {"cpus", "gpus"}).items()}
     defaults = raw.get("defaults") or {}
     _check(isinstance(defaults, dict), source, "defaults", "must be a mapping of trial config keys")
@@ -157,11 +287,11 @@ def parse_space(raw: Any, source: str) -> SearchSpace:
     return space
 
 
-def _section(raw: dict, name: str, source: str, keys: set[str]) -> dict[str, Any]:
+def _section(raw: dict, name: str, source: str, keys: set[str], where: str = "") -> dict[str, Any]:
     section = raw.get(name) or {}
-    _check(isinstance(section, dict), source, name, f"must be a mapping with keys {', '.join(sorted(keys))}")
+    _check(isinstance(section, dict), source, f"{where}{name}", f"must be a mapping with keys {', '.join(sorted(keys))}")
     for key in section:
-        _check(key in keys, source, f"{name}.{key}", f"unknown key; valid keys are {', '.join(sorted(keys))}")
+        _check(key in keys, source, f"{where}{name}.{key}", f"unknown key; valid keys are {', '.join(sorted(keys))}")
     return dict(section)
 
 
@@ -170,20 +300,52 @@ def _parse_variant(name: Any, spec: Any, source: str) -> Variant:
     _check(isinstance(name, str) and name.replace("_", "").replace("-", "").isalnum(), source, where,
            "variant names are letters, digits, '-' and '_' (they name folders)")
     _check(isinstance(spec, dict) and spec, source, where, "empty variant; give at least `model: dense|conv|vae`")
-    _check_config_keys(spec, source, where)
+    settings = {k: v for k, v in spec.items() if k in SEARCH_KEYS}
+    config = {k: v for k, v in spec.items() if k not in SEARCH_KEYS}
+    _check_config_keys(config, source, where)
+    _check_objectives(settings, source, f"{where}.")
+    if "asha" in settings:
+        settings["asha"] = _section(settings, "asha", source, set(ASHA_KEYS), f"{where}.")
     fixed, domains = {}, {}
-    for key, value in spec.items():
+    for key, value in config.items():
         if isinstance(value, dict):
             domains[key] = _parse_domain(value, source, f"{where}.{key}")
         else:
             fixed[key] = value
-    return Variant(name, fixed, domains)
+    _check_sweep(settings.get("sweep"), config, source, f"{where}.sweep")
+    return Variant(name, fixed, domains, settings)
+
+
+def _check_objectives(values: dict, source: str, where: str) -> None:
+    """Types only; whether each metric exists is checked against the variant's model."""
+    for key, ok in (("metric", lambda m: isinstance(m, str)), ("mode", lambda m: m in MODES)):
+        if key in values:
+            value = values[key]
+            items = value if isinstance(value, list) else [value]
+            _check(bool(items) and all(ok(m) for m in items), source, f"{where}{key}",
+                   "a metric name or a list of them, e.g. [val_bce, code_l1]" if key == "metric" else
+                   "min or max, or a list of them (one per metric)")
+    if "samples" in values:
+        _check(_is_int(values["samples"]) and values["samples"] > 0, source, f"{where}samples",
+               "must be a positive integer")
+
+
+def _check_sweep(sweep: Any, config: dict, source: str, where: str) -> None:
+    if sweep is None:
+        return
+    _check(isinstance(sweep, dict) and sweep, source, where, "a mapping of config keys to value lists, "
+           "e.g. {code_size: [2, 8, 32]}")
+    _check_config_keys(sweep, source, where)
+    for key, values in sweep.items():
+        _check(isinstance(values, list) and values, source, f"{where}.{key}", "give a non-empty list of values")
+        _check(key not in config, source, f"{where}.{key}", f"{key} is both swept and set in the variant; keep one")
 
 
 def _check_config_keys(values: dict, source: str, where: str) -> None:
     keys = {f.name for f in dataclasses.fields(TrialConfig)}
     for key in values:
-        _check(key in keys, source, f"{where}.{key}", f"unknown config key; valid keys are {', '.join(sorted(keys))}")
+        _check(key in keys, source, f"{where}.{key}", f"unknown config key; valid keys are {', '.join(sorted(keys))}"
+               + (f" (and the search settings {', '.join(SEARCH_KEYS)})" if where.startswith("variants.") else ""))
         _check(key not in NOT_SEARCHABLE, source, f"{where}.{key}",
                f"`{key}` is set once for the whole space: move it to the top level")
 
@@ -248,7 +410,8 @@ def ray_param_space(space: SearchSpace, variant: Variant) -> dict[str, Any]:
 
 class OptunaSampler:
     """Define-by-run space for OptunaSearch: suggests each domain, returns the complete trial config.
-    List values (hidden_layers, filters) are suggested by their text and returned as lists."""
+    List values (hidden_layers, filters) are suggested by their JSON text (what the Optuna study stores and
+    optuna-dashboard shows) and returned as lists; the others as themselves."""
 
     def __init__(self, space: SearchSpace, variant: Variant):
         self.base = space.base_config(variant)
@@ -259,8 +422,8 @@ class OptunaSampler:
         for key, domain in self.domains.items():
             low, high = domain.values[0], domain.values[-1]
             if domain.kind in ("choice", "grid"):
-                by_text = {yaml.safe_dump(v, default_flow_style=True).strip(): v for v in domain.values}
-                config[key] = by_text[trial.suggest_categorical(key, list(by_text))]
+                by_choice = {json.dumps(v) if isinstance(v, list) else v: v for v in domain.values}
+                config[key] = by_choice[trial.suggest_categorical(key, list(by_choice))]
             elif domain.kind == "randint":
                 config[key] = trial.suggest_int(key, low, high)
             else:
@@ -270,12 +433,14 @@ class OptunaSampler:
 
 def space_to_yaml(space: SearchSpace) -> str:
     """The space as a YAML file that load_space reads back to the same SearchSpace."""
-    variants = {v.name: {**v.fixed, **{k: {d.kind: list(d.values)} for k, d in v.domains.items()}}
+    variants = {v.name: {**v.fixed, **{k: {d.kind: list(d.values)} for k, d in v.domains.items()}, **v.settings}
                 for v in space.variants.values()}
+    asha = {"grace_period": space.grace_period, "reduction_factor": space.reduction_factor}
     raw = {
         "name": space.name, "dataset": space.dataset, "metric": space.metric, "mode": space.mode,
         "epochs": space.epochs, "samples": space.samples, "searcher": space.searcher, "scheduler": space.scheduler,
-        "seed": space.seed, "asha": {"grace_period": space.grace_period, "reduction_factor": space.reduction_factor},
+        "seed": space.seed, "eval_noise": space.eval_noise,
+        "asha": asha | ({"metric": space.asha_metric} if space.asha_metric else {}),
         "resources": {"cpus": space.cpus, "gpus": space.gpus}, "defaults": space.defaults, "variants": variants,
     }
     return yaml.safe_dump(raw, sort_keys=False)

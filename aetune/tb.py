@@ -22,7 +22,7 @@ SCALAR_TAGS = {
     "kl": "vae/kl",
     "samples_per_s": "speed/samples_per_s",
 }
-HPARAM_METRICS = ("val_loss", "val_bce")
+HPARAM_METRICS = ("val_loss", "val_bce", "val_denoise_bce")
 IMAGE_TAG = "reconstructions"
 
 

@@ -47,23 +47,29 @@ SMALL_SPACE = """\
     samples: 2
     searcher: optuna
     scheduler: fifo
+    metric: val_bce
     resources: {cpus: 1}
     defaults: {train_size: 3000, test_size: 500, batch_size: 32, lr: 0.003}
     variants:
       dense:
         model: dense
         hidden_layers: [64]
-        code_size: {choice: [8, 16]}
+        lr: {loguniform: [0.001, 0.01]}
+        sweep: {code_size: [8, 16]}
       denoising:
         model: conv
         filters: [8, 8]
         noise_factor: 0.5
         batch_size: 128
+        metric: val_denoise_bce
       sparse:
         model: dense
         hidden_layers: [64]
         code_size: 16
-        l1: 0.0001
+        l1: {loguniform: [1.0e-5, 1.0e-3]}
+        metric: [val_bce, code_l1]
+        mode: [min, min]
+        samples: 3
       conv:
         model: conv
         filters: [8, 8]
@@ -72,12 +78,14 @@ SMALL_SPACE = """\
         model: vae
         hidden_layers: [64]
         code_size: 2
+        metric: val_loss
 """
 
 
 @pytest.fixture(scope="session")
 def searched(tmp_path_factory, data_root) -> Path:
-    """A small but real experiment made by the search driver: five variants, two trials each, three epochs."""
+    """A small but real experiment made by the search driver: five variants (a code-size sweep, a Pareto front over
+    l1, a denoiser scored on fixed-noise inputs), two or three trials each, three epochs."""
     root = tmp_path_factory.mktemp("runs")
     space = write_space(root / "small.yaml", SMALL_SPACE)
     run = run_search("--space", str(space), "--storage", str(root), "--quiet")

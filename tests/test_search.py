@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import ray.cloudpickle
 import torch
@@ -16,6 +17,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from aetune import search, trainable
 from aetune.experiment import Summary
+from aetune.pareto import dominates
+from aetune.results import RESULT_METRICS
 from aetune.tb import IMAGE_TAG, SCALAR_TAGS
 from conftest import DATA_ROOT, REPO, run_search, write_space
 
@@ -34,18 +37,59 @@ def trial_dirs(variant_dir: Path) -> list[Path]:
 
 # --- end to end ----------------------------------------------------------------------------------------------------
 
-def test_summary_names_a_loadable_best_checkpoint_per_variant(searched):
+SWEEP = ("dense@code_size=8", "dense@code_size=16")
+VARIANTS = {*SWEEP, "denoising", "sparse", "conv", "vae"}
+
+
+def study(experiment: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{experiment / 'optuna.db'}")
+
+
+def test_summary_names_a_loadable_pick_per_variant(searched):
     summary = Summary.read(searched)
-    assert set(summary.variants) == {"dense", "denoising", "sparse", "conv", "vae"}
+    assert set(summary.variants) == VARIANTS
     assert (searched / "space.yaml").is_file()
-    for name, best in summary.variants.items():
-        assert best.trials == 2 and not best.errored and not best.diverged
-        bundle = torch.load(searched / best.checkpoint, weights_only=True)
-        assert bundle["config"] == best.config
-        assert bundle["history"][-1]["val_loss"] == pytest.approx(best.metrics["val_loss"])
-        all_best = [json.loads(line)["val_loss"] for t in trial_dirs(searched / name)
-                    for line in (t / "result.json").read_text().splitlines()]
-        assert best.metrics["val_loss"] == min(all_best)
+    for name, pick in summary.variants.items():
+        assert pick.trials == len(pick.trial_results) == (3 if name == "sparse" else 2)
+        assert not pick.errored and not pick.diverged
+        assert pick.split == {"train": 2700, "val": 300, "val_from": "train"} and pick.selected_on == "validation"
+        bundle = torch.load(searched / pick.checkpoint, weights_only=True)
+        assert bundle["config"] == pick.config and bundle["epoch"] == pick.metrics["epoch"]
+        assert bundle["history"][-1]["val_loss"] == pytest.approx(pick.metrics["val_loss"])
+        if name != "sparse":  # single objective: the best epoch of any trial
+            every_epoch = [json.loads(line)[pick.metric] for t in trial_dirs(searched / name)
+                           for line in (t / "result.json").read_text().splitlines()]
+            assert pick.metrics[pick.metric] == min(every_epoch)
+    assert summary.variants["denoising"].metric == "val_denoise_bce"
+    assert summary.variants["vae"].metric == "val_loss" and summary.variants["conv"].metric == "val_bce"
+
+
+def test_a_sweep_runs_one_study_per_value(searched):
+    summary = Summary.read(searched)
+    for name, size in zip(SWEEP, (8, 16)):
+        member = summary.variants[name]
+        assert member.sweep == {"code_size": size} and member.base == "dense"
+        assert {t["config"]["code_size"] for t in member.trial_results} == {size} == {member.metrics["code_size"]}
+        assert len(study(searched, name).trials) == 2
+    assert set(optuna.get_all_study_names(f"sqlite:///{searched / 'optuna.db'}")) == VARIANTS
+
+
+def test_a_multi_objective_variant_records_its_pareto_front_and_picks_the_knee(searched):
+    sparse = Summary.read(searched).variants["sparse"]
+    assert sparse.metric == ["val_bce", "code_l1"] and sparse.mode == ["min", "min"] and "knee" in sparse.pick_rule
+    points = {t["trial_id"]: (t["metrics"]["val_bce"], t["metrics"]["code_l1"]) for t in sparse.trial_results}
+    members = [m["trial_id"] for m in sparse.front]
+    assert members and sparse.trial_id in members
+    for trial_id, point in points.items():
+        dominated = any(dominates(other, point, ["min", "min"]) for other in points.values())
+        assert dominated == (trial_id not in members)
+    for member in sparse.front:  # every member is evaluable: its last epoch's checkpoint
+        bundle = torch.load(searched / member["checkpoint"], weights_only=True)
+        assert bundle["epoch"] == 3 and bundle["config"] == member["config"]
+    optuna_study = study(searched, "sparse")
+    assert optuna_study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
+    told = {t.user_attrs["ray_trial_id"]: tuple(t.values) for t in optuna_study.trials}
+    assert told == {trial_id: pytest.approx(point) for trial_id, point in points.items()}
 
 
 def test_each_trial_writes_scalars_images_and_hparams(searched):
@@ -89,9 +133,9 @@ def crash_once_after_two_epochs(config, **kwargs):
         trainable.tune.report = report
 
 
-def always_fails_for_code_size_7(config, **kwargs):
-    if config["code_size"] == 7:
-        raise RuntimeError("persistent failure for code_size 7")
+def always_fails_for_seed_7(config, **kwargs):
+    if config["seed"] == 7:
+        raise RuntimeError("persistent failure for seed 7")
     trainable.train_trial(config, **kwargs)
 
 
@@ -101,18 +145,18 @@ FAULT_SPACE = """\
     searcher: grid
     scheduler: fifo
     resources: {cpus: 1}
-    defaults: {train_size: 1500, test_size: 300, hidden_layers: [32]}
+    defaults: {train_size: 1500, test_size: 300, hidden_layers: [32], code_size: 8}
     variants:
       dense:
         model: dense
-        code_size: CODE_SIZES
+        seed: SEEDS
         lr: LRS
 """
 
 
 def test_crashed_trial_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AETUNE_TEST_MARKER", str(tmp_path / "crashed"))
-    space = write_space(tmp_path / "s.yaml", FAULT_SPACE.replace("CODE_SIZES", "8").replace("LRS", "0.001"))
+    space = write_space(tmp_path / "s.yaml", FAULT_SPACE.replace("SEEDS", "8").replace("LRS", "0.001"))
     code = search.main(["--space", str(space), "--storage", str(tmp_path), "--name", "retry", "--quiet",
                         "--data-root", str(DATA_ROOT)], trainable=crash_once_after_two_epochs)
     assert code == 0, capsys.readouterr()
@@ -124,15 +168,15 @@ def test_crashed_trial_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, c
 
 
 def test_diverged_and_failing_trials_end_alone_and_the_best_ignores_them(tmp_path, capsys):
-    space = write_space(tmp_path / "s.yaml", FAULT_SPACE.replace("CODE_SIZES", "{grid: [7, 8]}")
+    space = write_space(tmp_path / "s.yaml", FAULT_SPACE.replace("SEEDS", "{grid: [7, 8]}")
                         .replace("LRS", "{grid: [0.001, 1.0e+30]}"))
     code = search.main(["--space", str(space), "--storage", str(tmp_path), "--name", "faults", "--quiet",
-                        "--data-root", str(DATA_ROOT)], trainable=always_fails_for_code_size_7)
+                        "--data-root", str(DATA_ROOT)], trainable=always_fails_for_seed_7)
     out = capsys.readouterr().out
     assert code == 1  # an errored trial
     best = Summary.read(tmp_path / "faults").variants["dense"]
     assert best.trials == 4 and len(best.errored) == 2 and len(best.diverged) == 1
-    assert best.config["code_size"] == 8 and best.config["lr"] == 0.001 and best.metrics["epoch"] == 4
+    assert best.config["seed"] == 8 and best.config["lr"] == 0.001 and best.metrics["epoch"] == 4
     for error in best.errored:
         assert "persistent failure" in (tmp_path / "faults" / error["error_file"]).read_text()
         assert error["trial_id"] in out and "ERROR" in out
@@ -155,8 +199,8 @@ def test_asha_stopped_trials_are_pruned_in_the_optuna_study(tmp_path):
         """)
     run = run_search("--space", str(space), "--storage", str(tmp_path), "--name", "asha", "--quiet")
     assert run.returncode == 0, run.stderr[-2000:]
-    study = json.loads((tmp_path / "asha" / "dense" / "optuna_trials.json").read_text())
-    state = {row["ray_trial_id"]: row["state"] for row in study}
+    study = optuna.load_study(study_name="dense", storage=f"sqlite:///{tmp_path / 'asha' / 'optuna.db'}")
+    state = {t.user_attrs["ray_trial_id"]: t.state.name for t in study.trials}
     epochs = {t.name.removeprefix("trial_"): epochs_of(t) for t in trial_dirs(tmp_path / "asha" / "dense")}
     assert len(state) == len(epochs) == 8
     stopped = [t for t, e in epochs.items() if e[-1] < 4]
@@ -187,10 +231,10 @@ def test_resume_after_sigkill_finishes_without_rerunning_anything(tmp_path):
         variants:
           first:
             model: dense
-            code_size: {grid: [4, 8, 16, 32]}
+            seed: {grid: [4, 8, 16, 32]}
           second:
             model: dense
-            code_size: {grid: [4, 8]}
+            seed: {grid: [4, 8]}
         """)
     args = ["-m", "aetune.search", "--space", str(space), "--storage", str(tmp_path), "--name", "killed", "--quiet"]
     marker = f"AETUNE_TEST_DRIVER={tmp_path}"  # inherited by the local Ray it starts: how we find all of it
@@ -221,3 +265,84 @@ def test_resume_after_sigkill_finishes_without_rerunning_anything(tmp_path):
     for name, epochs in before.items():  # finished trials were not run again
         if len(epochs) == 4:
             assert epochs_of(variant / name) == epochs
+
+
+# --- the test split cannot influence a search ------------------------------------------------------------------------
+
+ISOLATION_SPACE = """\
+    epochs: 2
+    samples: 2
+    searcher: optuna
+    scheduler: fifo
+    metric: val_bce
+    resources: {cpus: 1}
+    defaults: {train_size: 1500, test_size: 300, hidden_layers: [32], code_size: 8, batch_size: 64}
+    variants:
+      dense:
+        model: dense
+        lr: {loguniform: [1.0e-3, 1.0e-2]}
+      denoising:
+        model: dense
+        noise_factor: {uniform: [0.0, 0.6]}
+        metric: val_denoise_bce
+"""
+
+
+def data_root_with_blank_test_images(folder: Path) -> Path:
+    """A copy of the MNIST root whose test images are all zeros (same file sizes and headers)."""
+    raw = folder / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in (DATA_ROOT / "MNIST" / "raw").glob("*-ubyte"):
+        data = source.read_bytes()
+        blank = source.name.startswith("t10k-images")
+        (raw / source.name).write_bytes(data[:16] + bytes(len(data) - 16) if blank else data)
+    return folder
+
+
+def normalised(experiment: Path) -> tuple[str, dict[str, list[list]]]:
+    """summary.json and every trial's per-epoch results, with Ray's random trial ids named by their (seeded,
+    reproducible) configs, and the experiment's name and data root taken out: what must not change when only the
+    test images do."""
+    trials = {t.name.removeprefix("trial_"): t for variant in ("dense", "denoising")
+              for t in trial_dirs(experiment / variant)}
+    def config_of(trial_id: str) -> str:
+        return trials[trial_id].parent.name + (trials[trial_id] / "params.json").read_text()
+
+    order = sorted(trials, key=config_of)
+    label = {trial_id: f"{trials[trial_id].parent.name}-{i}" for i, trial_id in enumerate(order)}
+    summary = json.loads((experiment / "summary.json").read_text())
+    summary.pop("data_root"), summary.pop("name")
+    text = json.dumps(summary, sort_keys=True)
+    for trial_id, name in label.items():
+        text = text.replace(trial_id, name)
+    epochs = {label[trial_id]: [[json.loads(line)[k] for k in RESULT_METRICS]
+                                for line in (trial / "result.json").read_text().splitlines()]
+              for trial_id, trial in trials.items()}
+    return text, epochs
+
+
+def test_the_test_split_cannot_influence_a_search(tmp_path):
+    space = write_space(tmp_path / "s.yaml", ISOLATION_SPACE)
+    blank = data_root_with_blank_test_images(tmp_path / "blank")
+    runs = {}
+    for name, root in (("real", DATA_ROOT), ("blank", blank)):
+        run = run_search("--space", str(space), "--storage", str(tmp_path), "--name", name, "--quiet",
+                         "--data-root", str(root))
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        runs[name] = normalised(tmp_path / name)
+    assert runs["real"] == runs["blank"]  # bit-equal: no trial, searcher or pick read a test image
+    assert len(runs["real"][1]) == 4 and all(len(epochs) == 2 for epochs in runs["real"][1].values())
+
+    # The course protocol (val_size: 0) validates on the test split, and says so.
+    course = write_space(tmp_path / "course.yaml", ISOLATION_SPACE.replace("batch_size: 64", "batch_size: 64, "
+                                                                                          "val_size: 0"))
+    run = run_search("--space", str(course), "--storage", str(tmp_path), "--name", "course", "--quiet",
+                     "--data-root", str(blank))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "selected on the TEST split" in run.stdout
+    summary = Summary.read(tmp_path / "course")
+    real = Summary.read(tmp_path / "real")
+    for name in ("dense", "denoising"):
+        assert summary.variants[name].selected_on == "test" and real.variants[name].selected_on == "validation"
+        assert summary.variants[name].split == {"train": 1500, "val": 300, "val_from": "test"}
+        assert summary.variants[name].metrics["val_bce"] != real.variants[name].metrics["val_bce"]

@@ -1,6 +1,7 @@
 """Search space files: the shipped ones validate, every mistake gives one line naming file, key and fix."""
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -21,9 +22,37 @@ def test_shipped_spaces_validate_and_round_trip(path):
     assert parse_space(yaml.safe_load(space_to_yaml(space)), "saved") == space
 
 
-def test_quick_space_has_the_five_variants():
+def test_quick_space_has_the_five_variants_each_scored_on_its_question():
     space = load_space(REPO / "search_spaces" / "quick.yaml")
     assert set(space.variants) == {"dense", "sparse", "denoising", "conv", "vae"}
+    runs = {v.name: space.search(v) for v in space.runs()}
+    assert set(runs) == {"dense@code_size=8", "dense@code_size=32", "sparse", "denoising", "conv",
+                         "vae@code_size=2", "vae@code_size=8"}
+    assert runs["sparse"].metric == ("val_bce", "code_l1") and runs["sparse"].scheduler == "fifo"
+    assert runs["denoising"].metric == ("val_denoise_bce",) and runs["conv"].metric == ("val_bce",)
+    assert runs["vae@code_size=2"].metric == ("val_loss",)
+
+
+def test_a_sweep_runs_the_variant_once_per_value():
+    space = load_space(REPO / "search_spaces" / "mnist.yaml")
+    dense = [v for v in space.runs() if v.base == "dense"]
+    assert [v.name for v in dense] == [f"dense@code_size={n}" for n in (2, 4, 8, 16, 32, 64, 128)]
+    assert [space.base_config(v)["code_size"] for v in dense] == [2, 4, 8, 16, 32, 64, 128]
+    assert all(v.domains == space.variants["dense"].domains and not v.sweep for v in dense)
+    assert space.trial_count(dense[0]) == 8
+
+
+def test_search_settings_of_a_variant_override_the_space():
+    raw = mutate("variants.conv.asha", {"metric": "val_bce", "grace_period": 2}, "variants.conv.scheduler", "asha",
+                 "asha", {"reduction_factor": 3}, "metric", ["val_bce", "val_mse"], "mode", "max",
+                 "variants.dense.metric", "val_mse")
+    raw["variants"]["conv"]["metric"] = "val_bce"
+    space = parse_space(raw, "test")
+    conv, dense, vae = (space.search(space.variants[n]) for n in ("conv", "dense", "vae"))
+    assert (conv.scheduler, conv.grace_period, conv.reduction_factor, conv.asha_metric) == ("asha", 2, 3, "val_bce")
+    assert conv.mode == ("min",)  # a variant's own metric does not inherit the space's mode
+    assert dense.metric == ("val_mse",) and vae.metric == ("val_loss",)
+    assert parse_space(yaml.safe_load(space_to_yaml(space)), "saved") == space
 
 
 def test_seeds_space_is_the_classic_course_grid():
@@ -34,24 +63,25 @@ def test_seeds_space_is_the_classic_course_grid():
     assert configs["vae"]["code_size"] == 2 and configs["vae"]["hidden_layers"] == [512]
 
 
-def mutate(path: str, value):
-    """VALID with the dotted key set to value (None: removed)."""
+def mutate(path: str, value, *more):
+    """VALID with the dotted key set to value (None: removed); more (path, value) pairs after it."""
     raw = yaml.safe_load(yaml.safe_dump(VALID))
-    *parents, last = path.split(".")
-    node = raw
-    for key in parents:
-        node = node[key]
-    if value is None:
-        node.pop(last)
-    else:
-        node[last] = value
+    for path, value in [(path, value), *zip(more[::2], more[1::2])]:
+        *parents, last = path.split(".")
+        node = raw
+        for key in parents:
+            node = node[key]
+        if value is None:
+            node.pop(last)
+        else:
+            node[last] = value
     return raw
 
 
 INVALID = [
     ("colour", mutate("colour", "blue"), "colour: unknown key"),
     ("variant key typo", mutate("variants.dense.code_sise", 8), "variants.dense.code_sise: unknown config key"),
-    ("wrong type", mutate("variants.dense.code_size", "big"), "variants.dense.code_size"),
+    ("wrong type", mutate("variants.sparse.code_size", "big"), "variants.sparse.code_size"),
     ("low > high", mutate("variants.dense.lr", {"uniform": [0.1, 0.01]}), "variants.dense.lr: low 0.1 must be below"),
     ("log low <= 0", mutate("variants.dense.lr", {"loguniform": [0, 0.1]}), "loguniform needs low > 0"),
     ("unknown model", mutate("variants.dense.model", "gan"), "variants.dense.model"),
@@ -67,7 +97,42 @@ INVALID = [
     ("grid with uniform", {**mutate("variants.dense.lr", {"uniform": [0.001, 0.01]}), "searcher": "grid"},
      "searcher grid takes grid/choice"),
     ("negative gpus", mutate("resources.gpus", -1), "resources.gpus"),
-    ("randint floats", mutate("variants.dense.code_size", {"randint": [2.5, 8]}), "randint bounds must be integers"),
+    ("randint floats", mutate("variants.sparse.code_size", {"randint": [2.5, 8]}), "randint bounds must be integers"),
+    # objectives the searched knob cannot game (issue #9)
+    ("l1 on its own penalty", mutate("variants.sparse.metric", "val_loss", "variants.sparse.mode", None),
+     "variants.sparse.l1: searched alone on val_loss: the L1 penalty only costs reconstruction"),
+    ("l1 on reconstruction", mutate("variants.sparse.metric", "val_bce", "variants.sparse.mode", None),
+     "variants.sparse.l1: searched alone on val_bce.*metric: [val_bce, code_l1], or sweep"),
+    ("noise on own noise", mutate("variants.denoising.noise_factor", {"uniform": [0.1, 0.6]},
+                                  "variants.denoising.metric", "val_loss"),
+     "variants.denoising.noise_factor: searched alone on val_loss.*use metric: val_denoise_bce"),
+    ("noise on clean inputs", mutate("variants.denoising.noise_factor", {"uniform": [0.1, 0.6]},
+                                     "variants.denoising.metric", None),
+     "variants.denoising.noise_factor: searched alone on val_bce"),
+    ("code size on reconstruction", mutate("variants.vae.code_size", {"choice": [2, 8]}),
+     "variants.vae.code_size: searched alone on val_loss: a larger code always reconstructs better"),
+    ("front under asha", mutate("variants.sparse.scheduler", "asha"),
+     "variants.sparse.asha.metric: ASHA stops trials on one metric: name one of ['val_bce', 'code_l1']"),
+    ("asha metric not an objective", mutate("variants.conv.scheduler", "asha", "variants.conv.asha", {"metric": "kl"}),
+     "variants.conv.asha.metric: ASHA stops trials on one metric"),
+    ("modes do not match metrics", mutate("variants.sparse.mode", ["min", "min", "max"]),
+     "variants.sparse.mode: use min or max, one per metric (2)"),
+    ("bad mode", mutate("mode", "best"), "mode: min or max"),
+    ("unknown metric in a front", mutate("variants.sparse.metric", ["val_bce", "sparsity"]),
+     "variants.sparse.metric: unknown 'sparsity' for a dense model"),
+    ("kl of a dense model", mutate("variants.conv.metric", "kl"), "variants.conv.metric: unknown 'kl' for a conv model"),
+    ("metric not a name", mutate("variants.conv.metric", 3), "variants.conv.metric: a metric name or a list"),
+    ("metric listed twice", mutate("variants.sparse.metric", ["val_bce", "val_bce"]), "a metric is listed twice"),
+    ("sweep not a mapping", mutate("variants.dense.sweep", [8, 16]), "variants.dense.sweep: a mapping of config keys"),
+    ("sweep key typo", mutate("variants.dense.sweep", {"code_sise": [8]}), "variants.dense.sweep.code_sise: unknown"),
+    ("sweep empty list", mutate("variants.dense.sweep", {"code_size": []}), "variants.dense.sweep.code_size: give a"),
+    ("sweep bad value", mutate("variants.dense.sweep", {"code_size": [8, 0]}), "variants.dense.code_size: must be > 0"),
+    ("swept and searched", mutate("variants.dense.sweep", {"lr": [0.1]}), "variants.dense.sweep.lr: lr is both swept"),
+    ("variant samples", mutate("variants.conv.samples", 0), "variants.conv.samples: must be a positive integer"),
+    ("negative eval_noise", mutate("eval_noise", -0.5), "eval_noise: must be a number >= 0"),
+    ("eval_noise in a variant", mutate("variants.dense.eval_noise", 0.3), "`eval_noise` is set once"),
+    ("negative val_size", mutate("defaults.val_size", -1), "val_size: must be >= 0"),
+    ("bad val_split", mutate("defaults.val_split", "first"), "val_split: unknown value 'first'"),
 ]
 
 
@@ -75,7 +140,7 @@ INVALID = [
 def test_invalid_space_is_one_clear_line_and_exit_2(name, raw, message, tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(SpaceError, match=re.sub(r"([()\[\]{}])", r"\\\1", message)):
         load_space(path)
     assert search.main(["--space", str(path), "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -121,7 +186,8 @@ def test_optuna_sampler_returns_list_values_and_valid_configs():
     from aetune.spaces import OptunaSampler
 
     space = load_space(REPO / "search_spaces" / "quick.yaml")
-    for name, variant in space.variants.items():
+    for variant in space.runs():
+        name = variant.base or variant.name
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         sampler = OptunaSampler(space, variant)
         for _ in range(5):

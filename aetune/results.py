@@ -1,0 +1,85 @@
+"""A variant's Ray Tune results -> its VariantResult: every trial's outcome, the Pareto front of a multi-objective
+search, and the pick the leaderboard evaluates."""
+from __future__ import annotations
+
+import math
+import posixpath
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from aetune.config import TrialConfig
+from aetune.errors import first_line
+from aetune.experiment import VariantResult
+from aetune.pareto import KNEE_RULE, front, knee
+from aetune.spaces import Search, Variant
+from aetune.trainable import DIVERGED
+
+# Metrics a trial reports that are results (not timings): what summary.json keeps, so that two runs of the same
+# search on the same data write the same summary.
+RESULT_METRICS = ("epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_denoise_bce", "code_l1", "code_size",
+                  "params")
+
+
+def trial_outcome(result: tune.Result, search: Search, epochs: int, root: str) -> dict[str, Any]:
+    """One trial: its state, and the checkpoint that represents it with that epoch's metrics — its best epoch by
+    the metric (single objective), or its last epoch (multi-objective: the values Optuna was told)."""
+    trial_id = result.metrics.get("trial_id") or Path(result.path).name
+    config = TrialConfig.from_dict(result.config).to_dict()
+    outcome = {"trial_id": trial_id, "config": config, "metrics": {}, "checkpoint": None,
+               "trial_dir": posixpath.relpath(result.path, root)}
+    if result.error:
+        return {**outcome, "state": "errored", "error": first_line(result.error, last=True),
+                "error_file": posixpath.relpath(f"{result.path}/error.txt", root)}
+    if result.metrics.get(DIVERGED):
+        return {**outcome, "state": "diverged"}
+    state = "completed" if int(result.metrics.get("epoch", 0)) >= epochs else "stopped"
+    checkpoints = [(c, m) for c, m in result.best_checkpoints if _finite(m, search.metric)]
+    if not checkpoints:
+        return {**outcome, "state": state}
+    if search.multi_objective:
+        checkpoint, metrics = max(checkpoints, key=lambda cm: cm[1]["epoch"])
+    else:
+        sign = 1 if search.mode[0] == "min" else -1
+        checkpoint, metrics = min(checkpoints, key=lambda cm: sign * cm[1][search.metric[0]])
+    return {**outcome, "state": state, "metrics": {k: metrics[k] for k in (*RESULT_METRICS, "kl") if k in metrics},
+            "checkpoint": posixpath.relpath(f"{checkpoint.path}/checkpoint.pt", root)}
+
+
+def summarise(grid: tune.ResultGrid, variant: Variant, search: Search, epochs: int, root: str,
+              split: dict[str, Any]) -> VariantResult:
+    """Single objective: the best checkpoint of any trial. Multi-objective: the front of the completed trials (ASHA
+    may have stopped others early: their values are not comparable), and its knee."""
+    outcomes = [trial_outcome(result, search, epochs, root) for result in grid]
+    usable = [o for o in outcomes if o["checkpoint"]]
+    described = dict(
+        trials=len(outcomes), metric=list(search.metric) if search.multi_objective else search.metric[0],
+        mode=list(search.mode) if search.multi_objective else search.mode[0], split=split,
+        selected_on="test" if split.get("val_from") == "test" else "validation",
+        sweep=variant.swept, base=variant.base,
+        errored=[{k: o[k] for k in ("trial_id", "error_file", "error")} for o in outcomes if o["state"] == "errored"],
+        diverged=[o["trial_id"] for o in outcomes if o["state"] == "diverged"],
+        trial_results=[{k: o[k] for k in ("trial_id", "config", "metrics", "checkpoint", "state")} for o in outcomes],
+    )
+    members: list[dict[str, Any]] = []
+    if search.multi_objective:
+        pool = [o for o in usable if o["state"] == "completed"] or usable
+        points = [[o["metrics"][m] for m in search.metric] for o in pool]
+        members = [pool[i] for i in front(points, search.mode)]
+        pick = members[knee([[o["metrics"][m] for m in search.metric] for o in members], search.mode)] \
+            if members else None
+        rule = KNEE_RULE
+    else:
+        sign = 1 if search.mode[0] == "min" else -1
+        pick = min(usable, key=lambda o: sign * o["metrics"][search.metric[0]], default=None)
+        rule = f"{'lowest' if sign == 1 else 'highest'} {search.metric[0]} of any trial's checkpoints"
+    front_rows = [{k: o[k] for k in ("trial_id", "config", "metrics", "checkpoint", "trial_dir")} for o in members]
+    if pick is None:
+        return VariantResult(None, {}, {}, None, None, pick_rule=rule, **described)
+    return VariantResult(pick["trial_id"], pick["config"], pick["metrics"], pick["checkpoint"], pick["trial_dir"],
+                         pick_rule=rule, front=front_rows, **described)
+
+
+def _finite(metrics: dict[str, Any], names: tuple[str, ...]) -> bool:
+    return all(isinstance(metrics.get(n), (int, float)) and math.isfinite(metrics[n]) for n in names)
