@@ -30,20 +30,20 @@ from aetune.checkpoint import CheckpointError, load_checkpoint, model_from_check
 from aetune.config import TrialConfig
 from aetune.data import load_data
 from aetune.errors import UsageError, cli
-from aetune.experiment import EVAL_DIR, Summary, is_uri
+from aetune.experiment import EVAL_DIR, Summary, VariantResult, is_uri
 from aetune.figures import Artifact, figures
 from aetune.findings import findings
 from aetune.probe import C
 from aetune.report import Evaluation, write_report
 from aetune.scoring import (
     LEADERBOARD,
-    TestImages,
+    EvalImages,
     Variant,
     baseline_rows,
     leaderboard,
     pca_curve,
     probe_pass,
-    test_pass,
+    score_checkpoint,
     variant_row,
 )
 from aetune.study import Record
@@ -58,6 +58,16 @@ def select(summary: Summary, wanted: list[str] | None) -> list[str]:
     if unknown:
         raise UsageError(f"unknown variant {unknown[0]!r}; {summary.name} has: {', '.join(summary.variants)}")
     return list(wanted or summary.variants)
+
+
+def record_of(result: VariantResult) -> Record:
+    """The variant's entry in summary.json's own shape (aetune.study reads it): a summary written before a field
+    existed reads as the field being empty. One without a recorded split predates the validation split, so which
+    split picked it is unknown (its val_* were then measured on the test split)."""
+    record = asdict(result)
+    if not record.get("split"):
+        record["selected_on"] = None
+    return record
 
 
 def no_trial_reason(record: Record) -> str:
@@ -179,7 +189,7 @@ def load_test_images(variants: list[Variant], args, skipped: dict[str, str]) -> 
     for name in sorted({v.config.dataset for v in variants}):
         data = load_data(name, args.data_root, PCA_FIT_IMAGES, args.test_size, not args.no_download, val_size=0)
         eval_noise = next(v.config.eval_noise for v in variants if v.config.dataset == name)  # a space-level key
-        images[name] = TestImages.build(data, eval_noise)
+        images[name] = EvalImages.build(data, eval_noise)
     usable = []
     for v in variants:
         shape, expected = tuple(v.bundle["input_shape"]), images[v.config.dataset].data.shape
@@ -211,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args.experiment, device = Path(args.experiment), pick_device(args.device)
     summary = Summary.read(args.experiment)
     args.data_root = args.data_root or os.environ.get("AETUNE_DATA") or summary.data_root
-    # summary.json's own shape: a summary written before a field existed reads as the field being absent
-    records = {name: asdict(summary.variants[name]) for name in select(summary, args.variants)}
+    records = {name: record_of(summary.variants[name]) for name in select(summary, args.variants)}
     variants, skipped = load_variants(args.experiment, records, list(records), fronts=not args.no_front)
     if variants:
         variants, images = load_test_images(variants, args, skipped)
@@ -230,11 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def evaluate(name: str, records: dict[str, Record], variants: list[Variant], images: dict[str, TestImages],
+def evaluate(name: str, records: dict[str, Record], variants: list[Variant], images: dict[str, EvalImages],
              skipped: dict[str, str], device: torch.device) -> Evaluation:
     """Score every checkpoint and baseline on the test split, then draw and write up what they show."""
     for v in variants:
-        test_pass(v, images[v.config.dataset], device)
+        score_checkpoint(v, images[v.config.dataset], device)
         probe_pass(v, images[v.config.dataset])
     baselines = baseline_rows(variants, images)  # first: it names each variant's baselines
     rows = leaderboard([variant_row(v) for v in variants] + baselines)

@@ -12,7 +12,7 @@ from aetune.baselines import PCA
 from aetune.data import ImageData, to_float
 
 if TYPE_CHECKING:
-    from aetune.scoring import TestImages, Variant
+    from aetune.scoring import EvalImages, Variant
 
 SHOW, TOP, STEPS, GRID, SCATTER = 10, 12, 9, 15, 5000  # strip width, anomalies, interpolation steps, manifold n, points
 
@@ -47,7 +47,7 @@ def showcase(labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def reconstruction_figure(v: Variant, images: TestImages, shown: torch.Tensor) -> Artifact:
+def reconstruction_figure(v: Variant, images: EvalImages, shown: torch.Tensor) -> Artifact:
     """Showcase digits and their reconstructions; a denoiser's from the study's noisy test inputs."""
     clean = to_float(images.data.test_x[shown].to(v.device))
     rows, m = [("original", clean)], v.metrics
@@ -187,7 +187,7 @@ def curves_figure(variants: list[Variant]) -> Artifact | None:
                   "per epoch of the best trial, up to the evaluated checkpoint.", plots.training_curves(histories))
 
 
-def figures(variants: list[Variant], images: dict[str, TestImages]) -> Iterator[Artifact]:
+def figures(variants: list[Variant], images: dict[str, EvalImages]) -> Iterator[Artifact]:
     """Which figures exist follows from the picks: a manifold per generative model, sparsity only beside a dense AE..."""
     for v in variants:
         test = images[v.config.dataset].data

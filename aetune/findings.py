@@ -89,7 +89,8 @@ def against_pca(rows: list[Row]) -> Iterator[Finding]:
     text = f"On the test split, {len(pairs) - len(losers)} of {len(pairs)} picked models reconstruct better than PCA " \
            "with as many components as their code"
     if margins:
-        text += f" (BCE lower by {percent(min(margins))} to {percent(max(margins))})"
+        spread = percent(min(margins)) + (f" to {percent(max(margins))}" if len(margins) > 1 else "")
+        text += f" (BCE lower by {spread})"
     if losers:
         text += "; not " + ", ".join(f"{r['name']} ({num(r['test_bce'])} vs {num(p['test_bce'])} for {p['name']})"
                                      for r, p in losers)
@@ -183,7 +184,8 @@ def fronts(records: dict[str, Record], rows: list[Row]) -> Iterator[Finding]:
         pick = next((m for m in front if m.get("trial_id") == record.get("trial_id")), None)
         chosen = ""
         if pick is not None:
-            chosen = f"; picked #{front.index(pick) + 1} by {record.get('pick_rule') or 'the search rule'}"
+            rule = (record.get("pick_rule") or "the search's rule").split(":")[0]  # its name, not its definition
+            chosen = f"; picked #{front.index(pick) + 1} by {rule}"
         yield finding(f"{name} front, validation split: {len(front)} of {trials} trials are non-dominated; from one "
                       f"end to the other ({knob_range or 'along the front'}) {moves[0]} while "
                       f"{', '.join(moves[1:])}{chosen}.", "validation")

@@ -72,14 +72,16 @@ def _cell(value: Any, key: str = "") -> str:
 def table(header: list[str], rows: list[list[Any]], classes: list[str] | None = None,
           keys: list[str] | None = None) -> str:
     keys = keys or [""] * len(header)
-    head = "".join(f'<th class="{_split_class(k)}">{html.escape(h)}</th>' for h, k in zip(header, keys))
+    head = "".join(f"<th{_split_class(k)}>{html.escape(h)}</th>" for h, k in zip(header, keys))
     body = "".join(f'<tr class="{c}">' + "".join(f"<td>{_cell(v, k)}</td>" for v, k in zip(row, keys)) + "</tr>"
                    for row, c in zip(rows, classes or [""] * len(rows)))
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _split_class(key: str) -> str:
-    return "test" if key.startswith("test_") else "val" if key.startswith("val_") else ""
+    """Columns are shaded by the split their numbers come from."""
+    split = "test" if key.startswith("test_") else "val" if key.startswith("val_") else ""
+    return f' class="{split}"' if split else ""
 
 
 def leaderboard_html(rows: list[dict[str, Any]]) -> str:
@@ -103,7 +105,7 @@ def front_table(name: str, record: Record, rows: list[dict[str, Any]]) -> str:
             header.append(metric)
             keys.append("")
         else:
-            header += [f"{metric} (val)", f"{study.test_metric(metric)} (test)"]
+            header += [metric if metric.startswith("val_") else f"{metric} (val)", study.test_metric(metric)]
             keys += ["val_" + metric.removeprefix("val_"), study.test_metric(metric)]
     header.append(COLUMNS["test_probe"])
     keys.append("test_probe")

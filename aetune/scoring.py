@@ -47,7 +47,7 @@ class Variant:
 
 
 @dataclass(frozen=True)
-class TestImages:
+class EvalImages:
     """One dataset as the evaluation reads it: the baselines' and the probe's training images, the test split,
     and the test split corrupted at the study's eval_noise (one draw shared by every model and baseline)."""
 
@@ -57,7 +57,7 @@ class TestImages:
     pca: PCA  # fitted on data.train_x
 
     @classmethod
-    def build(cls, data: ImageData, eval_noise: float) -> "TestImages":
+    def build(cls, data: ImageData, eval_noise: float) -> "EvalImages":
         noisy = add_noise(to_float(data.test_x), eval_noise, torch.Generator().manual_seed(EVAL_NOISE_SEED))
         return cls(data, eval_noise, noisy, PCA.fit(to_float(data.train_x)))
 
@@ -70,7 +70,7 @@ class TestImages:
 # --- models ----------------------------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def test_pass(v: Variant, images: TestImages, device: torch.device) -> None:
+def score_checkpoint(v: Variant, images: EvalImages, device: torch.device) -> None:
     """Own objective, clean and denoising reconstruction, codes and per-image errors, in big batches."""
     v.device = device
     cfg, model = v.config, v.model.to(device)
@@ -95,7 +95,7 @@ def test_pass(v: Variant, images: TestImages, device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def probe_pass(v: Variant, images: TestImages) -> None:
+def probe_pass(v: Variant, images: EvalImages) -> None:
     """The linear probe of the frozen encoder: fitted on the training images' codes, scored on the test codes."""
     train = images.data.train_x
     codes = torch.cat([v.model.encode(to_float(chunk.to(v.device))).flatten(1).float().cpu()
@@ -116,7 +116,7 @@ def variant_row(v: Variant) -> dict[str, Any]:
 
 # --- baselines -------------------------------------------------------------------------------------------------
 
-def baseline_rows(variants: list[Variant], images: dict[str, TestImages]) -> list[dict[str, Any]]:
+def baseline_rows(variants: list[Variant], images: dict[str, EvalImages]) -> list[dict[str, Any]]:
     """Per dataset: the mean image, raw pixels (probe only: they are the input) and one PCA per distinct rank."""
     rows = []
     for name, imgs in images.items():
@@ -143,13 +143,13 @@ def baseline_rows(variants: list[Variant], images: dict[str, TestImages]) -> lis
     return rows
 
 
-def reconstruction_scores(reconstruct, imgs: TestImages) -> dict[str, float]:
+def reconstruction_scores(reconstruct, imgs: EvalImages) -> dict[str, float]:
     """Clean reconstruction and denoising (the same noisy test images the models get) of a baseline."""
     test = to_float(imgs.data.test_x)
     return {**score(reconstruct, test), **score(reconstruct, test, imgs.noisy, prefix="test_denoise_")}
 
 
-def pca_curve(imgs: TestImages, sizes: list[int]) -> dict[int, float]:
+def pca_curve(imgs: EvalImages, sizes: list[int]) -> dict[int, float]:
     """Test BCE of PCA with k components, for each k that is a compression of the image (k < pixels)."""
     test = to_float(imgs.data.test_x)
     return {k: score(imgs.pca.top(k).reconstruct, test)["test_bce"] for k in sizes if k < test[0].numel()}

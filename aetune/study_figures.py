@@ -9,7 +9,7 @@ import torch
 from aetune import plots, study
 from aetune.data import to_float
 from aetune.figures import Artifact, render, showcase
-from aetune.scoring import TestImages, Variant
+from aetune.scoring import EvalImages, Variant
 from aetune.study import Record, fmt
 
 FRONT_ROWS = 5  # front members whose reconstructions are shown, spread along the front
@@ -75,7 +75,7 @@ def front_figure(name: str, record: Record, rows: list[dict[str, Any]]) -> Artif
 
 
 @torch.inference_mode()
-def front_reconstructions(name: str, members: list[Variant], images: dict[str, TestImages]) -> Artifact | None:
+def front_reconstructions(name: str, members: list[Variant], images: dict[str, EvalImages]) -> Artifact | None:
     """Reconstructions of the same test digits by a few members spread along the front."""
     if len(members) < 2:
         return None
@@ -86,18 +86,22 @@ def front_reconstructions(name: str, members: list[Variant], images: dict[str, T
     clean = to_float(test.data.test_x[digits].to(shown[0].device))
     rows = [("original", clean)]
     knobs = study.varying_keys(m.config.to_dict() for m in members)
+    objectives = [metric for metric, _ in study.objectives(shown[0].record)][:2]
     for m in shown:
         settings = ", ".join(f"{k}={fmt(m.config.to_dict()[k])}" for k in knobs[:2])
-        rows.append((f"{m.name.removeprefix(name)} {settings}".strip(), m.model(clean.to(m.device))))
-    fig = plots.image_rows(rows, f"{name}: reconstructions along the Pareto front")
+        scores = "\n".join(f"{metric} {fmt(m.reported[metric])}" for metric in objectives if metric in m.reported)
+        picked = " (picked)" if m.trial_id == m.record.get("trial_id") else ""
+        label = f"{m.name.removeprefix(name)}{picked} {settings}".strip() + (f"\n{scores}" if scores else "")
+        rows.append((label, m.model(clean.to(m.device))))
+    fig = plots.image_rows(rows, f"{name}: test digits reconstructed along the Pareto front")
+    varying = f"; {', '.join(knobs)} {'varies' if len(knobs) == 1 else 'vary'} along it" if knobs else ""
     return render(name, "front_recon", f"Along the front: {name}",
                   f"Test digits reconstructed by {len(shown)} of the {len(members)} front members, in front order "
-                  f"(numbers as in the front table){'; ' + ', '.join(knobs) + ' vary along it' if knobs else ''}.",
-                  fig, SECTION)
+                  f"(numbers as in the front table, with their validation scores){varying}.", fig, SECTION)
 
 
 def study_figures(records: dict[str, Record], rows: list[dict[str, Any]], variants: list[Variant],
-                  images: dict[str, TestImages], pca: dict[int, float]) -> Iterator[Artifact]:
+                  images: dict[str, EvalImages], pca: dict[int, float]) -> Iterator[Artifact]:
     dataset = next(iter(images))
     figure = code_size_figure(records, rows, pca, dataset)
     if figure is not None:
