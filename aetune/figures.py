@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 SHOW, TOP, STEPS, GRID, SCATTER = 10, 12, 9, 15, 5000  # strip width, anomalies, interpolation steps, manifold n, points
 
 
-
 @dataclass
 class Artifact:
     """A rendered figure: PNG bytes for the file, the report and TensorBoard alike."""
@@ -28,7 +27,6 @@ class Artifact:
     caption: str
     png: bytes
     section: str = "figures"  # where the report shows it: "figures", or "study" (what the study found)
-
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
@@ -188,7 +186,7 @@ def curves_figure(variants: list[Variant]) -> Artifact | None:
 
 
 def figures(variants: list[Variant], images: dict[str, EvalImages]) -> Iterator[Artifact]:
-    """Which figures exist follows from the picks: a manifold per generative model, sparsity only beside a dense AE..."""
+    """Which figures exist follows from the picks: a manifold per generative model, sparsity beside a dense AE..."""
     for v in variants:
         test = images[v.config.dataset].data
         yield reconstruction_figure(v, images[v.config.dataset], showcase(test.test_y))

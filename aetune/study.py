@@ -11,8 +11,8 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 Record = dict[str, Any]  # one variant of summary.json's "variants"
-NOT_KNOBS = ("seed",)
-MODEL_PROPERTIES = ("code_size", "params")  # metrics that are the same on every split  # config keys that vary between trials without being a question the study asks
+NOT_KNOBS = ("seed",)  # config keys that vary between trials without being a question the study asks
+MODEL_PROPERTIES = ("code_size", "params")  # metrics that are the same on every split
 
 
 def objectives(record: Record) -> list[tuple[str, str]]:

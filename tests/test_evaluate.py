@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from aetune import study
 from aetune.baselines import PCA, PCA_FIT_IMAGES, pca_components
 from aetune.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from aetune.config import TrialConfig
