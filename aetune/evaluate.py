@@ -33,7 +33,7 @@ from aetune.errors import UsageError, cli
 from aetune.experiment import EVAL_DIR, Summary, VariantResult, is_uri
 from aetune.figures import Artifact, figures
 from aetune.findings import findings
-from aetune.probe import C
+from aetune.probe import C_GRID, HELD_OUT
 from aetune.report import Evaluation, write_report
 from aetune.scoring import (
     LEADERBOARD,
@@ -148,8 +148,9 @@ def metrics_document(ev: Evaluation, experiment: Path) -> dict[str, Any]:
         "test_images": {v.name: len(v.errors) for v in ev.variants},
         "selected_on": {name: r.get("selected_on") for name, r in ev.records.items()},
         "eval_noise": ev.eval_noise, "noisy_input_psnr": ev.noisy_input_psnr,
-        "probe": {"method": f"logistic regression (C={C}) on standardised frozen codes", "split": "test",
-                  "train_images": ev.probe_images},
+        "probe": {"method": "logistic regression on standardised frozen codes", "split": "test",
+                  "train_images": ev.probe_images, "c_grid": C_GRID, "c_chosen_on": f"the last {HELD_OUT:.0%} "
+                  "of the training images' codes"},
         "findings": ev.findings,
         "leaderboard": ev.rows,
         "variants": {v.name: {"kind": v.kind, "trial_id": v.trial_id, "config": v.config.to_dict(),

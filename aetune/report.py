@@ -33,7 +33,8 @@ NOTES = ("(val): reported by the search for the same checkpoint, on the validati
          "10 log10(1 / MSE). Denoise BCE: clean digits reconstructed from inputs corrupted at the study's eval_noise "
          "{noise} (noisy inputs: {psnr:.1f} dB), the same noisy images for every row. Own loss: each variant's "
          "training objective (a VAE's is per-image summed BCE + KL, so not comparable). Probe accuracy: logistic "
-         "regression fitted on the frozen codes of {probe} training images, scored on the test codes. Baselines, "
+         "regression on the frozen codes of {probe} training images (its L2 strength chosen on a held-out fifth of "
+         "them), scored on the test codes. Baselines, "
          "fitted on the first {fit} training images: the mean image; PCA with as many components as the code has "
          "numbers (conv feature-map codes capped at a quarter of the pixels, where a PCA of the code's size would "
          "be near exact); raw pixels (probe only). Anomalies: test images with MSE above 2 x the mean.")
@@ -200,7 +201,8 @@ def write_report(path: Path, ev: Evaluation) -> None:
     skips = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(why)}</li>" for n, why in ev.skipped.items())
     title = f"aetune evaluation: {html.escape(ev.name)}"
     first = ev.variants[0]
-    notes = NOTES.format(noise=fmt(ev.eval_noise), psnr=ev.noisy_input_psnr, probe=ev.probe_images, fit=PCA_FIT_IMAGES)
+    notes = NOTES.format(noise=fmt(ev.eval_noise), psnr=ev.noisy_input_psnr, probe=ev.probe_images,
+                         fit=PCA_FIT_IMAGES)
     path.write_text(
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style></head><body>'
         f"<h1>{title}</h1><p>{len(ev.picks)} variants evaluated on {len(first.errors)} test images of "

@@ -91,7 +91,7 @@ def front_reconstructions(name: str, members: list[Variant], images: dict[str, E
         settings = ", ".join(f"{k}={fmt(m.config.to_dict()[k])}" for k in knobs[:2])
         scores = "\n".join(f"{metric} {fmt(m.reported[metric])}" for metric in objectives if metric in m.reported)
         picked = " (picked)" if m.trial_id == m.record.get("trial_id") else ""
-        label = f"{m.name.removeprefix(name)}{picked} {settings}".strip() + (f"\n{scores}" if scores else "")
+        label = "\n".join(part for part in (m.name.removeprefix(name) + picked, settings, scores) if part)
         rows.append((label, m.model(clean.to(m.device))))
     fig = plots.image_rows(rows, f"{name}: test digits reconstructed along the Pareto front")
     varying = f"; {', '.join(knobs)} {'varies' if len(knobs) == 1 else 'vary'} along it" if knobs else ""
