@@ -1,9 +1,11 @@
 """The on-disk layout of an experiment, and summary.json: the search's output and the evaluation's input.
 
-runs/<name>/space.yaml        the search space actually used
-runs/<name>/<variant>/        Ray Tune's experiment folder: one folder per trial (event files, checkpoints)
-runs/<name>/summary.json      best trial per variant (paths relative to runs/<name>)
-runs/<name>/eval/             figures, leaderboard and report.html
+runs/<name>/space.yaml               the search space actually used
+runs/<name>/<variant>-<trial id>/    one folder per trial (Ray Tune's: result.json, event files, checkpoints);
+                                     runs/<name> itself is the Ray Tune experiment every variant shares
+runs/<name>/optuna.db                every variant's Optuna study
+runs/<name>/summary.json             per variant: the pick, its front, every trial (paths relative to runs/<name>)
+runs/<name>/eval/                    figures, leaderboard and report.html
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from aetune.errors import UsageError
 
+VARIANT_KEY = "variant"  # the one key a Ray trial's config has beyond the trial config: the variant it belongs to
 SUMMARY_FILE = "summary.json"
 SPACE_FILE = "space.yaml"
 EVAL_DIR = "eval"

@@ -11,7 +11,7 @@ from ray import tune
 
 from aetune.config import TrialConfig
 from aetune.errors import first_line
-from aetune.experiment import VariantResult
+from aetune.experiment import VARIANT_KEY, VariantResult
 from aetune.pareto import KNEE_RULE, front, knee
 from aetune.spaces import Search, Variant
 from aetune.trainable import DIVERGED
@@ -26,7 +26,7 @@ def trial_outcome(result: tune.Result, search: Search, epochs: int, root: str) -
     """One trial: its state, and the checkpoint that represents it with that epoch's metrics — its best epoch by
     the metric (single objective), or its last epoch (multi-objective: the values Optuna was told)."""
     trial_id = result.metrics.get("trial_id") or Path(result.path).name
-    config = TrialConfig.from_dict(result.config).to_dict()
+    config = TrialConfig.from_dict({k: v for k, v in result.config.items() if k != VARIANT_KEY}).to_dict()
     outcome = {"trial_id": trial_id, "config": config, "metrics": {}, "checkpoint": None,
                "trial_dir": posixpath.relpath(result.path, root)}
     if result.error:
@@ -47,7 +47,7 @@ def trial_outcome(result: tune.Result, search: Search, epochs: int, root: str) -
             "checkpoint": posixpath.relpath(f"{checkpoint.path}/checkpoint.pt", root)}
 
 
-def summarise(grid: tune.ResultGrid, variant: Variant, search: Search, epochs: int, root: str,
+def summarise(grid: list[tune.Result], variant: Variant, search: Search, epochs: int, root: str,
               split: dict[str, Any]) -> VariantResult:
     """Single objective: the best checkpoint of any trial. Multi-objective: the front of the completed trials (ASHA
     may have stopped others early: their values are not comparable), and its knee."""

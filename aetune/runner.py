@@ -1,8 +1,9 @@
-"""The Ray side of a search: connect, one Tuner per variant (new or restored), results -> summary.json."""
+"""The Ray side of a search: connect, one Tuner for every variant (new or restored), results -> summary.json."""
 from __future__ import annotations
 
 import math
 import os
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -14,14 +15,15 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from aetune.config import TrialConfig
 from aetune.errors import UsageError, first_line
-from aetune.experiment import SPACE_FILE, Summary, is_uri, join, read_text, write_text
+from aetune.experiment import SPACE_FILE, VARIANT_KEY, Summary, is_uri, join, read_text, write_text
 from aetune.models import family
 from aetune.results import summarise
-from aetune.searchers import make_scheduler, make_searcher
-from aetune.spaces import Search, SearchSpace, Variant, ray_param_space, space_to_yaml
-from aetune.trainable import train_trial
+from aetune.schedulers import make_schedulers
+from aetune.searchers import make_router
+from aetune.spaces import SearchSpace, space_to_yaml
+from aetune.trainable import CHECKPOINT_RANK, train_trial
 
-KEEP_CHECKPOINTS = 2  # the best two by the metric; Ray always keeps the latest as well, for resuming
+KEEP_CHECKPOINTS = 2  # the best two by the variant's metric; Ray always keeps the latest as well, for resuming
 MAX_FAILURES = 2  # a crashed trial is retried from its last checkpoint this many times
 
 
@@ -93,45 +95,46 @@ def check_storage_reachable(storage: str) -> None:
 
 
 def trial_dirname(trial: Any) -> str:
-    return f"trial_{trial.trial_id}"
+    return f"{trial.config[VARIANT_KEY]}-{trial.trial_id}"
 
 
-def make_tuner(experiment: Experiment, variant: Variant, trainable: Callable, resume: bool,
-               verbose: int = 1) -> tune.Tuner:
+def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbose: int = 1) -> tune.Tuner:
+    """One Ray Tune run for every variant at once, so no variant's tail leaves workers idle: the router searcher
+    hands each new trial to a variant and its own study; each variant keeps its own ASHA brackets."""
     space = experiment.space
-    search = space.search(variant)
-    path = join(experiment.path, variant.name)
-    resources = {"cpu": space.cpus, "gpu": space.gpus}
+    runs = space.runs()
+    rank_by = {v.name: ("epoch", "max") if space.search(v).multi_objective else
+               (space.search(v).metric[0], space.search(v).mode[0]) for v in runs}
     threads = max(1, int(space.cpus))
-    trainable = tune.with_resources(tune.with_parameters(trainable, data_root=experiment.data_root, threads=threads),
-                                    resources)
-    if resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False)
-    searcher = make_searcher(space, variant, experiment.study_storage)
-    single = None if search.multi_objective else search.metric[0]  # checkpoints ranked by it; else the latest
+    trainable = tune.with_resources(
+        tune.with_parameters(trainable, data_root=experiment.data_root, threads=threads, rank_by=rank_by),
+        {"cpu": space.cpus, "gpu": space.gpus})
+    if resume and tune.Tuner.can_restore(experiment.path):
+        return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)
     return tune.Tuner(
         trainable,
-        param_space=ray_param_space(space, variant) if space.searcher != "optuna" else {},
-        # The searcher and scheduler carry their own metric (a list for a front; ASHA's one metric).
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(search, space.epochs),
-                                    num_samples=search.samples, reuse_actors=True, trial_dirname_creator=trial_dirname),
+        tune_config=tune.TuneConfig(search_alg=make_router(space, experiment.study_storage),
+                                    scheduler=make_schedulers(space), num_samples=sum(map(space.trial_count, runs)),
+                                    reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=variant.name, storage_path=experiment.path, verbose=verbose,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute=single,
-                                                    checkpoint_score_order=search.mode[0]),
+            name=experiment.name, storage_path=experiment.storage, verbose=verbose,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS,
+                                                    checkpoint_score_attribute=CHECKPOINT_RANK,
+                                                    checkpoint_score_order="max"),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # the trials' TensorBoard files
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
-            progress_reporter=progress_reporter(search) if verbose else None,
+            progress_reporter=progress_reporter(space) if verbose else None,
         ),
     )
 
 
-def progress_reporter(search: Search) -> tune.CLIReporter:
-    """The live table: the variant's objective(s), then the scores every variant shares."""
-    shared = ("val_bce", "val_denoise_bce", "code_l1", "epoch")
-    columns = list(dict.fromkeys([*search.metric, *shared]))
-    return tune.CLIReporter(metric_columns=columns, max_report_frequency=10)
+def progress_reporter(space: SearchSpace) -> tune.CLIReporter:
+    """One live table for every variant: its name, each variant's objective(s), then the scores they share."""
+    objectives = [m for v in space.runs() for m in space.search(v).metric]
+    columns = list(dict.fromkeys([*objectives, "val_bce", "val_denoise_bce", "epoch"]))
+    return tune.CLIReporter(metric_columns=columns, parameter_columns=[VARIANT_KEY], max_report_frequency=10,
+                            max_progress_rows=40)
 
 
 def data_split(config: dict[str, Any], data_root: str) -> dict[str, Any]:
@@ -149,21 +152,20 @@ def run(experiment: Experiment, address: str | None, resume: bool, trainable: Ca
     space = experiment.space
     try:
         check_storage_reachable(experiment.storage)
-        results = {}
-        for variant in space.runs():
-            print(f"\n== variant {variant.name} ==", flush=True)
-            tuner = make_tuner(experiment, variant, trainable or train_trial, resume, verbose)
-            grid = tuner.fit()
-            finished = grid.num_terminated + grid.num_errors
-            if finished < space.trial_count(variant):  # Ctrl-C: Tune saved its state and returned
-                print(f"\ninterrupted; continue with: python -m aetune.search --storage {experiment.storage} "
-                      f"--name {experiment.name} --resume", flush=True)
-                raise KeyboardInterrupt
-            split = data_split(space.base_config(variant), experiment.data_root)
-            results[variant.name] = summarise(grid, variant, space.search(variant), space.epochs,
-                                              experiment.path.split("://")[-1], split)
+        grid = make_tuner(experiment, trainable or train_trial, resume, verbose).fit()
     finally:
         ray.shutdown()
+    if grid.num_terminated + grid.num_errors < sum(map(space.trial_count, space.runs())):
+        # Ctrl-C: Tune saved its state and returned
+        print(f"\ninterrupted; continue with: python -m aetune.search --storage {experiment.storage} "
+              f"--name {experiment.name} --resume", flush=True)
+        raise KeyboardInterrupt
+    by_variant = defaultdict(list)
+    for result in grid:
+        by_variant[result.config[VARIANT_KEY]].append(result)
+    root = experiment.path.split("://")[-1]
+    results = {v.name: summarise(by_variant[v.name], v, space.search(v), space.epochs, root,
+                                 data_split(space.base_config(v), experiment.data_root)) for v in space.runs()}
     summary = Summary(experiment.name, space.metric, space.mode, results, experiment.data_root)
     summary.write(experiment.path)
     return summary

@@ -1,16 +1,18 @@
-"""Searchers and schedulers for one variant: Optuna TPE (told about pruning, single- or multi-objective, its study
-in a real Optuna storage), random, grid; ASHA or FIFO."""
+"""Searchers: one per variant (Optuna TPE told about pruning, single- or multi-objective, its study in a real Optuna
+storage; or the enumerated configs of a random or grid search), and the router that lets one Ray Tune run serve
+every variant at once."""
 from __future__ import annotations
 
 import math
+import pickle
 from typing import Any
 
 import optuna
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import BasicVariantGenerator, Searcher
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from aetune.spaces import OptunaSampler, Search, SearchSpace, Variant
+from aetune.experiment import VARIANT_KEY
+from aetune.spaces import OptunaSampler, SearchSpace, Variant, enumerated_configs
 
 STATES = optuna.trial.TrialState
 
@@ -54,10 +56,9 @@ class PrunedOptunaSearch(OptunaSearch):
             values = [result[m] for m in self.metric] if isinstance(self.metric, list) else result[self.metric]
         self._ot_study.tell(ot_trial, values, state=state)
 
-    def restore(self, checkpoint_path: str) -> None:
+    def fail_orphans(self) -> None:
         """After a crash the storage may hold trials asked after the last snapshot: no Ray trial will ever finish
         them, so they are marked FAIL instead of staying RUNNING forever."""
-        super().restore(checkpoint_path)
         known = {t.number for t in self._ot_trials.values()}
         storage = self._ot_study._storage
         for orphan in self._ot_study.get_trials(deepcopy=False, states=(STATES.RUNNING,)):
@@ -86,21 +87,88 @@ def study_storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 
+class EnumeratedSearch(Searcher):
+    """Random and grid search: hands out the variant's enumerated configs in order (aetune.spaces)."""
+
+    def __init__(self, configs: list[dict[str, Any]]):
+        super().__init__()
+        self.configs = configs
+        self.handed_out = 0
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.handed_out == len(self.configs):
+            return Searcher.FINISHED
+        self.handed_out += 1
+        return dict(self.configs[self.handed_out - 1])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+
 def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None) -> Searcher:
-    """Optuna (its study named after the variant, in the experiment's storage), or Ray's random/grid generator."""
+    """Optuna (its study named after the variant, in the experiment's storage), or the enumerated configs."""
     search = space.search(variant)
-    if space.searcher == "optuna":
-        metric, mode = (list(search.metric), list(search.mode)) if search.multi_objective else (
-            search.metric[0], search.mode[0])
-        return PrunedOptunaSearch(space=OptunaSampler(space, variant), metric=metric, mode=mode, seed=space.seed,
-                                  study_name=variant.name, storage=study_storage(storage_url) if storage_url else None,
-                                  max_epochs=space.epochs)
-    # random and grid: Ray's variant generator samples the domains (grid_search ones are enumerated).
-    return BasicVariantGenerator(random_state=space.seed)
+    if space.searcher != "optuna":
+        return EnumeratedSearch(enumerated_configs(space, variant))
+    metric, mode = (list(search.metric), list(search.mode)) if search.multi_objective else (
+        search.metric[0], search.mode[0])
+    return PrunedOptunaSearch(space=OptunaSampler(space, variant), metric=metric, mode=mode, seed=space.seed,
+                              study_name=variant.name, storage=study_storage(storage_url) if storage_url else None,
+                              max_epochs=space.epochs)
 
 
-def make_scheduler(search: Search, epochs: int) -> Any:
-    if search.scheduler == "fifo":
-        return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", metric=search.asha_metric, mode=search.asha_mode, max_t=epochs,
-                         grace_period=min(search.grace_period, epochs), reduction_factor=search.reduction_factor)
+class VariantRouter(Searcher):
+    """One searcher for a Ray Tune run that serves every variant at once: each new trial goes to the variant with
+    the fewest trials in flight that still has budget, and its sub-searcher (the variant's own study) proposes the
+    config. Results go back to the sub-searcher that proposed the trial."""
+
+    def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int]):
+        super().__init__()
+        self.searchers, self.budgets = searchers, budgets
+        self.asked = dict.fromkeys(searchers, 0)
+        self.done = dict.fromkeys(searchers, 0)
+        self.variant_of: dict[str, str] = {}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+        return True  # every sub-searcher has its own metric and mode
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        open_variants = [n for n in self.searchers if self.asked[n] < self.budgets[n]]
+        if not open_variants:
+            return Searcher.FINISHED
+        name = min(open_variants, key=lambda n: self.asked[n] - self.done[n])  # ties: the space's order
+        config = self.searchers[name].suggest(trial_id)
+        if config == Searcher.FINISHED:  # fewer configs than the budget said: that variant is done
+            self.budgets[name] = self.asked[name]
+            return self.suggest(trial_id)
+        if config is None:
+            return None
+        self.asked[name] += 1
+        self.variant_of[trial_id] = name
+        return {**config, VARIANT_KEY: name}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.searchers[self.variant_of[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        name = self.variant_of.get(trial_id)
+        if name is not None:
+            self.done[name] += 1
+            self.searchers[name].on_trial_complete(trial_id, result=result, error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+        for searcher in self.searchers.values():
+            if isinstance(searcher, PrunedOptunaSearch):
+                searcher.fail_orphans()
+
+
+def make_router(space: SearchSpace, storage_url: str | None) -> VariantRouter:
+    runs = space.runs()
+    return VariantRouter({v.name: make_searcher(space, v, storage_url) for v in runs},
+                         {v.name: space.trial_count(v) for v in runs})

@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,26 +387,29 @@ def _fail(source: str, key: str, message: str) -> None:
 
 # --- conversion to searchers ---------------------------------------------------------------------------------------
 
-def ray_domain(domain: Domain):
-    """A Ray Tune sampling domain (random and grid searchers)."""
-    from ray import tune
+def enumerated_configs(space: SearchSpace, variant: Variant) -> list[dict[str, Any]]:
+    """Every trial config of a random or grid search, in order: each combination of the enumerated domains (`grid`
+    ones; `choice` ones too under the grid searcher) `samples` times, the other domains drawn at random (seeded)."""
+    rng = random.Random(f"{space.seed}:{variant.name}")
+    enumerated = {k: d.values for k, d in variant.domains.items()
+                  if d.kind == "grid" or (space.searcher == "grid" and d.kind == "choice")}
+    configs = []
+    for _ in range(space.search(variant).samples):
+        for values in itertools.product(*enumerated.values()):
+            drawn = {k: _draw(d, rng) for k, d in variant.domains.items() if k not in enumerated}
+            configs.append({**space.base_config(variant), **dict(zip(enumerated, values)), **drawn})
+    return configs
 
-    kind, values = domain.kind, list(domain.values)
-    if kind == "grid":
-        return tune.grid_search(values)
-    if kind == "choice":
-        return tune.choice(values)
-    if kind == "randint":
-        return tune.randint(values[0], values[1] + 1)  # Ray's upper bound is exclusive; ours is inclusive
-    return getattr(tune, kind)(*values)
 
-
-def ray_param_space(space: SearchSpace, variant: Variant) -> dict[str, Any]:
-    """Random: sample each domain (grid ones are enumerated); grid: enumerate every choice as well."""
-    def as_ray(domain: Domain):
-        return ray_domain(Domain("grid", domain.values) if space.searcher == "grid" else domain)
-
-    return {**space.base_config(variant), **{k: as_ray(d) for k, d in variant.domains.items()}}
+def _draw(domain: Domain, rng: random.Random) -> Any:
+    low, high = domain.values[0], domain.values[-1]
+    if domain.kind == "choice":
+        return rng.choice(domain.values)
+    if domain.kind == "randint":
+        return rng.randint(low, high)  # inclusive, as the space says
+    if domain.kind == "loguniform":
+        return math.exp(rng.uniform(math.log(low), math.log(high)))
+    return rng.uniform(low, high)
 
 
 class OptunaSampler:

@@ -44,7 +44,7 @@ def search(env: dict, storage: Path, name: str, space: Path) -> subprocess.Popen
 
 def results(experiment: Path) -> dict[str, list[dict]]:
     return {t.name: [json.loads(line) for line in (t / "result.json").read_text().splitlines()]
-            for t in sorted((experiment / "conv").glob("trial_*")) if (t / "result.json").exists()}
+            for t in sorted(experiment.glob("conv-*")) if (t / "result.json").exists()}
 
 
 def test_search_spreads_over_both_nodes_and_evaluate_reads_every_checkpoint(cluster, tmp_path):

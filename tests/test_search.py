@@ -31,8 +31,9 @@ def epochs_of(trial_dir: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in lines]
 
 
-def trial_dirs(variant_dir: Path) -> list[Path]:
-    return sorted(p for p in variant_dir.glob("trial_*") if p.is_dir())
+def trial_dirs(experiment: Path, variant: str) -> list[Path]:
+    """The trial folders of one variant: runs/<name>/<variant>-<trial id>/."""
+    return sorted(p for p in experiment.glob(f"{variant}-*") if p.is_dir())
 
 
 # --- end to end ----------------------------------------------------------------------------------------------------
@@ -57,7 +58,7 @@ def test_summary_names_a_loadable_pick_per_variant(searched):
         assert bundle["config"] == pick.config and bundle["epoch"] == pick.metrics["epoch"]
         assert bundle["history"][-1]["val_loss"] == pytest.approx(pick.metrics["val_loss"])
         if name != "sparse":  # single objective: the best epoch of any trial
-            every_epoch = [json.loads(line)[pick.metric] for t in trial_dirs(searched / name)
+            every_epoch = [json.loads(line)[pick.metric] for t in trial_dirs(searched, name)
                            for line in (t / "result.json").read_text().splitlines()]
             assert pick.metrics[pick.metric] == min(every_epoch)
     assert summary.variants["denoising"].metric == "val_denoise_bce"
@@ -93,7 +94,7 @@ def test_a_multi_objective_variant_records_its_pareto_front_and_picks_the_knee(s
 
 
 def test_each_trial_writes_scalars_images_and_hparams(searched):
-    runs = trial_dirs(searched / "denoising") + trial_dirs(searched / "vae")
+    runs = trial_dirs(searched, "denoising") + trial_dirs(searched, "vae")
     assert len(runs) == 4
     for run in runs:
         events = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0}).Reload()
@@ -161,7 +162,7 @@ def test_crashed_trial_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, c
                         "--data-root", str(DATA_ROOT)], trainable=crash_once_after_two_epochs)
     assert code == 0, capsys.readouterr()
     assert (tmp_path / "crashed").read_text() == "[1, 2, 3]"  # it did crash at epoch 3
-    [trial] = trial_dirs(tmp_path / "retry" / "dense")
+    [trial] = trial_dirs(tmp_path / "retry", "dense")
     assert epochs_of(trial) == [1, 2, 3, 4]  # resumed at 3, not 1: no epoch ran twice
     summary = Summary.read(tmp_path / "retry")
     assert summary.variants["dense"].metrics["epoch"] == 4 and not summary.variants["dense"].errored
@@ -201,7 +202,7 @@ def test_asha_stopped_trials_are_pruned_in_the_optuna_study(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     study = optuna.load_study(study_name="dense", storage=f"sqlite:///{tmp_path / 'asha' / 'optuna.db'}")
     state = {t.user_attrs["ray_trial_id"]: t.state.name for t in study.trials}
-    epochs = {t.name.removeprefix("trial_"): epochs_of(t) for t in trial_dirs(tmp_path / "asha" / "dense")}
+    epochs = {t.name.removeprefix("dense-"): epochs_of(t) for t in trial_dirs(tmp_path / "asha", "dense")}
     assert len(state) == len(epochs) == 8
     stopped = [t for t, e in epochs.items() if e[-1] < 4]
     assert stopped, "ASHA stopped no trial"
@@ -241,17 +242,17 @@ def test_resume_after_sigkill_finishes_without_rerunning_anything(tmp_path):
     env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "AETUNE_TEST_DRIVER": str(tmp_path)}
     driver = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    variant = tmp_path / "killed" / "first"
+    experiment = tmp_path / "killed"
     deadline = time.time() + 300
     while time.time() < deadline:  # kill once one trial has finished and others have not
-        done = [t for t in trial_dirs(variant) if (t / "result.json").exists() and len(epochs_of(t)) == 4]
+        done = [t for t in trial_dirs(experiment, "first") if (t / "result.json").exists() and len(epochs_of(t)) == 4]
         if done:
             break
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver, at once; then the Ray it started (own sessions)
     driver.wait()
     kill_processes_with(marker)
-    before = {t.name: epochs_of(t) for t in trial_dirs(variant) if (t / "result.json").exists()}
+    before = {t.name: epochs_of(t) for t in trial_dirs(experiment, "first") if (t / "result.json").exists()}
     assert any(len(e) == 4 for e in before.values())
     assert not (tmp_path / "killed" / "summary.json").exists()
 
@@ -260,11 +261,11 @@ def test_resume_after_sigkill_finishes_without_rerunning_anything(tmp_path):
     summary = Summary.read(tmp_path / "killed")
     assert summary.variants["first"].trials == 4 and summary.variants["second"].trials == 2
     for name in ("first", "second"):
-        for trial in trial_dirs(tmp_path / "killed" / name):
+        for trial in trial_dirs(experiment, name):
             assert epochs_of(trial) == [1, 2, 3, 4], trial  # every epoch once: no gap, no repeat
     for name, epochs in before.items():  # finished trials were not run again
         if len(epochs) == 4:
-            assert epochs_of(variant / name) == epochs
+            assert epochs_of(experiment / name) == epochs
 
 
 # --- the test split cannot influence a search ------------------------------------------------------------------------
@@ -303,13 +304,10 @@ def normalised(experiment: Path) -> tuple[str, dict[str, list[list]]]:
     """summary.json and every trial's per-epoch results, with Ray's random trial ids named by their (seeded,
     reproducible) configs, and the experiment's name and data root taken out: what must not change when only the
     test images do."""
-    trials = {t.name.removeprefix("trial_"): t for variant in ("dense", "denoising")
-              for t in trial_dirs(experiment / variant)}
-    def config_of(trial_id: str) -> str:
-        return trials[trial_id].parent.name + (trials[trial_id] / "params.json").read_text()
-
-    order = sorted(trials, key=config_of)
-    label = {trial_id: f"{trials[trial_id].parent.name}-{i}" for i, trial_id in enumerate(order)}
+    trials = {t.name.removeprefix(f"{variant}-"): t for variant in ("dense", "denoising")
+              for t in trial_dirs(experiment, variant)}
+    order = sorted(trials, key=lambda trial_id: (trials[trial_id] / "params.json").read_text())  # variant included
+    label = {trial_id: f"trial-{i}" for i, trial_id in enumerate(order)}
     summary = json.loads((experiment / "summary.json").read_text())
     summary.pop("data_root"), summary.pop("name")
     text = json.dumps(summary, sort_keys=True)
