@@ -222,10 +222,10 @@ def probe(rows: list[Row], probe_images: int | None) -> Iterator[Finding]:
         pca = table.get(r.get("pca_baseline"), {})
         parts.append(f"{r['name']} ({r['code']} numbers) {percent(r['test_probe'])}" +
                      (f" vs {pca['name']} {percent(pca['test_probe'])}" if finite(pca.get("test_probe")) else ""))
-    pixels = [r for r in rows if r.get("model") == "pixels" and finite(r.get("test_probe"))]
+    pixels = [table[name] for name in {r.get("pixels_baseline") for r in models} if name in table]
     fitted = f" of {probe_images} training images" if probe_images else " of training images"
     yield finding(f"Linear probe (logistic regression on the frozen codes{fitted}), accuracy on the test split: "
-                  + "; ".join(parts) + (f"; raw pixels {percent(pixels[0]['test_probe'])}" if pixels else "") + ".",
+                  + "; ".join(parts) + "".join(f"; raw pixels {percent(p['test_probe'])}" for p in pixels) + ".",
                   "test")
 
 

@@ -111,7 +111,8 @@ def variant_row(v: Variant) -> dict[str, Any]:
             "params": sum(p.numel() for p in v.model.parameters() if p.requires_grad), "epoch": v.bundle["epoch"],
             "trial_id": v.trial_id, **{key: reported.get(key) for key in VALIDATION},
             "val_code_l1": reported.get("code_l1"), **v.metrics,
-            "pca_baseline": v.baselines.get("pca"), "mean_baseline": v.baselines.get("mean_image")}
+            "pca_baseline": v.baselines.get("pca"), "mean_baseline": v.baselines.get("mean_image"),
+            "pixels_baseline": v.baselines.get("pixels")}
 
 
 # --- baselines -------------------------------------------------------------------------------------------------

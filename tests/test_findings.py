@@ -60,7 +60,7 @@ def rows() -> list[dict]:
     def model(name, code, test_bce, val_bce, probe, pca, **extra):
         return {"name": name, "kind": "model", "code": code, "test_bce": test_bce, "val_bce": val_bce,
                 "test_probe": probe, "selected_on": "validation", "pca_baseline": pca, "mean_baseline": "mean-image",
-                **extra}
+                "pixels_baseline": "pixels", **extra}
 
     return [
         model("dense@code_size=32", 32, 0.101, 0.10, 0.91, "pca-32", test_denoise_bce=0.16),
