@@ -77,7 +77,8 @@ def _positive(name: str, value: int) -> None:
 
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}
-_CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": get_args(DatasetName),
+DATASETS = get_args(DatasetName)  # the torchvision datasets aetune.data reads
+_CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": DATASETS,
             "val_split": get_args(ValSplit)}
 
 

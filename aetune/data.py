@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
+from aetune.config import TrialConfig
 from aetune.errors import UsageError, first_line
 
-DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "kmnist": datasets.KMNIST}
+DATASET_CLASSES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "kmnist": datasets.KMNIST}
 
 
 class DataError(UsageError):
@@ -79,8 +80,8 @@ def load_data(
 ) -> ImageData:
     """The three splits (cached per process: Ray reuses worker processes across trials). `test=False` is what a
     trial asks for: the test files are then not even read, unless val_size 0 makes them the validation split."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name not in DATASET_CLASSES:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_CLASSES)}")
     root = resolve_data_root(data_root)
     images, labels = _read_split(name, root, True, download)
     images, labels = images[:train_size], labels[:train_size]
@@ -93,6 +94,14 @@ def load_data(
                          val_from="test")
     train_idx, val_idx = validation_indices(len(images), val_size, val_split)
     return ImageData(name, images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], test_x, test_y)
+
+
+def trial_data(config: TrialConfig, data_root: str | os.PathLike | None = None, download: bool = True) -> ImageData:
+    """What a trial of this config reads: its training and validation images (the test split only under
+    val_size 0). The driver calls it too, so a missing file or a val_size that leaves no training image is
+    found before any trial starts."""
+    return load_data(config.dataset, str(data_root) if data_root else None, config.train_size, config.test_size,
+                     download, config.val_size, config.val_split, test=False)
 
 
 def validation_indices(n: int, val_size: int | None, val_split: str = "random") -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +117,7 @@ def validation_indices(n: int, val_size: int | None, val_split: str = "random") 
 
 @functools.lru_cache(maxsize=8)
 def _read_split(name: str, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    cls = DATASETS[name]
+    cls = DATASET_CLASSES[name]
     where = root / cls.__name__ / "raw"
     try:
         # torchvision prints download progress and mirror failures; keep them out of the user's terminal.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +39,7 @@ class Experiment:
     storage: str
     data_root: str
     study_storage: str | None = None  # the Optuna storage URL (or journal file) every variant's study lives in
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # per variant: what its trials read
 
     @property
     def path(self) -> str:
@@ -137,15 +138,6 @@ def progress_reporter(space: SearchSpace) -> tune.CLIReporter:
                             max_progress_rows=40)
 
 
-def data_split(config: dict[str, Any], data_root: str) -> dict[str, Any]:
-    """The split every trial of a variant trained and validated on (the same function the trials call)."""
-    from aetune.data import load_data
-
-    cfg = TrialConfig.from_dict(config)
-    return load_data(cfg.dataset, data_root, cfg.train_size, cfg.test_size, False, cfg.val_size, cfg.val_split,
-                     test=False).split
-
-
 def run(experiment: Experiment, address: str | None, resume: bool, trainable: Callable | None, verbose: int,
         worker_env: dict[str, str]) -> Summary:
     connect(address, worker_env)
@@ -164,8 +156,8 @@ def run(experiment: Experiment, address: str | None, resume: bool, trainable: Ca
     for result in grid:
         by_variant[result.config[VARIANT_KEY]].append(result)
     root = experiment.path.split("://")[-1]
-    results = {v.name: summarise(by_variant[v.name], v, space.search(v), space.epochs, root,
-                                 data_split(space.base_config(v), experiment.data_root)) for v in space.runs()}
+    results = {v.name: summarise(by_variant[v.name], v, space.search(v), space.epochs, root, experiment.splits[v.name])
+               for v in space.runs()}
     summary = Summary(experiment.name, space.metric, space.mode, results, experiment.data_root)
     summary.write(experiment.path)
     return summary

@@ -57,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str]:
-    """The validated space, with command-line overrides; on --resume, the experiment's saved space."""
+def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
+    """The space (structurally validated: no PyTorch yet), with command-line overrides; on --resume, the
+    experiment's saved space. Also the experiment's name and the file it came from."""
     overrides = {k: getattr(args, k) for k in ("samples", "epochs", "train_size", "test_size", "cpus", "gpus", "seed")}
     if args.resume:
         if not args.name:
@@ -69,15 +70,16 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str]:
                              "check --storage and --name, or start it without --resume")
         if any(v is not None for v in overrides.values()) or args.space:
             raise UsageError("--resume continues the experiment as it was saved; drop --space and the override flags")
-        return load_space(saved), args.name
+        return load_space(saved, models=False), args.name, str(saved)
     default = DEFAULT_SPACE if DEFAULT_SPACE.is_file() or not BUNDLED_SPACE.is_file() else BUNDLED_SPACE
-    space = load_space(args.space or default).replace(**overrides)
+    source = str(args.space or default)
+    space = load_space(source, models=False).replace(**overrides)
     if args.variants:
         unknown = sorted(set(args.variants) - set(space.variants))
         if unknown:
             raise UsageError(f"--variants: {unknown[0]!r} is not in the space; choose from {', '.join(space.variants)}")
         space = space.replace(variants={n: v for n, v in space.variants.items() if n in args.variants})
-    return space, args.name or space.name
+    return space, args.name or space.name, source
 
 
 def study_storage(args: argparse.Namespace, space: SearchSpace, storage: str, name: str) -> str | None:
@@ -97,16 +99,20 @@ def study_storage(args: argparse.Namespace, space: SearchSpace, storage: str, na
 def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = None) -> int:
     """Validate everything, then run. `trainable` lets tests wrap the real one (fault injection)."""
     args = _parser().parse_args(argv)
-    space, name = _space_for(args)
-    from aetune.data import load_data, resolve_data_root
+    space, name, source = _space_for(args)  # PyTorch is not imported yet: a mistyped file fails at once
+    space.check_models(source)
+    from aetune.config import TrialConfig
+    from aetune.data import resolve_data_root, trial_data
 
     data_root = resolve_data_root(args.data_root)
-    load_data(space.dataset, str(data_root))  # present (downloaded once, here) before any trial starts
+    # What each variant's trials will read: present (downloaded once, here) and splittable before any trial starts.
+    splits = {v.name: trial_data(TrialConfig.from_dict(space.base_config(v)), data_root).split for v in space.runs()}
 
     from aetune import runner  # Ray is imported only once the input is known to be good
 
     storage = runner.storage_location(args.storage)
-    experiment = runner.Experiment(space, name, storage, str(data_root), study_storage(args, space, storage, name))
+    experiment = runner.Experiment(space, name, storage, str(data_root), study_storage(args, space, storage, name),
+                                   splits)
     if not args.resume:
         experiment.create()
     summary = runner.run(experiment, address=args.address, resume=args.resume, trainable=trainable,

@@ -16,10 +16,9 @@ from typing import Any
 
 import yaml
 
-from aetune.config import TrialConfig
-from aetune.data import DATASETS
+from aetune.config import DATASETS, TrialConfig
 from aetune.errors import UsageError, first_line
-from aetune.models import build_model
+from aetune.models import build_model  # imports torch only when called: structural validation never does
 
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
@@ -191,7 +190,18 @@ class SearchSpace:
                 _check(knob not in variant.domains or search.metric[0] not in biased, source, f"{where}.{knob}",
                        f"searched alone on {search.metric[0]}: {why}; {fix}")
         for member in _expand(variant):
-            self._validate_configs(member, search, source, where)
+            for values in _option_configs(self, member):
+                try:
+                    TrialConfig.from_dict(values)
+                except UsageError as err:  # its message starts with the config key
+                    raise SpaceError(f"{source}: {where}.{err}") from None
+
+    def check_models(self, source: str) -> None:
+        """The part of validation that needs PyTorch: every option builds a model that fits the images, and each
+        metric is one its family reports."""
+        for variant in self.variants.values():
+            for member in _expand(variant):
+                self._check_models(member, self.search(member), source, f"variants.{variant.name}")
 
     def _validate_search(self, variant: Variant, source: str, where: str) -> Search:
         search = self.search(variant)
@@ -210,22 +220,25 @@ class SearchSpace:
                    "or use scheduler: fifo")
         return search
 
-    def _validate_configs(self, variant: Variant, search: Search, source: str, where: str) -> None:
-        """Try each option of each domain with the first option of the others: catches types, ranges and
-        architectures that do not fit the images (e.g. too many conv filters)."""
-        base = self.base_config(variant)
-        first = {key: domain.values[0] for key, domain in variant.domains.items()}
-        trials = [first] + [{**first, key: option} for key, domain in variant.domains.items()
-                            for option in domain.values]
-        for values in trials:
+    def _check_models(self, variant: Variant, search: Search, source: str, where: str) -> None:
+        for values in _option_configs(self, variant):
             try:
-                model = build_model(TrialConfig.from_dict({**base, **values}), (1, 28, 28))
+                model = build_model(TrialConfig.from_dict(values), (1, 28, 28))
             except UsageError as err:  # its message starts with the config key
                 raise SpaceError(f"{source}: {where}.{err}") from None
         known = (*METRICS, *model.extra_metrics)
         for metric in search.metric:
             _check(metric in known, source, f"{where}.metric" if "metric" in variant.settings else "metric",
-                   f"unknown {metric!r} for a {base['model']} model; use one of {', '.join(known)}")
+                   f"unknown {metric!r} for a {values['model']} model; use one of {', '.join(known)}")
+
+
+def _option_configs(space: SearchSpace, variant: Variant) -> list[dict[str, Any]]:
+    """Each option of each domain with the first option of the others: catches types, ranges and architectures
+    that do not fit the images (e.g. too many conv filters) without enumerating the whole space."""
+    base = space.base_config(variant)
+    first = {key: domain.values[0] for key, domain in variant.domains.items()}
+    return [{**base, **first}] + [{**base, **first, key: option} for key, domain in variant.domains.items()
+                                  for option in domain.values]
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -250,8 +263,9 @@ def _label(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def load_space(path: str | os.PathLike) -> SearchSpace:
-    """Read and completely validate a search space file."""
+def load_space(path: str | os.PathLike, models: bool = True) -> SearchSpace:
+    """Read and validate a search space file; `models=False` leaves out the checks that need PyTorch
+    (SearchSpace.check_models), so a mistyped file fails in a fraction of a second."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -260,10 +274,10 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
                          "(e.g. search_spaces/quick.yaml)") from None
     except yaml.YAMLError as err:
         raise SpaceError(f"{path}: not valid YAML ({first_line(err)}); fix the syntax") from None
-    return parse_space(raw, source=str(path))
+    return parse_space(raw, source=str(path), models=models)
 
 
-def parse_space(raw: Any, source: str) -> SearchSpace:
+def parse_space(raw: Any, source: str, models: bool = True) -> SearchSpace:
     _check(isinstance(raw, dict), source, "(top level)", "a search space is a mapping with a `variants` key")
     top = {f.name for f in dataclasses.fields(SearchSpace)} - {"grace_period", "reduction_factor", "asha_metric",
                                                                  "cpus", "gpus"}
@@ -285,6 +299,8 @@ def parse_space(raw: Any, source: str) -> SearchSpace:
     space = SearchSpace(defaults=dict(defaults), variants={name: _parse_variant(name, spec, source)
                                                             for name, spec in variants.items()}, **values)
     space.validate(source)
+    if models:
+        space.check_models(source)
     return space
 
 

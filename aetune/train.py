@@ -18,7 +18,7 @@ import yaml
 
 from aetune.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from aetune.config import ConfigError, TrialConfig
-from aetune.data import ImageData, add_noise, load_data, to_float
+from aetune.data import ImageData, add_noise, to_float, trial_data
 from aetune.errors import UsageError, cli, first_line
 from aetune.models import build_model
 
@@ -179,9 +179,7 @@ class Trainer:
 def trainer_for(config: TrialConfig, data_root: str | None = None, download: bool = True,
                 device: torch.device | str | None = None) -> Trainer:
     """Load (or reuse) the config's dataset and build its Trainer."""
-    data = load_data(config.dataset, str(data_root) if data_root else None, config.train_size, config.test_size,
-                     download, config.val_size, config.val_split, test=False)
-    return Trainer(config, data, device)
+    return Trainer(config, trial_data(config, data_root, download), device)
 
 
 # --- standalone command line -------------------------------------------------------------------------------------

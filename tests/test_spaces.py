@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -195,3 +197,17 @@ def test_optuna_sampler_returns_list_values_and_valid_configs():
             assert config.epochs == space.epochs and config.dataset == "mnist"
             if name == "dense":
                 assert config.hidden_layers in ((128,), (128, 64))
+
+
+def test_help_and_a_mistyped_space_import_neither_torch_nor_ray(tmp_path):
+    """Start-up is paid only once the input is good: --help and structural errors answer without PyTorch or Ray."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(mutate("variants.dense.code_sise", 8)))
+    probe = ("import sys\nfrom aetune import search\n"
+             f"assert search.main(['--space', {str(bad)!r}]) == 2\n"
+             "try:\n    search.main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('torch', 'torchvision', 'ray') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+    assert "variants.dense.code_sise: unknown config key" in run.stderr
