@@ -65,11 +65,6 @@ def image_bce(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return pixel.flatten(1).mean(1)
 
 
-def image_bce_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image mean BCE from decoder logits: exact where the sigmoid saturates; the trainer's val_bce."""
-    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
-
-
 def image_mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (recon - target).pow(2).flatten(1).mean(1)
 
@@ -79,20 +74,22 @@ def psnr(mse: float) -> float:
     return 10 * math.log10(1 / mse) if mse > 0 else math.inf
 
 
-def summarise(bce: torch.Tensor, mse: torch.Tensor, suffix: str = "") -> dict[str, float]:
-    """Means over images of per-image scores, plus the PSNR of the mean MSE."""
+def summarise(bce: torch.Tensor, mse: torch.Tensor, prefix: str = "test_") -> dict[str, float]:
+    """Means over images of per-image scores, plus the PSNR of the mean MSE; keys say the split (test_bce...)."""
     mean_mse = float(mse.mean())
-    return {f"bce{suffix}": float(bce.mean()), f"mse{suffix}": mean_mse, f"psnr{suffix}": psnr(mean_mse)}
+    return {f"{prefix}bce": float(bce.mean()), f"{prefix}mse": mean_mse, f"{prefix}psnr": psnr(mean_mse)}
 
 
-def score(reconstruct, images: torch.Tensor, batch: int = 4096) -> dict[str, float]:
-    """Scores of a reconstruction function (float images in, images in [0, 1] out) over float images."""
+def score(reconstruct, images: torch.Tensor, inputs: torch.Tensor | None = None, prefix: str = "test_",
+          batch: int = 4096) -> dict[str, float]:
+    """Scores of a reconstruction function (float inputs in, images in [0, 1] out) against float images; the
+    inputs are the images themselves unless given (e.g. their noisy copies, to score denoising)."""
     bce, mse = [], []
-    for clean in images.split(batch):
-        recon = reconstruct(clean)
+    for clean, given in zip(images.split(batch), (images if inputs is None else inputs).split(batch)):
+        recon = reconstruct(given)
         bce.append(image_bce(recon, clean))
         mse.append(image_mse(recon, clean))
-    return summarise(torch.cat(bce), torch.cat(mse))
+    return summarise(torch.cat(bce), torch.cat(mse), prefix)
 
 
 def mean_image(train: torch.Tensor) -> torch.Tensor:

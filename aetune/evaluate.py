@@ -1,10 +1,12 @@
-"""python -m aetune.evaluate runs/<name>: each variant's best checkpoint -> metrics, figures and one report.
+"""python -m aetune.evaluate runs/<name>: each variant's picked checkpoint -> test scores, figures, findings, report.
 
-Reads runs/<name>/summary.json, loads every best checkpoint with weights_only=True (a checkpoint never runs code),
-scores it on the test split beside PCA and mean-image baselines, draws what each model learned (aetune.plots) and
-writes runs/<name>/eval/: leaderboard.csv, metrics.json, figures/*.png, report.html (self-contained) and
-tensorboard/ (the same figures, shown by `tensorboard --logdir runs/<name>`). A variant whose checkpoint is missing,
-truncated, unsafe or does not fit its config is skipped and the report says why; with none left it exits 2.
+Reads runs/<name>/summary.json, loads every picked checkpoint (and every Pareto-front member of a multi-objective
+variant) with weights_only=True (a checkpoint never runs code), scores it on the test split beside the validation
+scores the search reported for the same checkpoint, the mean-image, PCA and raw-pixel baselines and a linear probe,
+draws what each model learned (aetune.figures) and what the study found over all its trials (aetune.study_figures),
+writes the findings (aetune.findings) and runs/<name>/eval/: leaderboard.csv, metrics.json, figures/*.png,
+report.html (self-contained) and tensorboard/ (the same figures). A variant whose checkpoint is missing, truncated,
+unsafe or does not fit its config is skipped and the report says why; with none left it exits 2.
 """
 from __future__ import annotations
 
@@ -15,35 +17,38 @@ import json
 import os
 import shutil
 import sys
-from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from aetune.baselines import (
-    PCA,
-    PCA_FIT_IMAGES,
-    image_bce_logits,
-    image_mse,
-    mean_image,
-    pca_components,
-    psnr,
-    score,
-    summarise,
-)
+from aetune import study
+from aetune.baselines import PCA_FIT_IMAGES
 from aetune.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from aetune.config import TrialConfig
-from aetune.data import ImageData, add_noise, load_data, to_float
+from aetune.data import load_data
 from aetune.errors import UsageError, cli
 from aetune.experiment import EVAL_DIR, Summary, VariantResult, is_uri
-from aetune.figures import Artifact, Variant, figures
-from aetune.report import write_report
-from aetune.train import EVAL_BATCH, default_device
-
-LEADERBOARD = ["rank", "name", "kind", "dataset", "model", "code", "epoch", "objective", "bce", "mse", "psnr",
-               "bce_noisy", "mse_noisy", "psnr_noisy", "psnr_noisy_input", "code_l1", "flagged", "search_val_bce"]
+from aetune.figures import Artifact, figures
+from aetune.findings import findings
+from aetune.probe import C_GRID, HELD_OUT
+from aetune.report import Evaluation, write_report
+from aetune.scoring import (
+    LEADERBOARD,
+    EvalImages,
+    Variant,
+    baseline_rows,
+    leaderboard,
+    pca_curve,
+    probe_pass,
+    score_checkpoint,
+    variant_row,
+)
+from aetune.study import Record
+from aetune.study_figures import study_figures
+from aetune.train import default_device
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
@@ -55,95 +60,53 @@ def select(summary: Summary, wanted: list[str] | None) -> list[str]:
     return list(wanted or summary.variants)
 
 
-def no_trial_reason(result: VariantResult) -> str:
-    errors = "; ".join(e.get("error_file", e.get("trial_id", "?")) for e in result.errored[:3])
-    return (f"no finished trial ({result.trials} run, {len(result.errored)} errored, {len(result.diverged)} "
+def record_of(result: VariantResult) -> Record:
+    """The variant's entry in summary.json's own shape (aetune.study reads it): a summary written before a field
+    existed reads as the field being empty. One without a recorded split predates the validation split, so which
+    split picked it is unknown (its val_* were then measured on the test split)."""
+    record = asdict(result)
+    if not record.get("split"):
+        record["selected_on"] = None
+    return record
+
+
+def no_trial_reason(record: Record) -> str:
+    errored, diverged = record.get("errored") or [], record.get("diverged") or []
+    errors = "; ".join(e.get("error_file", e.get("trial_id", "?")) for e in errored[:3])
+    return (f"no finished trial ({record.get('trials', 0)} run, {len(errored)} errored, {len(diverged)} "
             f"diverged)" + (f"; errors in {errors}" if errors else ""))
 
 
-def load_variants(experiment: Path, summary: Summary, names: list[str]) -> tuple[list[Variant], dict[str, str]]:
-    """Every loadable best checkpoint; the others with the reason (CheckpointError names file and fix)."""
+def load_variants(experiment: Path, records: dict[str, Record], names: list[str],
+                  fronts: bool) -> tuple[list[Variant], dict[str, str]]:
+    """Every loadable pick, and with `fronts` every member of a Pareto front (named variant#1, #2... along its
+    first objective); the others with the reason (CheckpointError names file and fix)."""
     variants, skipped = [], {}
     for name in names:
-        result = summary.variants[name]
-        if result.checkpoint is None:
-            skipped[name] = no_trial_reason(result)
-            continue
-        path = experiment / result.checkpoint
-        try:
-            bundle = load_checkpoint(path)
-            model = model_from_checkpoint(bundle, path)
-        except CheckpointError as err:
-            skipped[name] = str(err)
-            continue
-        variants.append(Variant(name, result, TrialConfig.from_dict(bundle["config"]), model, bundle))
+        record = records[name]
+        wanted = [(name, "model", record)] if record.get("checkpoint") else []
+        if not wanted:
+            skipped[name] = no_trial_reason(record)
+        if fronts and study.is_multi_objective(record):
+            wanted += [(f"{name}#{i}", "front", member) for i, member in enumerate(study.sorted_front(record), 1)]
+        for label, kind, source in wanted:
+            try:
+                variants.append(load_variant(experiment, label, kind, record, source))
+            except CheckpointError as err:
+                skipped[label] = str(err)
     return variants, skipped
 
 
-# --- scoring ---------------------------------------------------------------------------------------------------
-
-@torch.inference_mode()
-def test_pass(variant: Variant, test_x: torch.Tensor, device: torch.device) -> None:
-    """Own objective, clean (and noisy) reconstruction scores, codes and per-image errors, in big batches."""
-    variant.device = device
-    cfg, model = variant.config, variant.model.to(device)
-    noise = torch.Generator(device).manual_seed(cfg.seed + 1)  # the trainer's validation noise: same numbers
-    parts, objective = defaultdict(list), 0.0
-    for chunk in test_x.split(EVAL_BATCH):
-        clean = to_float(chunk.to(device))
-        out = own = model.objective(clean, clean)
-        if cfg.noise_factor:
-            noisy = add_noise(clean, cfg.noise_factor, noise)
-            own = model.objective(noisy, clean)
-            parts["bce_noisy"].append(image_bce_logits(own.logits, clean))
-            parts["mse_noisy"].append(image_mse(own.recon, clean))
-            parts["input_mse"].append(image_mse(noisy, clean))
-        objective += float(own.loss) * len(clean)
-        parts["bce"].append(image_bce_logits(out.logits, clean))
-        parts["mse"].append(image_mse(out.recon, clean))
-        parts["codes"].append(out.code.flatten(1))
-    cat = {key: torch.cat(values).float().cpu() for key, values in parts.items()}
-    variant.codes, variant.errors, variant.code_shape = cat["codes"], cat["mse"], tuple(out.code.shape[1:])
-    metrics = {"objective": objective / len(test_x), **summarise(cat["bce"], cat["mse"])}
-    if cfg.noise_factor:
-        metrics |= summarise(cat["bce_noisy"], cat["mse_noisy"], "_noisy")
-        metrics["psnr_noisy_input"] = psnr(float(cat["input_mse"].mean()))
-    metrics["code_l1"] = float(variant.codes.abs().mean())
-    metrics["flagged"] = int((variant.errors > 2 * variant.errors.mean()).sum())
-    variant.metrics = metrics
-
-
-def variant_row(v: Variant) -> dict[str, Any]:
-    return {"name": v.name, "kind": "model", "dataset": v.config.dataset, "model": v.config.model,
-            "code": v.codes.shape[1], "epoch": v.bundle["epoch"], **v.metrics,
-            "search_val_bce": v.result.metrics.get("val_bce")}
-
-
-def baseline_rows(variants: list[Variant], data: dict[str, ImageData]) -> list[dict[str, Any]]:
-    """Mean image and one PCA per distinct rank, per dataset; one fit per dataset serves every rank."""
-    rows = []
-    for name, images in data.items():
-        train, test = to_float(images.train_x), to_float(images.test_x)
-        mean, pca, suffix = mean_image(train), PCA.fit(train), f"-{name}" if len(data) > 1 else ""
-        rows.append({"name": f"mean-image{suffix}", "kind": "baseline", "dataset": name, "model": "mean",
-                     "code": 0, **score(lambda x: mean.expand_as(x), test)})
-        ranks = set()
-        for v in variants:
-            if v.config.dataset == name:
-                k = pca_components(v.codes.shape[1], train[0].numel())
-                ranks.add(k)
-                v.baselines = {"mean_image": f"mean-image{suffix}", "pca": f"pca-{k}{suffix}"}
-        for k in sorted(ranks):
-            rows.append({"name": f"pca-{k}{suffix}", "kind": "baseline", "dataset": name, "model": "pca", "code": k,
-                         **score(pca.top(k).reconstruct, test)})
-    return rows
-
-
-def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best first by per-pixel BCE of clean inputs: the one score every variant and baseline shares."""
-    rows = sorted(rows, key=lambda r: r["bce"])
-    return [{"rank": i, **row} for i, row in enumerate(rows, 1)]
-
+def load_variant(experiment: Path, name: str, kind: str, record: Record, source: Record) -> Variant:
+    """`source`: the record itself for its pick, or one member of its front (both carry config, metrics,
+    checkpoint and trial_id)."""
+    if not source.get("checkpoint"):
+        raise CheckpointError(f"{name}: summary.json names no checkpoint for trial {source.get('trial_id')}")
+    path = experiment / source["checkpoint"]
+    bundle = load_checkpoint(path)
+    model = model_from_checkpoint(bundle, path)
+    return Variant(name, record, TrialConfig.from_dict(bundle["config"]), model, bundle, source["checkpoint"], kind,
+                   source.get("metrics") or {}, source.get("trial_id"))
 
 
 # --- outputs ---------------------------------------------------------------------------------------------------
@@ -178,21 +141,26 @@ def write_tensorboard(logdir: Path, artifacts: list[Artifact]) -> None:
             writer.add_text(f"eval/{artifact.name}", artifact.caption, 0)
 
 
-def metrics_document(summary: Summary, experiment: Path, rows, variants: list[Variant], skipped: dict[str, str],
-                     artifacts: list[Artifact]) -> dict[str, Any]:
-    by_name = {row["name"]: row for row in rows}
+def metrics_document(ev: Evaluation, experiment: Path) -> dict[str, Any]:
+    by_name = {row["name"]: row for row in ev.rows}
     return {
-        "experiment": summary.name, "experiment_dir": str(experiment), "ranked_by": "bce",
-        "test_images": {v.name: len(v.errors) for v in variants},
-        "leaderboard": rows,
-        "variants": {v.name: {"config": v.config.to_dict(), "checkpoint": v.result.checkpoint,
-                              "epoch": v.bundle["epoch"], "metrics": v.metrics,
+        "experiment": ev.name, "experiment_dir": str(experiment), "ranked_by": "test_bce",
+        "test_images": {v.name: len(v.errors) for v in ev.variants},
+        "selected_on": {name: r.get("selected_on") for name, r in ev.records.items()},
+        "eval_noise": ev.eval_noise, "noisy_input_psnr": ev.noisy_input_psnr,
+        "probe": {"method": "logistic regression on standardised frozen codes", "split": "test",
+                  "train_images": ev.probe_images, "c_grid": C_GRID, "c_chosen_on": f"the last {HELD_OUT:.0%} "
+                  "of the training images' codes"},
+        "findings": ev.findings,
+        "leaderboard": ev.rows,
+        "variants": {v.name: {"kind": v.kind, "trial_id": v.trial_id, "config": v.config.to_dict(),
+                              "checkpoint": v.checkpoint, "epoch": v.bundle["epoch"], "test": v.metrics,
+                              "validation": v.reported, "selected_on": v.record.get("selected_on"),
                               "baselines": {kind: by_name[row] for kind, row in v.baselines.items()}}
-                     for v in variants},
-        "skipped": skipped,
-        "figures": [{"file": f"figures/{a.name}.png", "title": a.title, "caption": a.caption} for a in artifacts],
+                     for v in ev.variants},
+        "skipped": ev.skipped,
+        "figures": [{"file": f"figures/{a.name}.png", "title": a.title, "caption": a.caption} for a in ev.artifacts],
     }
-
 
 
 # --- command line ----------------------------------------------------------------------------------------------
@@ -204,6 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="output folder (default: <experiment>/eval); its figures/ and "
                         "tensorboard/ are replaced")
     parser.add_argument("--variants", nargs="+", metavar="NAME", help="evaluate only these variants")
+    parser.add_argument("--no-front", action="store_true",
+                        help="score only each variant's pick; by default every member of a multi-objective "
+                        "variant's Pareto front is scored on the test split too (leaderboard rows NAME#1, NAME#2... "
+                        "of kind 'front', in the order of the first objective) and a few are drawn")
     parser.add_argument("--data-root", help="dataset root (default: $AETUNE_DATA, else the one the search used)")
     parser.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
     parser.add_argument("--test-size", type=int, help="evaluate on the first N test images (default: all)")
@@ -211,18 +183,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_test_data(variants: list[Variant], args, skipped: dict[str, str]) -> tuple[list[Variant], dict]:
-    """Each dataset once (the PCA's training slice and the test split); a checkpoint for other images is skipped."""
-    data = {name: load_data(name, args.data_root, PCA_FIT_IMAGES, args.test_size, not args.no_download)
-            for name in sorted({v.config.dataset for v in variants})}
+def load_test_images(variants: list[Variant], args, skipped: dict[str, str]) -> tuple[list[Variant], dict]:
+    """Each dataset once: the first PCA_FIT_IMAGES training images (baselines and probe: val_size 0 keeps them
+    all) and the test split; a checkpoint for other images is skipped."""
+    images = {}
+    for name in sorted({v.config.dataset for v in variants}):
+        data = load_data(name, args.data_root, PCA_FIT_IMAGES, args.test_size, not args.no_download, val_size=0)
+        eval_noise = next(v.config.eval_noise for v in variants if v.config.dataset == name)  # a space-level key
+        images[name] = EvalImages.build(data, eval_noise)
     usable = []
     for v in variants:
-        shape, expected = tuple(v.bundle["input_shape"]), data[v.config.dataset].shape
+        shape, expected = tuple(v.bundle["input_shape"]), images[v.config.dataset].data.shape
         if shape != expected:
             skipped[v.name] = f"trained on images of shape {shape}, but {v.config.dataset} has {expected}"
         else:
             usable.append(v)
-    return usable, data
+    return usable, images
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -246,28 +222,55 @@ def main(argv: list[str] | None = None) -> int:
     args.experiment, device = Path(args.experiment), pick_device(args.device)
     summary = Summary.read(args.experiment)
     args.data_root = args.data_root or os.environ.get("AETUNE_DATA") or summary.data_root
-    variants, skipped = load_variants(args.experiment, summary, select(summary, args.variants))
+    records = {name: record_of(summary.variants[name]) for name in select(summary, args.variants)}
+    variants, skipped = load_variants(args.experiment, records, list(records), fronts=not args.no_front)
     if variants:
-        variants, data = load_test_data(variants, args, skipped)
+        variants, images = load_test_images(variants, args, skipped)
     if not variants:
         reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "summary.json lists no variants"
         raise UsageError(f"nothing to evaluate in {args.experiment}: {reasons}")
-    for v in variants:
-        test_pass(v, data[v.config.dataset].test_x, device)
-    rows = rank([variant_row(v) for v in variants] + baseline_rows(variants, data))
-    artifacts = list(figures(variants, data))
+    ev = evaluate(summary.name, records, variants, images, skipped, device)
     out = args.out or args.experiment / EVAL_DIR
     out.mkdir(parents=True, exist_ok=True)
-    write_tables(out, rows, metrics_document(summary, args.experiment, rows, variants, skipped, artifacts))
-    write_figures(out, artifacts)
-    write_report(out / "report.html", summary, rows, variants, skipped, artifacts)
-    write_tensorboard(out / "tensorboard", artifacts)
-    for row in rows:
-        print(f"{row['rank']:>3}. {row['name']:<20} bce={row['bce']:.4f}  mse={row['mse']:.4f}  psnr={row['psnr']:.1f}")
-    for name, why in skipped.items():
+    write_tables(out, ev.rows, metrics_document(ev, args.experiment))
+    write_figures(out, ev.artifacts)
+    write_report(out / "report.html", ev)
+    write_tensorboard(out / "tensorboard", ev.artifacts)
+    print_summary(ev, out)
+    return 0
+
+
+def evaluate(name: str, records: dict[str, Record], variants: list[Variant], images: dict[str, EvalImages],
+             skipped: dict[str, str], device: torch.device) -> Evaluation:
+    """Score every checkpoint and baseline on the test split, then draw and write up what they show."""
+    for v in variants:
+        score_checkpoint(v, images[v.config.dataset], device)
+        probe_pass(v, images[v.config.dataset])
+    baselines = baseline_rows(variants, images)  # first: it names each variant's baselines
+    rows = leaderboard([variant_row(v) for v in variants] + baselines)
+    first = images[variants[0].config.dataset]
+    pca = pca_curve(first, study.code_sizes(records))
+    picks = [v for v in variants if v.kind == "model"]
+    artifacts = [*study_figures(records, rows, variants, images, pca), *figures(picks, images)]
+    notes = findings(records, rows, pca, len(first.data.train_x), first.eval_noise)
+    return Evaluation(name, records, rows, variants, skipped, artifacts, notes, first.eval_noise,
+                      first.noisy_input_psnr, len(first.data.train_x))
+
+
+def print_summary(ev: Evaluation, out: Path) -> None:
+    def cell(row: dict[str, Any], key: str) -> str:
+        value = row.get(key)
+        return f"{value:.4f}" if isinstance(value, float) else "   -  "
+
+    print(f"{'#':>3}  {'name':<24} {'val_bce':>8} {'test_bce':>8} {'probe':>6}")
+    for row in ev.rows:
+        print(f"{row['rank'] or '':>3}  {row['name']:<24} {cell(row, 'val_bce'):>8} {cell(row, 'test_bce'):>8} "
+              f"{cell(row, 'test_probe'):>6}")
+    for finding in ev.findings:
+        print(f"- {finding['text']}")
+    for name, why in ev.skipped.items():
         print(f"skipped {name}: {why}")
     print(f"report: {out / 'report.html'}")
-    return 0
 
 
 if __name__ == "__main__":

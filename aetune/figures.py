@@ -2,37 +2,19 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
 from aetune import plots
 from aetune.baselines import PCA
-from aetune.config import TrialConfig
-from aetune.data import ImageData, add_noise, to_float
-from aetune.experiment import VariantResult
-from aetune.models.base import Autoencoder
+from aetune.data import ImageData, to_float
+
+if TYPE_CHECKING:
+    from aetune.scoring import EvalImages, Variant
 
 SHOW, TOP, STEPS, GRID, SCATTER = 10, 12, 9, 15, 5000  # strip width, anomalies, interpolation steps, manifold n, points
-
-
-
-@dataclass
-class Variant:
-    """One usable best checkpoint, and what its pass over the test split found."""
-
-    name: str
-    result: VariantResult
-    config: TrialConfig
-    model: Autoencoder
-    bundle: dict[str, Any]
-    device: torch.device = torch.device("cpu")
-    metrics: dict[str, float] = field(default_factory=dict)
-    codes: torch.Tensor | None = None  # N x code elements: deterministic codes of the clean test images
-    code_shape: tuple[int, ...] = ()
-    errors: torch.Tensor | None = None  # N: per-image MSE of the clean reconstruction
-    baselines: dict[str, str] = field(default_factory=dict)  # {"mean_image": row name, "pca": row name}
 
 
 @dataclass
@@ -44,13 +26,13 @@ class Artifact:
     title: str
     caption: str
     png: bytes
-
+    section: str = "figures"  # where the report shows it: "figures", or "study" (what the study found)
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
 
-def render(group: str, name: str, title: str, caption: str, fig) -> Artifact:
-    return Artifact(group, f"{name}_{slug(group)}" if group else name, title, caption, plots.to_png(fig))
+def render(group: str, name: str, title: str, caption: str, fig, section: str = "figures") -> Artifact:
+    return Artifact(group, f"{name}_{slug(group)}" if group else name, title, caption, plots.to_png(fig), section)
 
 
 def slug(name: str) -> str:
@@ -63,18 +45,21 @@ def showcase(labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def reconstruction_figure(v: Variant, clean: torch.Tensor) -> Artifact:
-    rows, inputs = [("original", clean)], clean
+def reconstruction_figure(v: Variant, images: EvalImages, shown: torch.Tensor) -> Artifact:
+    """Showcase digits and their reconstructions; a denoiser's from the study's noisy test inputs."""
+    clean = to_float(images.data.test_x[shown].to(v.device))
+    rows, m = [("original", clean)], v.metrics
     if v.config.noise_factor:
-        inputs = add_noise(clean, v.config.noise_factor, torch.Generator(clean.device).manual_seed(v.config.seed))
-        rows.append((f"noisy input\n(noise {v.config.noise_factor:.2g})", inputs))
-    rows.append(("reconstruction", v.model(inputs)))
+        noisy = images.noisy[shown].to(v.device)
+        rows += [(f"noisy input\n(noise {images.eval_noise:.2g})", noisy), ("reconstruction", v.model(noisy))]
+        what = (f"the same digits corrupted at the study's eval_noise {images.eval_noise:.2g} "
+                f"({images.noisy_input_psnr:.1f} dB) and their reconstructions; on the test split from noisy "
+                f"inputs BCE {m['test_denoise_bce']:.4f}, PSNR {m['test_denoise_psnr']:.1f} dB, from clean inputs "
+                f"BCE {m['test_bce']:.4f}, PSNR {m['test_psnr']:.1f} dB")
+    else:
+        rows.append(("reconstruction", v.model(clean)))
+        what = f"their reconstructions; on the test split BCE {m['test_bce']:.4f}, PSNR {m['test_psnr']:.1f} dB"
     fig = plots.image_rows(rows, f"{v.name}: reconstructions of test digits")
-    m = v.metrics
-    what = (f"noisy inputs ({m['psnr_noisy_input']:.1f} dB) and their reconstructions; on the test split from noisy "
-            f"inputs BCE {m['bce_noisy']:.4f}, PSNR {m['psnr_noisy']:.1f} dB, from clean inputs BCE {m['bce']:.4f}, "
-            f"PSNR {m['psnr']:.1f} dB" if v.config.noise_factor else
-            f"their reconstructions; on the test split BCE {m['bce']:.4f}, PSNR {m['psnr']:.1f} dB")
     return render(v.name, "recon", f"Reconstructions: {v.name}", f"Test digits (one per class), {what}.", fig)
 
 
@@ -168,7 +153,7 @@ def anomaly_figure(v: Variant, test: ImageData) -> Artifact:
     tops = [f"{int(test.test_y[i])}: {float(v.errors[i]):.3f}" for i in worst]
     fig = plots.anomalies(v.errors.numpy(), threshold, images, v.model(images), tops,
                           f"{v.name}: reconstruction error as an anomaly score")
-    flagged = v.metrics["flagged"]
+    flagged = v.metrics["test_flagged"]
     return render(v.name, "anomalies", f"Anomaly detection: {v.name}",
                   f"Per-image MSE of the test set; images above 2 x the mean ({threshold:.4f}) are flagged: "
                   f"{flagged} of {len(v.errors)}. Below: the {TOP} worst, labelled 'class: MSE'.", fig)
@@ -186,7 +171,7 @@ def sparsity_figure(variants: list[Variant]) -> Artifact | None:
     fig = plots.code_density({v.name: v.codes.numpy().ravel() for v in shown},
                              {v.name: v.codes.mean(0).numpy() for v in shown},
                              "Code activations: L1-regularised against unregularised")
-    means = ", ".join(f"{v.name} {v.metrics['code_l1']:.3f}" for v in shown)
+    means = ", ".join(f"{v.name} {v.metrics['test_code_l1']:.3f}" for v in shown)
     return render("", "sparsity", "Code sparsity", f"Density of code activations over the test set and each unit's "
                   f"mean activation; mean |code|: {means}.", fig)
 
@@ -200,17 +185,18 @@ def curves_figure(variants: list[Variant]) -> Artifact | None:
                   "per epoch of the best trial, up to the evaluated checkpoint.", plots.training_curves(histories))
 
 
-def figures(variants: list[Variant], data: dict[str, ImageData]) -> Iterator[Artifact]:
-    """Which figures exist follows from the variants: a manifold per generative model, sparsity only beside a dense AE..."""
+def figures(variants: list[Variant], images: dict[str, EvalImages]) -> Iterator[Artifact]:
+    """Which figures exist follows from the picks: a manifold per generative model, sparsity beside a dense AE..."""
     for v in variants:
-        test = data[v.config.dataset]
-        yield reconstruction_figure(v, to_float(test.test_x[showcase(test.test_y)].to(v.device)))
+        test = images[v.config.dataset].data
+        yield reconstruction_figure(v, images[v.config.dataset], showcase(test.test_y))
         if v.model.generative and len(v.code_shape) == 1:
             yield manifold_figure(v)
         yield scatter_figure(v, test.test_y)
         yield interpolation_figure(v, test, interpolation_pairs(test.test_y))
         yield anomaly_figure(v, test)
-    yield generation_figure(variants)
+    if variants:
+        yield generation_figure(variants)
     for optional in (sparsity_figure(variants), curves_figure(variants)):
         if optional is not None:
             yield optional

@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from torchvision.utils import make_grid
 
 WIDTH, DPI = 10.0, 100
 LABEL_WIDTH = 1.8  # inches kept for row labels in image-row figures
+Point = tuple[float, float]
 
 
 def new_figure(height: float) -> Figure:
@@ -158,4 +160,59 @@ def training_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
         ax.legend(fontsize=8)
     for ax in axes[len(histories):]:
         ax.set_visible(False)
+    return fig
+
+
+def code_size_tradeoff(series: Sequence[dict], pca: Sequence[Point], title: str) -> Figure:
+    """Reconstruction against code size. Each series (a variant, its sweep members together) has `label`,
+    `trials` and `stopped` (every trial's point; stopped early: hollow), `envelope` (its best at each size, a line)
+    and `picks` (its picked models' test scores: diamonds); `pca` is one dashed black line."""
+    fig = new_figure(5.5)
+    ax = fig.subplots()
+    for i, s in enumerate(series):
+        colour = f"C{i % 10}"
+        if s["trials"]:
+            ax.scatter(*zip(*s["trials"]), s=18, color=colour, alpha=0.45, linewidths=0)
+        if s["stopped"]:
+            ax.scatter(*zip(*s["stopped"]), s=18, facecolors="none", edgecolors=colour, alpha=0.6)
+        if s["envelope"]:
+            ax.plot(*zip(*s["envelope"]), color=colour, marker=".", label=f"{s['label']}: best trial per size (val)")
+        if s["picks"]:
+            ax.scatter(*zip(*s["picks"]), s=70, marker="D", color=colour, edgecolors="black", zorder=3)
+    if pca:
+        ax.plot(*zip(*pca), color="black", linestyle="--", marker="x", label="PCA, same size (test)")
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey", marker="o", linestyle="", alpha=0.5),
+                Line2D([], [], color="grey", marker="o", linestyle="", markerfacecolor="none"),
+                Line2D([], [], color="grey", marker="D", linestyle="", markeredgecolor="black")]
+    labels += ["a trial (validation)", "a trial stopped early (validation)", "picked model (test)"]
+    ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_xscale("log", base=2)
+    sizes = sorted({x for s in series for x, _ in s["trials"] + s["stopped"]})
+    ax.set_xticks(sizes, [str(int(x)) for x in sizes])
+    ax.minorticks_off()
+    ax.set(xlabel="code size (numbers per image, log scale)", ylabel="reconstruction BCE per pixel", title=title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def pareto_front(trials: Sequence[Point], front: Sequence[Point], labels: Sequence[str], pick: Point | None,
+                 front_test: Sequence[Point], x_label: str, y_label: str, title: str) -> Figure:
+    """Every trial in grey, the front highlighted and connected in the given order, each member labelled, the pick
+    starred; `front_test`: the same members re-scored on the test split (hollow, dashed), where measurable."""
+    fig = new_figure(5.5)
+    ax = fig.subplots()
+    if trials:
+        ax.scatter(*zip(*trials), s=20, color="0.7", label="every trial (validation)")
+    ax.plot(*zip(*front), color="C3", marker="o", label="Pareto front (validation)")
+    for (x, y), label in zip(front, labels):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if front_test:
+        ax.plot(*zip(*front_test), color="C0", marker="o", markerfacecolor="none", linestyle="--",
+                label="front members, test split")
+    if pick is not None:
+        ax.scatter(*pick, s=250, marker="*", color="gold", edgecolors="black", zorder=3, label="picked (validation)")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set(xlabel=x_label, ylabel=y_label, title=title)
+    ax.grid(alpha=0.3)
     return fig

@@ -1,7 +1,9 @@
-"""Evaluation: a real (tiny) experiment in, metrics, figures and a report out; bad checkpoints refused or skipped."""
+"""Evaluation: a real (tiny) experiment in, test scores beside validation scores, probe, fronts, findings, figures and
+a report out; older summaries still evaluate; bad checkpoints refused or skipped."""
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import shutil
@@ -16,18 +18,25 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from aetune.baselines import PCA, PCA_FIT_IMAGES, pca_components
-from aetune.checkpoint import save_checkpoint
-from aetune.data import load_data, to_float
+from aetune.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from aetune.config import TrialConfig
+from aetune.data import ImageData, load_data, to_float
 from aetune.evaluate import main
 from aetune.experiment import Summary, VariantResult
+from aetune.figures import slug
 from aetune.plots import DPI, WIDTH
+from aetune.scoring import EvalImages, Variant, score_checkpoint
 
-VARIANTS = ("dense", "denoising", "sparse", "conv", "vae")  # conftest's SMALL_SPACE, run by the search driver
-TEST_SIZE = 500  # the trials' own held-out images: evaluation must reproduce their metrics
+SWEEP = ("dense@code_size=8", "dense@code_size=16")  # conftest's SMALL_SPACE, run by the search driver
+VARIANTS = (*SWEEP, "denoising", "sparse", "conv", "vae")
+TEST_SIZE = 500
 EXPECTED_FIGURES = {
-    *(f"{kind}_{name}" for kind in ("recon", "scatter", "interpolation", "anomalies") for name in VARIANTS),
+    *(f"{kind}_{slug(name)}" for kind in ("recon", "scatter", "interpolation", "anomalies") for name in VARIANTS),
     "manifold_vae", "generation", "sparsity", "training_curves",
+    "code_size", "front_sparse", "front_recon_sparse",  # what the study found: sizes 2, 8, 16, 392; sparse's front
 }
+PAIRS = [("val_loss", "test_loss"), ("val_bce", "test_bce"), ("val_mse", "test_mse"),
+         ("val_denoise_bce", "test_denoise_bce"), ("val_code_l1", "test_code_l1")]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +66,10 @@ def read_metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def rows_by_name(out: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in read_metrics(out)["leaderboard"]}
+
+
 # --- outputs -----------------------------------------------------------------------------------------------------
 
 def test_every_output_is_written(evaluated):
@@ -78,28 +91,100 @@ def test_figures_are_sized_and_not_blank(evaluated):
         assert image.std() > 20, path.name  # labelled plots on white: a blank page has std 0
 
 
-def test_leaderboard_ranks_models_and_baselines_by_clean_bce(evaluated):
+def test_leaderboard_puts_each_test_score_beside_the_validation_score_of_the_same_checkpoint(evaluated, experiment):
     with open(evaluated / "leaderboard.csv") as f:
-        rows = list(csv.DictReader(f))
-    bce = [float(r["bce"]) for r in rows]
-    assert bce == sorted(bce)
-    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
-    codes = {"pca-2", "pca-8", "pca-16", "pca-196"}  # conv codes (8 x 7 x 7) are capped at 196
-    assert set(VARIANTS) | {"mean-image"} <= {r["name"] for r in rows} <= set(VARIANTS) | {"mean-image"} | codes
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, list(reader)
+    assert all(header.index(test) == header.index(val) + 1 for val, test in PAIRS)
+    ranked = [r for r in rows if r["rank"]]
+    assert [float(r["test_bce"]) for r in ranked] == sorted(float(r["test_bce"]) for r in ranked)
+    assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
+    summary = Summary.read(experiment)
+    fronts = {f"sparse#{i}" for i in range(1, len(summary.variants["sparse"].front) + 1)}
+    baselines = {"mean-image", "pixels", "pca-2", "pca-8", "pca-16", "pca-196"}  # conv codes (8 x 7 x 7): 196
+    assert {r["name"] for r in rows} == set(VARIANTS) | baselines | fronts
+    table = {r["name"]: r for r in rows}
+    for name in VARIANTS:
+        reported, row = summary.variants[name], table[name]
+        assert row["kind"] == "model" and row["selected_on"] == "validation" and row["trial_id"] == reported.trial_id
+        for val, _ in PAIRS:
+            assert float(row[val]) == pytest.approx(reported.metrics[val.replace("val_code_l1", "code_l1")])
+        assert float(row["test_bce"]) > 0 and int(row["code"]) == reported.metrics["code_size"]
+        assert int(row["params"]) == reported.metrics["params"]
 
 
-def test_metrics_match_the_trainer_on_the_same_test_images(evaluated, experiment):
-    """Same images, same validation noise: the evaluation reproduces what the search reported."""
+def test_every_front_member_is_scored_on_the_test_split(evaluated, experiment):
+    sparse = Summary.read(experiment).variants["sparse"]
+    members = sorted(sparse.front, key=lambda m: m["metrics"]["val_bce"])
+    rows = rows_by_name(evaluated)
+    assert len(members) >= 2
+    for i, member in enumerate(members, 1):
+        row = rows[f"sparse#{i}"]
+        assert row["kind"] == "front" and row["rank"] is None and row["trial_id"] == member["trial_id"]
+        assert row["val_bce"] == pytest.approx(member["metrics"]["val_bce"])
+        assert row["val_code_l1"] == pytest.approx(member["metrics"]["code_l1"])
+        assert row["test_bce"] > 0 and row["test_code_l1"] > 0 and 0 < row["test_probe"] <= 1
+    pick = next(r for r in rows.values() if r["kind"] == "front" and r["trial_id"] == sparse.trial_id)
+    assert pick["test_bce"] == rows["sparse"]["test_bce"]  # the pick is a front member: the same checkpoint
+
+
+def test_probe_column_for_every_model_and_baseline(evaluated):
+    rows = rows_by_name(evaluated)
+    for name in (*VARIANTS, "pixels", "pca-2", "pca-8", "pca-16", "pca-196"):
+        assert 0.1 < rows[name]["test_probe"] <= 1, name  # ten classes: above chance
+    assert rows["pixels"]["test_probe"] > 0.8
+    assert rows["pca-196"]["test_probe"] > rows["pca-2"]["test_probe"] + 0.3  # two numbers keep less class
+    assert rows["mean-image"].get("test_probe") is None  # a constant says nothing about the class
+
+
+def test_findings_are_written_from_this_study_and_name_their_split(evaluated, experiment):
     metrics = read_metrics(evaluated)
+    found = metrics["findings"]
+    assert all(f["split"] in ("validation", "test", "validation and test") for f in found)
+    text = "\n".join(f["text"] for f in found)
+    rows = rows_by_name(evaluated)
+    best = min((rows[name] for name in VARIANTS), key=lambda r: r["test_bce"])
+    assert f"On the test split, {best['name']} reconstructs best of the {len(VARIANTS)} picked models" in text
+    trials = sum(len(r.trial_results) for r in Summary.read(experiment).variants.values())
+    assert f"By code size, the best of {trials} trials' validation BCE against PCA's test BCE at the same size: 2: " \
+        in text
+    assert "dense swept over code_size, validation split" in text
+    assert "sparse front, validation split: " in text and "sparse front re-scored on the test split" in text
+    assert f"raw pixels {100 * rows['pixels']['test_probe']:.1f}%" in text
+    assert "Selected on the test split" not in text
+    report = (evaluated / "report.html").read_text()
+    assert all(html.escape(f["text"]) in report for f in found)
+
+
+def test_report_is_self_contained_and_shows_splits_fronts_and_skips(evaluated):
+    report = (evaluated / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == len(EXPECTED_FIGURES)
+    assert "src=\"figures/" not in report and not re.search(r'(src|href)="(https?:|//)', report)
+    assert '<th class="val">BCE (val)</th><th class="test">BCE (test)</th>' in report
+    assert "<td>sparse#1</td>" in report  # the front table
+    assert '<th class="val">val_bce</th><th class="test">test_bce</th>' in report
+    assert "crashed</b>: no finished trial (2 run, 1 errored" in report
+    assert 'class="warning"' not in report  # every pick was selected on the validation split
+    for name in VARIANTS:
+        assert f"<th>{name}</th>" in report  # picked-config table
+
+
+def test_test_pass_on_the_validation_images_reproduces_what_the_trainer_reported(experiment, data_root):
+    """The evaluation's scoring is the trainer's: given the validation images (and the same fixed noise) it
+    finds every number the search reported for the same checkpoint."""
     summary = Summary.read(experiment)
     for name in VARIANTS:
-        ours, reported = metrics["variants"][name]["metrics"], summary.variants[name].metrics
-        assert ours["objective"] == pytest.approx(reported["val_loss"], rel=1e-4)
-        assert ours["bce"] == pytest.approx(reported["val_bce"], rel=1e-4)
-        assert ours["mse"] == pytest.approx(reported["val_mse"], rel=1e-4)
-        assert ours["psnr"] == pytest.approx(10 * np.log10(1 / ours["mse"]))
-    noisy = metrics["variants"]["denoising"]["metrics"]
-    assert noisy["psnr_noisy"] > noisy["psnr_noisy_input"] + 1  # the denoiser cleans its noisy inputs
+        reported = summary.variants[name]
+        bundle = load_checkpoint(experiment / reported.checkpoint)
+        config = TrialConfig.from_dict(bundle["config"])
+        data = load_data(config.dataset, str(data_root), config.train_size, None, False, config.val_size,
+                         config.val_split, test=False)
+        as_test = ImageData(data.name, data.train_x, data.train_y, data.val_x, data.val_y, data.val_x, data.val_y)
+        v = Variant(name, {}, config, model_from_checkpoint(bundle), bundle, reported.checkpoint)
+        score_checkpoint(v, EvalImages.build(as_test, config.eval_noise), torch.device("cpu"))
+        for val, test in PAIRS:
+            assert v.metrics[test] == pytest.approx(reported.metrics[val.replace("val_code_l1", "code_l1")],
+                                                    rel=1e-4), (name, test)
 
 
 def test_every_model_beats_the_mean_image(evaluated):
@@ -107,23 +192,54 @@ def test_every_model_beats_the_mean_image(evaluated):
     for name in VARIANTS:
         mean_image = variants[name]["baselines"]["mean_image"]
         assert mean_image["name"] == "mean-image"
-        assert variants[name]["metrics"]["mse"] < mean_image["mse"], name
+        assert variants[name]["test"]["test_mse"] < mean_image["test_mse"], name
     assert variants["conv"]["baselines"]["pca"]["name"] == "pca-196"
 
 
-def test_report_is_self_contained_and_names_every_figure_and_skip(evaluated):
-    report = (evaluated / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == len(EXPECTED_FIGURES)
-    assert "src=\"figures/" not in report and not re.search(r'(src|href)="(https?:|//)', report)
-    assert "crashed</b>: no finished trial (2 run, 1 errored" in report
-    for name in VARIANTS:
-        assert f"<th>{name}</th>" in report  # best-config table
+# --- older summaries and the course protocol -----------------------------------------------------------------------
+
+NEW_FIELDS = ("metric", "mode", "pick_rule", "split", "selected_on", "sweep", "base", "front", "trial_results")
+
+
+@pytest.fixture(scope="module")
+def older(experiment, data_root, tmp_path_factory) -> Path:
+    """dense@code_size=8 as a summary from before #9 wrote it (no splits, trials or fronts); vae picked on the test
+    split (val_size: 0, the course protocol); sparse as searched, evaluated with --no-front."""
+    root = tmp_path_factory.mktemp("older") / "small"
+    shutil.copytree(experiment, root, ignore=shutil.ignore_patterns("eval"))
+    raw = json.loads((root / "summary.json").read_text())
+    raw["variants"] = {name: raw["variants"][name] for name in ("dense@code_size=8", "vae", "sparse")}
+    for field in NEW_FIELDS:
+        raw["variants"]["dense@code_size=8"].pop(field)
+    raw["variants"]["vae"] |= {"selected_on": "test", "split": {"train": 3000, "val": 500, "val_from": "test"}}
+    (root / "summary.json").write_text(json.dumps(raw))
+    assert evaluate(root, data_root, "--no-front") == 0
+    return root / "eval"
+
+
+def test_an_older_summary_still_evaluates_without_the_sections_it_cannot_feed(older):
+    rows = rows_by_name(older)
+    assert rows["dense@code_size=8"]["selected_on"] is None and rows["dense@code_size=8"]["test_bce"] > 0
+    assert not [r for r in rows.values() if r["kind"] == "front"]  # --no-front
+    figures = {p.stem for p in (older / "figures").glob("*.png")}
+    assert {"front_sparse", "code_size"} <= figures and "front_recon_sparse" not in figures
+    report = (older / "report.html").read_text()
+    assert "does not record which split picked dense@code_size=8" in report
+
+
+def test_selection_on_the_test_split_is_said_first(older):
+    assert rows_by_name(older)["vae"]["selected_on"] == "test"
+    report = (older / "report.html").read_text()
+    assert '<p class="warning"><b>Selected on the test split:</b> vae' in report
+    assert report.index("Selected on the test split:") < report.index("<h2>Leaderboard</h2>")
+    first = read_metrics(older)["findings"][0]
+    assert first["split"] == "test" and first["text"].startswith("Selected on the test split")
 
 
 # --- baselines ---------------------------------------------------------------------------------------------------
 
 def test_pca_baseline_equals_a_numpy_svd_of_the_same_images(evaluated, data_root):
-    data = load_data("mnist", str(data_root), PCA_FIT_IMAGES, TEST_SIZE, download=False)
+    data = load_data("mnist", str(data_root), PCA_FIT_IMAGES, TEST_SIZE, download=False, val_size=0)
     train, test = to_float(data.train_x).flatten(1), to_float(data.test_x).flatten(1)
     train64, test64 = train.double().numpy(), test.double().numpy()
     mean = train64.mean(0)
@@ -133,9 +249,9 @@ def test_pca_baseline_equals_a_numpy_svd_of_the_same_images(evaluated, data_root
     ours = float((pca.project(test) - test).pow(2).mean())
     assert ours == pytest.approx(((projected - test64) ** 2).mean(), rel=1e-4)
     assert pca.explained.numpy() == pytest.approx(singular[:16] ** 2 / (singular ** 2).sum(), rel=1e-4)
-    rows = {r["name"]: r for r in read_metrics(evaluated)["leaderboard"]}  # reported: clipped to [0, 1] like images
-    assert rows["pca-16"]["mse"] == pytest.approx(((np.clip(projected, 0, 1) - test64) ** 2).mean(), rel=1e-4)
-    assert rows["mean-image"]["mse"] == pytest.approx(((mean - test64) ** 2).mean(), rel=1e-5)
+    rows = rows_by_name(evaluated)  # reported: clipped to [0, 1] like images
+    assert rows["pca-16"]["test_mse"] == pytest.approx(((np.clip(projected, 0, 1) - test64) ** 2).mean(), rel=1e-4)
+    assert rows["mean-image"]["test_mse"] == pytest.approx(((mean - test64) ** 2).mean(), rel=1e-5)
 
 
 def test_conv_codes_larger_than_the_image_get_a_capped_pca():
@@ -161,7 +277,7 @@ def damaged(experiment, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("damaged") / "small"
     shutil.copytree(experiment, root, ignore=shutil.ignore_patterns("eval"))
     summary = Summary.read(root)
-    dense = summary.variants["dense"]
+    dense = summary.variants["dense@code_size=8"]
     source = (root / dense.checkpoint).read_bytes()
     marker = root.parent / "payload-ran"
     paths = {"truncated": root / "truncated.pt", "pickled": root / "pickled.pt", "mismatched": root / "mismatched.pt"}
@@ -198,14 +314,14 @@ def test_only_variant_broken_exits_2_with_one_line(damaged, data_root, capsys, v
 def test_broken_variants_are_skipped_when_others_are_fine(damaged, data_root):
     root, marker = damaged
     out = root / "partial"
-    assert evaluate(root, data_root, "--variants", "dense", "truncated", "pickled", "mismatched",
+    assert evaluate(root, data_root, "--variants", "dense@code_size=8", "truncated", "pickled", "mismatched",
                     "--out", str(out)) == 0
     skipped = read_metrics(out)["skipped"]
     assert set(skipped) == {"truncated", "pickled", "mismatched"}
     assert "truncated or corrupt" in skipped["truncated"] and "refused" in skipped["pickled"]
     report = (out / "report.html").read_text()
     assert all(f"<b>{name}</b>: checkpoint" in report for name in skipped)
-    assert [r["name"] for r in read_metrics(out)["leaderboard"] if r["kind"] == "model"] == ["dense"]
+    assert [r["name"] for r in read_metrics(out)["leaderboard"] if r["kind"] == "model"] == ["dense@code_size=8"]
     assert not marker.exists()
 
 

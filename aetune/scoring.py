@@ -1,0 +1,169 @@
+"""Scores on the test split: each checkpoint's pass over it, its linear probe, the baselines and the leaderboard.
+
+Every score here is measured on the test split (keys test_*); the validation scores beside them (val_*) are the ones
+the search reported for the same checkpoint, read from summary.json.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from aetune.baselines import PCA, image_mse, mean_image, pca_components, psnr, score, summarise
+from aetune.config import TrialConfig
+from aetune.data import ImageData, add_noise, to_float
+from aetune.models.base import Autoencoder
+from aetune.probe import probe_accuracy
+from aetune.train import EVAL_BATCH, EVAL_NOISE_SEED
+
+VALIDATION = ("val_loss", "val_bce", "val_mse", "val_denoise_bce")  # reported by every trial; code_l1 too
+LEADERBOARD = ["rank", "name", "kind", "selected_on", "dataset", "model", "code", "params", "epoch", "trial_id",
+               "val_loss", "test_loss", "val_bce", "test_bce", "val_mse", "test_mse", "test_psnr",
+               "val_denoise_bce", "test_denoise_bce", "test_denoise_psnr", "val_code_l1", "test_code_l1",
+               "test_probe", "test_flagged"]
+
+
+@dataclass
+class Variant:
+    """One loaded checkpoint (a variant's pick, or a member of its Pareto front) and what its test pass found."""
+
+    name: str
+    record: dict[str, Any]  # the variant's entry in summary.json, as written
+    config: TrialConfig
+    model: Autoencoder
+    bundle: dict[str, Any]
+    checkpoint: str  # relative to the experiment folder
+    kind: str = "model"  # "model": the variant's pick; "front": a member of its Pareto front
+    reported: dict[str, float] = field(default_factory=dict)  # the search's validation metrics of this checkpoint
+    trial_id: str | None = None
+    device: torch.device = torch.device("cpu")
+    metrics: dict[str, float] = field(default_factory=dict)  # test_*: measured here on the test split
+    codes: torch.Tensor | None = None  # N x code elements: deterministic codes of the clean test images
+    code_shape: tuple[int, ...] = ()
+    errors: torch.Tensor | None = None  # N: per-image MSE of the clean reconstruction
+    baselines: dict[str, str] = field(default_factory=dict)  # {"mean_image", "pca", "pixels"}: row names
+
+
+@dataclass(frozen=True)
+class EvalImages:
+    """One dataset as the evaluation reads it: the baselines' and the probe's training images, the test split,
+    and the test split corrupted at the study's eval_noise (one draw shared by every model and baseline)."""
+
+    data: ImageData  # train_x: the first PCA_FIT_IMAGES training images; test_x: the test split
+    eval_noise: float
+    noisy: torch.Tensor  # float test images + eval_noise * N(0, 1), clipped: the trainer's val_denoise_bce recipe
+    pca: PCA  # fitted on data.train_x
+
+    @classmethod
+    def build(cls, data: ImageData, eval_noise: float) -> "EvalImages":
+        noisy = add_noise(to_float(data.test_x), eval_noise, torch.Generator().manual_seed(EVAL_NOISE_SEED))
+        return cls(data, eval_noise, noisy, PCA.fit(to_float(data.train_x)))
+
+    @property
+    def noisy_input_psnr(self) -> float:
+        """How corrupted the denoising inputs are: PSNR of the noisy test images against the clean ones."""
+        return psnr(float(image_mse(self.noisy, to_float(self.data.test_x)).mean()))
+
+
+# --- models ----------------------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def score_checkpoint(v: Variant, images: EvalImages, device: torch.device) -> None:
+    """Own objective, clean and denoising reconstruction, codes and per-image errors, in big batches."""
+    v.device = device
+    cfg, model = v.config, v.model.to(device)
+    own_noise = torch.Generator(device).manual_seed(cfg.seed + 1)  # the trainer's val_loss noise: same numbers
+    parts, loss = defaultdict(list), 0.0
+    for chunk, noisy in zip(images.data.test_x.split(EVAL_BATCH), images.noisy.split(EVAL_BATCH)):
+        clean = to_float(chunk.to(device))
+        out = model.objective(clean, clean)
+        own = model.objective(add_noise(clean, cfg.noise_factor, own_noise), clean) if cfg.noise_factor else out
+        denoised = model.objective(noisy.to(device), clean)
+        loss += float(own.loss) * len(clean)
+        for key, pixels in (("bce", out.pixel_bce(clean)), ("mse", out.pixel_mse(clean)),
+                            ("denoise_bce", denoised.pixel_bce(clean)), ("denoise_mse", denoised.pixel_mse(clean))):
+            parts[key].append(pixels.flatten(1).mean(1))
+        parts["codes"].append(out.code.flatten(1))
+    cat = {key: torch.cat(values).float().cpu() for key, values in parts.items()}
+    v.codes, v.errors, v.code_shape = cat["codes"], cat["mse"], tuple(out.code.shape[1:])
+    v.metrics = {"test_loss": loss / len(v.errors), **summarise(cat["bce"], cat["mse"]),
+                 **summarise(cat["denoise_bce"], cat["denoise_mse"], "test_denoise_"),
+                 "test_code_l1": float(v.codes.abs().mean()),
+                 "test_flagged": int((v.errors > 2 * v.errors.mean()).sum())}
+
+
+@torch.inference_mode()
+def probe_pass(v: Variant, images: EvalImages) -> None:
+    """The linear probe of the frozen encoder: fitted on the training images' codes, scored on the test codes."""
+    train = images.data.train_x
+    codes = torch.cat([v.model.encode(to_float(chunk.to(v.device))).flatten(1).float().cpu()
+                       for chunk in train.split(EVAL_BATCH)])
+    v.metrics["test_probe"] = probe_accuracy(codes, images.data.train_y, v.codes, images.data.test_y)
+
+
+def variant_row(v: Variant) -> dict[str, Any]:
+    """The test scores beside the validation scores the search reported for the same checkpoint."""
+    reported = v.reported
+    return {"name": v.name, "kind": v.kind, "selected_on": v.record.get("selected_on"), "dataset": v.config.dataset,
+            "model": v.config.model, "code": v.codes.shape[1],
+            "params": sum(p.numel() for p in v.model.parameters() if p.requires_grad), "epoch": v.bundle["epoch"],
+            "trial_id": v.trial_id, **{key: reported.get(key) for key in VALIDATION},
+            "val_code_l1": reported.get("code_l1"), **v.metrics,
+            "pca_baseline": v.baselines.get("pca"), "mean_baseline": v.baselines.get("mean_image"),
+            "pixels_baseline": v.baselines.get("pixels")}
+
+
+# --- baselines -------------------------------------------------------------------------------------------------
+
+def baseline_rows(variants: list[Variant], images: dict[str, EvalImages]) -> list[dict[str, Any]]:
+    """Per dataset: the mean image, raw pixels (probe only: they are the input) and one PCA per distinct rank."""
+    rows = []
+    for name, imgs in images.items():
+        train, test, labels = to_float(imgs.data.train_x), to_float(imgs.data.test_x), imgs.data.test_y
+        suffix, pixels = f"-{name}" if len(images) > 1 else "", test[0].numel()
+        mean = mean_image(train)
+        rows.append({"name": f"mean-image{suffix}", "kind": "baseline", "dataset": name, "model": "mean", "code": 0,
+                     **reconstruction_scores(lambda x: mean.expand_as(x), imgs)})
+        rows.append({"name": f"pixels{suffix}", "kind": "baseline", "dataset": name, "model": "pixels",
+                     "code": pixels, "test_probe": probe_accuracy(train, imgs.data.train_y, test, labels)})
+        ranks = set()
+        for v in variants:
+            if v.config.dataset == name:
+                k = pca_components(v.codes.shape[1], pixels)
+                ranks.add(k)
+                v.baselines = {"mean_image": f"mean-image{suffix}", "pca": f"pca-{k}{suffix}",
+                               "pixels": f"pixels{suffix}"}
+        for k in sorted(ranks):
+            pca = imgs.pca.top(k)
+            rows.append({"name": f"pca-{k}{suffix}", "kind": "baseline", "dataset": name, "model": "pca", "code": k,
+                         **reconstruction_scores(pca.reconstruct, imgs),
+                         "test_probe": probe_accuracy(pca.transform(train), imgs.data.train_y, pca.transform(test),
+                                                      labels)})
+    return rows
+
+
+def reconstruction_scores(reconstruct, imgs: EvalImages) -> dict[str, float]:
+    """Clean reconstruction and denoising (the same noisy test images the models get) of a baseline."""
+    test = to_float(imgs.data.test_x)
+    return {**score(reconstruct, test), **score(reconstruct, test, imgs.noisy, prefix="test_denoise_")}
+
+
+def pca_curve(imgs: EvalImages, sizes: list[int]) -> dict[int, float]:
+    """Test BCE of PCA with k components, for each k that is a compression of the image (k < pixels)."""
+    test = to_float(imgs.data.test_x)
+    return {k: score(imgs.pca.top(k).reconstruct, test)["test_bce"] for k in sizes if k < test[0].numel()}
+
+
+# --- the table -------------------------------------------------------------------------------------------------
+
+def leaderboard(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Picked models and baselines ranked by test BCE of clean inputs (the one score they all share); then the
+    rows without one (raw pixels: probe only) and the Pareto-front members (kind "front"), unranked."""
+    ranked = sorted((r for r in rows if r["kind"] != "front" and r.get("test_bce") is not None),
+                    key=lambda r: r["test_bce"])
+    rest = [r for r in rows if r["kind"] != "front" and r.get("test_bce") is None]
+    front = [r for r in rows if r["kind"] == "front"]
+    return ([{"rank": i, **row} for i, row in enumerate(ranked, 1)] +
+            [{"rank": None, **row} for row in rest + front])

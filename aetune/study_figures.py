@@ -1,0 +1,128 @@
+"""The figures of what the study found, drawn from every trial the search ran (summary.json's trial_results and
+fronts) beside the evaluation's test scores: reconstruction against code size, and each multi-objective front."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+
+from aetune import plots, study
+from aetune.data import to_float
+from aetune.figures import Artifact, render, showcase
+from aetune.scoring import EvalImages, Variant
+from aetune.study import Record, fmt
+
+FRONT_ROWS = 5  # front members whose reconstructions are shown, spread along the front
+SECTION = "study"
+
+
+def code_size_figure(records: dict[str, Record], rows: list[dict[str, Any]], pca: dict[int, float],
+                     dataset: str) -> Artifact | None:
+    """Every trial's validation BCE against its code size, per variant (sweep members together); only when the
+    study holds more than one code size."""
+    if len(study.code_sizes(records)) < 2:
+        return None
+    series = []
+    for base, names in study.groups(records).items():
+        trials = [t for name in names for t in records[name].get("trial_results") or []]
+        points = study.trial_points(trials, "code_size", "val_bce")
+        if not points:
+            continue
+        picks = [(r["code"], r["test_bce"]) for r in rows
+                 if r["kind"] == "model" and r["name"] in names and r.get("test_bce") is not None]
+        series.append({"label": base, "picks": picks, "envelope": study.lower_envelope(points),
+                       "trials": [(x, y) for x, y, t in points if t.get("state") != "stopped"],
+                       "stopped": [(x, y) for x, y, t in points if t.get("state") == "stopped"]})
+    if not series:
+        return None
+    fig = plots.code_size_tradeoff(series, sorted(pca.items()), "Reconstruction against code size")
+    trials = sum(len(s["trials"]) + len(s["stopped"]) for s in series)
+    return render("", "code_size", "Reconstruction against code size",
+                  f"Dots: each of the {trials} trials' validation BCE at its picked epoch against its code size "
+                  "(hollow: stopped early by the scheduler), validation split; lines: each variant's best trial per "
+                  "size (sweep members drawn as one variant). Diamonds: the picked models' BCE on the test split. "
+                  f"Dashed: PCA with as many components as the code has numbers, fitted on {dataset} training "
+                  "images and scored on the test split.", fig, SECTION)
+
+
+def front_figure(name: str, record: Record, rows: list[dict[str, Any]]) -> Artifact | None:
+    """The front in its first two objectives: all trials grey, the front connected, the pick starred, and the
+    members' test scores where both objectives can be measured on the test split."""
+    pairs, front = study.objectives(record), study.sorted_front(record)
+    if len(pairs) < 2 or not front:
+        return None
+    (x, x_mode), (y, y_mode) = pairs[:2]
+    front = [m for m in front if study.finite(m["metrics"].get(y))]
+    if not front:
+        return None
+    trials = [(px, py) for px, py, _ in study.trial_points(record.get("trial_results") or [], x, y)]
+    pick = next(((m["metrics"][x], m["metrics"][y]) for m in front if m.get("trial_id") == record.get("trial_id")),
+                None)
+    tested = {r["trial_id"]: r for r in rows if r["kind"] == "front" and r["name"].startswith(f"{name}#")}
+    front_test = [(tested[m["trial_id"]].get(study.test_metric(x)), tested[m["trial_id"]].get(study.test_metric(y)))
+                  for m in front if m.get("trial_id") in tested]
+    front_test = [p for p in front_test if all(study.finite(v) for v in p)]
+    fig = plots.pareto_front(trials, [(m["metrics"][x], m["metrics"][y]) for m in front], member_labels(front),
+                             pick, front_test, axis_label(x, x_mode), axis_label(y, y_mode),
+                             f"{name}: Pareto front of {x} and {y}")
+    more = (f" The front is non-dominated in all {len(pairs)} objectives ({', '.join(m for m, _ in pairs)}); drawn "
+            "in the first two, where some members can look dominated." if len(pairs) > 2 else "")
+    test = (" Hollow, dashed: the same members re-scored on the test split." if front_test else "")
+    return render(name, "front", f"Pareto front: {name}",
+                  f"Grey: every trial of {name} at its last epoch, validation split; red: the {len(front)} "
+                  f"non-dominated trials, numbered along {x} as in the front table; star: the pick "
+                  f"({record.get('pick_rule') or 'the search rule'}).{test}{more}", fig, SECTION)
+
+
+@torch.inference_mode()
+def front_reconstructions(name: str, members: list[Variant], images: dict[str, EvalImages]) -> Artifact | None:
+    """Reconstructions of the same test digits by a few members spread along the front."""
+    if len(members) < 2:
+        return None
+    picked = sorted({round(i * (len(members) - 1) / (FRONT_ROWS - 1)) for i in range(FRONT_ROWS)})
+    shown = [members[i] for i in picked]
+    test = images[shown[0].config.dataset]
+    digits = showcase(test.data.test_y)
+    clean = to_float(test.data.test_x[digits].to(shown[0].device))
+    rows = [("original", clean)]
+    knobs = study.varying_keys(m.config.to_dict() for m in members)
+    objectives = [metric for metric, _ in study.objectives(shown[0].record)][:2]
+    for m in shown:
+        settings = ", ".join(f"{k}={fmt(m.config.to_dict()[k])}" for k in knobs[:2])
+        scores = "\n".join(f"{metric} {fmt(m.reported[metric])}" for metric in objectives if metric in m.reported)
+        picked = " (picked)" if m.trial_id == m.record.get("trial_id") else ""
+        label = "\n".join(part for part in (m.name.removeprefix(name) + picked, settings, scores) if part)
+        rows.append((label, m.model(clean.to(m.device))))
+    fig = plots.image_rows(rows, f"{name}: test digits reconstructed along the Pareto front")
+    varying = f"; {', '.join(knobs)} {'varies' if len(knobs) == 1 else 'vary'} along it" if knobs else ""
+    return render(name, "front_recon", f"Along the front: {name}",
+                  f"Test digits reconstructed by {len(shown)} of the {len(members)} front members, in front order "
+                  f"(numbers as in the front table, with their validation scores){varying}.", fig, SECTION)
+
+
+def study_figures(records: dict[str, Record], rows: list[dict[str, Any]], variants: list[Variant],
+                  images: dict[str, EvalImages], pca: dict[int, float]) -> Iterator[Artifact]:
+    dataset = next(iter(images))
+    figure = code_size_figure(records, rows, pca, dataset)
+    if figure is not None:
+        yield figure
+    for name, record in records.items():
+        if study.is_multi_objective(record):
+            for figure in (front_figure(name, record, rows),
+                           front_reconstructions(name, [v for v in variants if v.kind == "front"
+                                                        and v.name.startswith(f"{name}#")], images)):
+                if figure is not None:
+                    yield figure
+
+
+def member_labels(front: list[Record]) -> list[str]:
+    """'#1', '#2', ... and the value of the knob when exactly one varies along the front."""
+    knobs = study.varying_keys(m.get("config") or {} for m in front)
+    return [f"#{i}" + (f" {knobs[0]}={fmt(m['config'][knobs[0]])}" if len(knobs) == 1 else "")
+            for i, m in enumerate(front, 1)]
+
+
+def axis_label(metric: str, mode: str) -> str:
+    better = "lower" if mode == "min" else "higher"
+    split = "" if metric in study.MODEL_PROPERTIES else ", validation split"
+    return f"{metric} ({better} is better{split})"
