@@ -259,20 +259,18 @@ def test_course_space_builds_the_course_models():
 
 def test_evaluation_figures_render_for_every_new_family(small):
     """One short training each, the evaluation's test pass, then every figure: a manifold for the generative ones."""
-    from aetune.evaluate import test_pass as score_on_test
-    from aetune.experiment import VariantResult
-    from aetune.figures import Variant, figures, slug
+    from aetune.figures import figures, slug
+    from aetune.scoring import EvalImages, Variant, score_checkpoint
 
     shown = ["stacked_selu", "linear", "conv_transpose", "lstm", "conv_vae", "beta_vae"]
-    variants = []
+    variants, images = [], EvalImages.build(small, 0.5)
     for name in shown:
         trainer = make_trainer(small, name, epochs=1, batch_size=128)
         trainer.run_epoch()
-        result = VariantResult(None, trainer.config.to_dict(), trainer.history[-1], None, None)
-        variant = Variant(name, result, trainer.config, trainer.model.eval(), trainer.state_dict())
-        score_on_test(variant, small.test_x, torch.device("cpu"))
+        variant = Variant(name, {}, trainer.config, trainer.model.eval(), trainer.state_dict(), checkpoint="")
+        score_checkpoint(variant, images, torch.device("cpu"))
         variants.append(variant)
-    names = {artifact.name for artifact in figures(variants, {"mnist": small})}
+    names = {artifact.name for artifact in figures(variants, {"mnist": images})}
     per_variant = {"recon", "scatter", "interpolation", "anomalies"}
     expected = {f"{kind}_{slug(name)}" for name in shown for kind in per_variant}
     expected |= {f"manifold_{name}" for name in ("conv_vae", "beta_vae")} | {"generation", "training_curves"}
