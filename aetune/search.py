@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
-from aetune.errors import UsageError, cli
-from aetune.experiment import SPACE_FILE
-from aetune.spaces import SearchSpace, load_space
+import yaml
+
+from aetune.errors import UsageError, cli, first_line
+from aetune.experiment import SPACE_FILE, is_uri, join, read_text
+from aetune.spaces import SearchSpace, load_space, parse_space
 
 DEFAULT_SPACE = Path("search_spaces") / "quick.yaml"
 # Run from the checkout, or anywhere once installed in editable mode: fall back to the repository's copy.
@@ -59,13 +62,11 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str]:
     if args.resume:
         if not args.name:
             raise UsageError("--resume needs --name: the experiment to continue (a folder under --storage)")
-        saved = Path(args.storage) / args.name / SPACE_FILE
-        if not saved.is_file():
-            raise UsageError(f"{Path(args.storage) / args.name} is not an aetune experiment (no {SPACE_FILE}); "
-                             "check --storage and --name, or start it without --resume")
-        if any(v is not None for v in overrides.values()) or args.space:
-            raise UsageError("--resume continues the experiment as it was saved; drop --space and the override flags")
-        return load_space(saved), args.name
+        _check_name(args.name)
+        if any(v is not None for v in overrides.values()) or args.space or args.variants:
+            raise UsageError("--resume continues the experiment as it was saved, all its variants; "
+                             "drop --space, --variants and the override flags")
+        return _saved_space(args.storage, args.name), args.name
     default = DEFAULT_SPACE if DEFAULT_SPACE.is_file() or not BUNDLED_SPACE.is_file() else BUNDLED_SPACE
     space = load_space(args.space or default).replace(**overrides)
     if args.variants:
@@ -73,7 +74,51 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str]:
         if unknown:
             raise UsageError(f"--variants: {unknown[0]!r} is not in the space; choose from {', '.join(space.variants)}")
         space = space.replace(variants={n: v for n, v in space.variants.items() if n in args.variants})
-    return space, args.name or space.name
+    name = args.name or space.name
+    _check_name(name)
+    return space, name
+
+
+def _saved_space(storage: str, name: str) -> SearchSpace:
+    """STORAGE/NAME/space.yaml, read through the same reader as the rest of the experiment (folders and buckets)."""
+    storage = storage if is_uri(storage) else os.path.expanduser(storage)
+    location = join(storage, name, SPACE_FILE)
+    try:
+        text = read_text(location)
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read {location} ({first_line(err)}); the experiment's saved space is damaged: "
+                         "restore it, or start a new experiment") from None
+    if text is None:
+        raise UsageError(f"{join(storage, name)} is not an aetune experiment (no {SPACE_FILE}); "
+                         "check --storage and --name, or start it without --resume")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UsageError(f"{location} is not valid YAML ({first_line(err)}); the experiment's saved space is "
+                         "damaged: restore it, or start a new experiment") from None
+    return parse_space(raw, source=location)
+
+
+def _check_name(name: str) -> None:
+    """An experiment name is one folder under --storage (it must not climb out of it or nest)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise UsageError(f"experiment name {name!r} must be a single folder name (no '/', not '.' or '..'); "
+                         "pass another --name")
+
+
+def _load_data_for(space: SearchSpace, data_root: Path, resume: bool) -> None:
+    """The dataset is present (downloaded once, here) before any trial starts. A resumed experiment downloads
+    nothing: its trials already read the dataset, so a missing one means the data root moved."""
+    from aetune.data import DataError, load_data
+
+    try:
+        load_data(space.dataset, str(data_root), download=not resume)
+    except DataError as err:
+        if not resume:
+            raise
+        what = first_line(err).split("; ")[0]  # "cannot read mnist from ... (files not found)"
+        raise DataError(f"--resume: {what}; if the dataset moved, pass --data-root with its new folder "
+                        "(a resumed experiment downloads nothing)") from None
 
 
 @cli
@@ -81,10 +126,10 @@ def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = 
     """Validate everything, then run. `trainable` lets tests wrap the real one (fault injection)."""
     args = _parser().parse_args(argv)
     space, name = _space_for(args)
-    from aetune.data import load_data, resolve_data_root
+    from aetune.data import resolve_data_root
 
     data_root = resolve_data_root(args.data_root)
-    load_data(space.dataset, str(data_root))  # present (downloaded once, here) before any trial starts
+    _load_data_for(space, data_root, args.resume)
 
     from aetune import runner  # Ray is imported only once the input is known to be good
 
