@@ -5,9 +5,11 @@ from pathlib import Path
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams.api_pb2 import STATUS_FAILURE, STATUS_SUCCESS
-from tensorboard.plugins.hparams.summary import session_end_pb
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 from aetune.config import TrialConfig
@@ -83,7 +85,7 @@ class TrialLogger:
     def close(self, status: str | None = "success") -> None:
         """End the HParams session as "success" or "failure"; None leaves it open (the run may be resumed)."""
         if status is not None:
-            self.writer.file_writer.add_summary(session_end_pb(SESSION_STATUS[status]))
+            self.writer.file_writer.add_summary(session_end(SESSION_STATUS[status]))
         self.writer.close()
 
     def __enter__(self) -> "TrialLogger":
@@ -94,3 +96,10 @@ class TrialLogger:
         # finished retry could not overwrite (readers keep the first end status they see).
         if self.writer.file_writer is not None:
             self.close("success" if exc_type is None else None)
+
+
+def session_end(status: int) -> Summary:
+    """The HParams session-end summary (tensorboard's own session_end_pb needs TensorFlow)."""
+    data = HParamsPluginData(session_end_info=SessionEndInfo(status=status))
+    return Summary(value=[Summary.Value(tag=hparams_metadata.SESSION_END_INFO_TAG,
+                                        metadata=hparams_metadata.create_summary_metadata(data))])
