@@ -44,7 +44,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         bundle = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"checkpoint {path} was refused: it holds pickled objects beyond tensors and plain "
-                              f"values, which could run code ({first_line(err, limit=120)}); "
+                              f"values, which could run code ({_refusal(err)}); "
                               "only load checkpoints written by aetune") from None
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__}); "
@@ -67,3 +67,12 @@ def model_from_checkpoint(bundle: dict[str, Any], path: str | os.PathLike = "che
         raise CheckpointError(f"checkpoint {path}: its config does not match its weights "
                               f"({first_line(err, limit=160)})") from None
     return model.eval()
+
+
+def _refusal(err: Exception) -> str:
+    """What torch's weights_only unpickler refused ("Unsupported global: GLOBAL os.system ..."), without its
+    multi-line advice to load the file unsafely."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].split(". ")[0].strip()[:160]
+    return first_line(err, limit=120)

@@ -59,6 +59,8 @@ class Summary:
             raise UsageError(_no_summary(str(experiment_dir)))
         try:
             raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise TypeError(f"a JSON {type(raw).__name__}, not an object")
             variants = {name: VariantResult(**{**result, "metrics": _null_as_nan(result.get("metrics", {}))})
                         for name, result in raw.pop("variants").items()}
             return cls(variants=variants, **raw)

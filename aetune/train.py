@@ -57,15 +57,12 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(config.seed)  # batch order and noise
         self.epoch = 0
         self.history: list[dict[str, float]] = []
-        # bf16 autocast only where it pays: on CPUs it is slower without AMX and changes the numbers for nothing.
-        self.amp = config.amp and self.device.type == "cuda"
-        if config.amp and not self.amp:
-            print(f"aetune: note: amp: true is ignored on {self.device.type} (bf16 autocast runs on CUDA only); "
-                  "training in float32", file=sys.stderr)
         self._sanity_check()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        """bf16 autocast on any device when amp is set: on CPUs with bf16 units (AVX512-BF16, AMX) it is faster
+        too (conv [16, 8, 8]: 1.65x on an AMD EPYC, same val_bce); without them it may be slower."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
 
     def _sanity_check(self) -> None:
         """One forward pass before any training, so a bad architecture fails here with its likely causes."""
@@ -212,7 +209,8 @@ def _parser() -> argparse.ArgumentParser:
         if field.name in ("hidden_layers", "filters"):
             parser.add_argument(flag, type=int, nargs="*", default=None)
         elif field.name == "amp":
-            parser.add_argument(flag, action="store_true", default=None, help="bf16 autocast (CUDA only)")
+            parser.add_argument(flag, action="store_true", default=None,
+                                help="bf16 autocast (CUDA; CPUs with bf16 units)")
         else:
             kind = str if field.name in ("model", "loss", "dataset") else float if "float" in str(field.type) else int
             parser.add_argument(flag, type=kind, default=None)
@@ -223,7 +221,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise UsageError(f"cannot read config {path}: {first_line(err)}") from None
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
+        raise UsageError(f"cannot read config {path}: {reason}") from None
     if not isinstance(values, dict):
         raise UsageError(f"config {path} must be a mapping of trial config keys")
     return values
