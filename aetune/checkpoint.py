@@ -2,6 +2,7 @@
 read with weights_only=True so a checkpoint file can never run code."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from aetune.config import TrialConfig
 from aetune.errors import UsageError, first_line
+from aetune.experiment import write_bytes
 from aetune.models import build_model
 from aetune.models.base import Autoencoder
 
@@ -24,16 +26,12 @@ class CheckpointError(UsageError):
 
 
 def save_checkpoint(bundle: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write to a temporary file beside the target, then rename: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format_version": FORMAT_VERSION, **bundle}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """Serialise in memory, then write atomically (experiment.write_bytes): a crash never leaves half a
+    checkpoint, and a full disk is an OSError naming the file, not torch's opaque writer error."""
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **bundle}, buffer)
+    write_bytes(str(path), buffer.getbuffer())
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -46,7 +44,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         bundle = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"checkpoint {path} was refused: it holds pickled objects beyond tensors and plain "
-                              f"values, which could run code ({first_line(err, limit=120)}); "
+                              f"values, which could run code ({_refusal(err)}); "
                               "only load checkpoints written by aetune") from None
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__}); "
@@ -54,6 +52,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     missing = [k for k in REQUIRED_KEYS if not isinstance(bundle, dict) or k not in bundle]
     if missing:
         raise CheckpointError(f"checkpoint {path} is not an aetune checkpoint (missing {', '.join(missing)})")
+    if bundle["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {bundle['format_version']!r}; this aetune reads "
+                              f"version {FORMAT_VERSION}; use the aetune release that wrote it, or rerun the trial")
     return bundle
 
 
@@ -66,3 +67,12 @@ def model_from_checkpoint(bundle: dict[str, Any], path: str | os.PathLike = "che
         raise CheckpointError(f"checkpoint {path}: its config does not match its weights "
                               f"({first_line(err, limit=160)})") from None
     return model.eval()
+
+
+def _refusal(err: Exception) -> str:
+    """What torch's weights_only unpickler refused ("Unsupported global: GLOBAL os.system ..."), without its
+    multi-line advice to load the file unsafely."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].split(". ")[0].strip()[:160]
+    return first_line(err, limit=120)

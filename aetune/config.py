@@ -43,7 +43,7 @@ class TrialConfig:
     val_split: ValSplit = "random"  # which: a fixed permutation (same for every trial), or the last val_size
     test_size: int | None = None  # test images evaluate reads (the first N); trials never read the test split
     eval_noise: float = 0.5  # val_denoise_bce corrupts validation inputs at this noise, whatever the trial trains on
-    amp: bool = False  # bf16 autocast on CUDA
+    amp: bool = False  # bf16 autocast (CUDA, and CPUs with bf16 units)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":

@@ -9,13 +9,16 @@ runs/<name>/eval/                    figures, leaderboard and report.html
 """
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aetune.errors import UsageError
+from aetune.errors import UsageError, first_line
 
 VARIANT_KEY = "variant"  # the one key a Ray trial's config has beyond the trial config: the variant it belongs to
 SUMMARY_FILE = "summary.json"
@@ -56,22 +59,51 @@ class Summary:
     data_root: str | None = None  # where the trials read their dataset: evaluate's default
 
     def write(self, experiment_dir: str) -> str:
-        return write_text(join(experiment_dir, SUMMARY_FILE), json.dumps(asdict(self), indent=2, allow_nan=True))
+        """Strict JSON: a non-finite number is written as null (bare NaN is not JSON; other tools reject it)."""
+        document = json.dumps(_finite_or_null(asdict(self)), indent=2, allow_nan=False)
+        return write_text(join(experiment_dir, SUMMARY_FILE), document)
 
     @classmethod
     def read(cls, experiment_dir: str | os.PathLike) -> "Summary":
+        """Reads null metrics back as NaN; files written with bare NaN (before null) read as well."""
         path = join(str(experiment_dir), SUMMARY_FILE)
         text = read_text(path)
         if text is None:
-            raise UsageError(f"{experiment_dir} is not a finished aetune experiment (no {SUMMARY_FILE}); "
-                             "pass the runs/<name> folder that `python -m aetune.search` wrote")
+            raise UsageError(_no_summary(str(experiment_dir)))
         try:
             raw = json.loads(text)
-            variants = {name: VariantResult(**result) for name, result in raw.pop("variants").items()}
+            if not isinstance(raw, dict):
+                raise TypeError(f"a JSON {type(raw).__name__}, not an object")
+            variants = {name: VariantResult(**{**result, "metrics": _null_as_nan(result.get("metrics", {}))})
+                        for name, result in raw.pop("variants").items()}
             return cls(variants=variants, **raw)
         except (ValueError, TypeError, KeyError, AttributeError) as err:
-            raise UsageError(f"{path} is damaged ({type(err).__name__}: {err}); "
+            raise UsageError(f"{path} is damaged ({type(err).__name__}: {first_line(err, limit=160)}); "
                              "rerun the search with --resume") from None
+
+
+def _no_summary(experiment_dir: str) -> str:
+    if read_text(join(experiment_dir, SPACE_FILE)) is None:
+        return (f"{experiment_dir} is not a finished aetune experiment (no {SUMMARY_FILE}); "
+                "pass the runs/<name> folder that `python -m aetune.search` wrote")
+    storage, _, name = experiment_dir.rstrip("/").rpartition("/")
+    return (f"{experiment_dir} has no {SUMMARY_FILE} yet: its search is still running or was interrupted; "
+            f"finish it with `python -m aetune.search --storage {storage or '.'} --name {name} --resume`, "
+            "then evaluate")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def _null_as_nan(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: math.nan if v is None else v for k, v in metrics.items()}
 
 
 # --- local paths and bucket URIs (s3://, gs://, ...) alike ----------------------------------------------------------
@@ -97,19 +129,67 @@ def read_text(location: str) -> str | None:
         return f.read().decode()
 
 
-def write_text(location: str, text: str) -> str:
-    """Write atomically on a local disk (temp file + rename); buckets replace whole objects anyway."""
-    if is_uri(location):
-        import pyarrow.fs
+class StorageError(UsageError):
+    """A file could not be written (disk full, quota, permissions); the message names the file."""
 
-        fs, path = pyarrow.fs.FileSystem.from_uri(location)
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with fs.open_output_stream(path) as f:
-            f.write(text.encode())
-        return location
-    target = Path(location)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_text(location: str, text: str, exclusive: bool = False) -> str:
+    return write_bytes(location, text.encode(), exclusive)
+
+
+def write_bytes(location: str, data: bytes | memoryview, exclusive: bool = False) -> str:
+    """The package's one writer: the file appears complete or not at all.
+
+    Locally: a uniquely named temp file in the target's folder, fsynced, then renamed over the target — or, with
+    `exclusive`, hard-linked to it, which fails with FileExistsError when the target exists (an atomic create that
+    two processes cannot both win). Buckets replace whole objects anyway; there `exclusive` is check-then-write.
+    """
+    try:
+        if is_uri(location):
+            _write_object(location, data, exclusive)
+        else:
+            _write_local(Path(location), data, exclusive)
+    except FileExistsError:
+        raise
+    except OSError as err:
+        fix = ("free space on that disk, then continue with --resume" if err.errno in DISK_FULL
+               else "check that its folder is a writable directory")
+        raise StorageError(f"cannot write {location}: {err.strerror or first_line(err)}; {fix}") from None
     return location
+
+
+def _write_local(target: Path, data: bytes, exclusive: bool) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder should be: not "the target exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target.parent)) from None
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # unique name; mode from the umask
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if exclusive:
+            os.link(tmp, target)
+        else:
+            os.replace(tmp, target)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:  # renamed over the target
+            pass
+
+
+def _write_object(location: str, data: bytes, exclusive: bool) -> None:
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    if exclusive and fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        raise FileExistsError(errno.EEXIST, "exists", location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)

@@ -15,7 +15,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from aetune.config import TrialConfig
 from aetune.errors import UsageError, first_line
-from aetune.experiment import SPACE_FILE, VARIANT_KEY, Summary, is_uri, join, read_text, write_text
+from aetune.experiment import SPACE_FILE, VARIANT_KEY, Summary, is_uri, join, write_text
 from aetune.models import family
 from aetune.results import summarise
 from aetune.schedulers import make_schedulers
@@ -46,11 +46,13 @@ class Experiment:
         return join(self.storage, self.name)
 
     def create(self) -> None:
-        """Save the space used; never overwrite an existing experiment (that would lose work)."""
-        if read_text(join(self.path, SPACE_FILE)) is not None:
+        """Save the space used; never overwrite an existing experiment (that would lose work). The space file is
+        the experiment's marker, created exclusively: of two searches started at once with one name, one wins."""
+        try:
+            write_text(join(self.path, SPACE_FILE), space_to_yaml(self.space), exclusive=True)
+        except FileExistsError:
             raise UsageError(f"experiment {self.path} exists; continue it with --resume --name {self.name} "
-                             "or start another with --name")
-        write_text(join(self.path, SPACE_FILE), space_to_yaml(self.space))
+                             "or start another with --name") from None
 
 
 def connect(address: str | None, worker_env: dict[str, str]) -> None:

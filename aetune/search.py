@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
-from aetune.errors import UsageError, cli
-from aetune.experiment import SPACE_FILE
-from aetune.spaces import SearchSpace, load_space
+import yaml
+
+from aetune.errors import UsageError, cli, first_line
+from aetune.experiment import SPACE_FILE, is_uri, join, read_text
+from aetune.spaces import SearchSpace, load_space, parse_space
 
 DEFAULT_SPACE = Path("search_spaces") / "quick.yaml"
 # Run from the checkout, or anywhere once installed in editable mode: fall back to the repository's copy.
@@ -64,13 +67,12 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
     if args.resume:
         if not args.name:
             raise UsageError("--resume needs --name: the experiment to continue (a folder under --storage)")
-        saved = Path(args.storage) / args.name / SPACE_FILE
-        if not saved.is_file():
-            raise UsageError(f"{Path(args.storage) / args.name} is not an aetune experiment (no {SPACE_FILE}); "
-                             "check --storage and --name, or start it without --resume")
-        if any(v is not None for v in overrides.values()) or args.space:
-            raise UsageError("--resume continues the experiment as it was saved; drop --space and the override flags")
-        return load_space(saved, models=False), args.name, str(saved)
+        _check_name(args.name)
+        if any(v is not None for v in overrides.values()) or args.space or args.variants:
+            raise UsageError("--resume continues the experiment as it was saved, all its variants; "
+                             "drop --space, --variants and the override flags")
+        location = join(args.storage, args.name, SPACE_FILE)
+        return _saved_space(args.storage, args.name), args.name, location
     default = DEFAULT_SPACE if DEFAULT_SPACE.is_file() or not BUNDLED_SPACE.is_file() else BUNDLED_SPACE
     source = str(args.space or default)
     space = load_space(source, models=False).replace(**overrides)
@@ -79,7 +81,9 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
         if unknown:
             raise UsageError(f"--variants: {unknown[0]!r} is not in the space; choose from {', '.join(space.variants)}")
         space = space.replace(variants={n: v for n, v in space.variants.items() if n in args.variants})
-    return space, args.name or space.name, source
+    name = args.name or space.name
+    _check_name(name)
+    return space, name, source
 
 
 def study_storage(args: argparse.Namespace, space: SearchSpace, storage: str, name: str) -> str | None:
@@ -89,10 +93,55 @@ def study_storage(args: argparse.Namespace, space: SearchSpace, storage: str, na
     if args.study_storage:
         url = args.study_storage
         return url if "://" in url else str(Path(url).expanduser().resolve())  # a journal file, made absolute
-    if "://" in storage:
+    if is_uri(storage):
         raise UsageError(f"--storage {storage} is a bucket, where Optuna cannot keep a study; pass --study-storage "
                          "with an RDB URL (e.g. postgresql://...) or a journal file on a shared filesystem")
     return f"sqlite:///{Path(storage) / name / 'optuna.db'}"
+
+
+def _saved_space(storage: str, name: str) -> SearchSpace:
+    """STORAGE/NAME/space.yaml, read through the same reader as the rest of the experiment (folders and buckets)."""
+    storage = storage if is_uri(storage) else os.path.expanduser(storage)
+    location = join(storage, name, SPACE_FILE)
+    try:
+        text = read_text(location)
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read {location} ({first_line(err)}); the experiment's saved space is damaged: "
+                         "restore it, or start a new experiment") from None
+    if text is None:
+        raise UsageError(f"{join(storage, name)} is not an aetune experiment (no {SPACE_FILE}); "
+                         "check --storage and --name, or start it without --resume")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UsageError(f"{location} is not valid YAML ({first_line(err)}); the experiment's saved space is "
+                         "damaged: restore it, or start a new experiment") from None
+    return parse_space(raw, source=location, models=False)
+
+
+def _check_name(name: str) -> None:
+    """An experiment name is one folder under --storage (it must not climb out of it or nest)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise UsageError(f"experiment name {name!r} must be a single folder name (no '/', not '.' or '..'); "
+                         "pass another --name")
+
+
+def _splits(space: SearchSpace, data_root: Path, resume: bool) -> dict[str, dict]:
+    """What each variant's trials will read: present (downloaded once, here) and splittable before any trial
+    starts. A resumed experiment downloads nothing: its trials already read the dataset, so a missing one means
+    the data root moved."""
+    from aetune.config import TrialConfig
+    from aetune.data import DataError, trial_data
+
+    try:
+        return {v.name: trial_data(TrialConfig.from_dict(space.base_config(v)), data_root, download=not resume).split
+                for v in space.runs()}
+    except DataError as err:
+        if not resume:
+            raise
+        what = first_line(err).split("; ")[0]  # "cannot read mnist from ... (files not found)"
+        raise DataError(f"--resume: {what}; if the dataset moved, pass --data-root with its new folder "
+                        "(a resumed experiment downloads nothing)") from None
 
 
 @cli
@@ -101,12 +150,10 @@ def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = 
     args = _parser().parse_args(argv)
     space, name, source = _space_for(args)  # PyTorch is not imported yet: a mistyped file fails at once
     space.check_models(source)
-    from aetune.config import TrialConfig
-    from aetune.data import resolve_data_root, trial_data
+    from aetune.data import resolve_data_root
 
     data_root = resolve_data_root(args.data_root)
-    # What each variant's trials will read: present (downloaded once, here) and splittable before any trial starts.
-    splits = {v.name: trial_data(TrialConfig.from_dict(space.base_config(v)), data_root).split for v in space.runs()}
+    splits = _splits(space, data_root, args.resume)
 
     from aetune import runner  # Ray is imported only once the input is known to be good
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams.api_pb2 import STATUS_FAILURE, STATUS_SUCCESS
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
@@ -24,6 +28,7 @@ SCALAR_TAGS = {
 }
 HPARAM_METRICS = ("val_loss", "val_bce", "val_denoise_bce")
 IMAGE_TAG = "reconstructions"
+SESSION_STATUS = {"success": STATUS_SUCCESS, "failure": STATUS_FAILURE}
 
 
 def hparam_values(config: TrialConfig) -> dict[str, int | float | str | bool]:
@@ -37,18 +42,23 @@ def hparam_values(config: TrialConfig) -> dict[str, int | float | str | bool]:
 
 
 class TrialLogger:
-    """Writes one TensorBoard run (the trial's folder). Images of 8 fixed validation digits every `image_every` epochs."""
+    """Writes one TensorBoard run (the trial's folder). Images of 8 fixed validation digits every `image_every` epochs.
 
-    def __init__(self, logdir: str | Path, config: TrialConfig, digits: torch.Tensor, resumed: bool = False,
+    `start_epoch` is the epoch of the checkpoint the trial resumes from (0: a fresh start). Epochs after it may
+    have been logged before a crash without being checkpointed; the writer's purge step hides them from
+    TensorBoard, so the epochs trained again appear once, not twice.
+    """
+
+    def __init__(self, logdir: str | Path, config: TrialConfig, digits: torch.Tensor, start_epoch: int = 0,
                  image_every: int = 5):
         self.config = config
         self.image_every = image_every
-        self.writer = SummaryWriter(str(logdir))
+        self.writer = SummaryWriter(str(logdir), purge_step=start_epoch + 1)
         self.digits = to_float(digits.cpu())
         # Fixed noise, so the noisy row is the same picture at every epoch.
         noise = torch.Generator().manual_seed(config.seed)
         self.noisy = add_noise(self.digits, config.noise_factor, noise) if config.noise_factor else None
-        if not resumed:  # a resumed trial already wrote its HParams entry
+        if not start_epoch:  # a resumed trial already wrote its HParams entry
             metrics = {SCALAR_TAGS[m]: 0.0 for m in HPARAM_METRICS}
             experiment, start, _ = hparams(hparam_values(config), metrics)
             self.writer.file_writer.add_summary(experiment)
@@ -73,17 +83,24 @@ class TrialLogger:
         rows = [self.digits] + ([self.noisy] if self.noisy is not None else []) + [output]
         return make_grid(torch.cat(rows), nrow=len(self.digits), padding=2, pad_value=1.0)
 
-    def close(self, status: str = "success") -> None:
-        _, _, end = hparams({}, {})
-        if status != "success":
-            from tensorboard.plugins.hparams import api_pb2, summary as hp_summary
-
-            end = hp_summary.session_end_pb(api_pb2.STATUS_FAILURE)
-        self.writer.file_writer.add_summary(end)
+    def close(self, status: str | None = "success") -> None:
+        """End the HParams session as "success" or "failure"; None leaves it open (the run may be resumed)."""
+        if status is not None:
+            self.writer.file_writer.add_summary(session_end(SESSION_STATUS[status]))
         self.writer.close()
 
     def __enter__(self) -> "TrialLogger":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close("success" if exc_type is None else "failure")
+        # A crash or Ctrl-C is retried or resumed: leave the session open rather than end it as a failure that the
+        # finished retry could not overwrite (readers keep the first end status they see).
+        if self.writer.file_writer is not None:
+            self.close("success" if exc_type is None else None)
+
+
+def session_end(status: int) -> Summary:
+    """The HParams session-end summary (tensorboard's own session_end_pb needs TensorFlow)."""
+    data = HParamsPluginData(session_end_info=SessionEndInfo(status=status))
+    return Summary(value=[Summary.Value(tag=hparams_metadata.SESSION_END_INFO_TAG,
+                                        metadata=hparams_metadata.create_summary_metadata(data))])

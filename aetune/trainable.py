@@ -46,13 +46,14 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
     # The trial's working directory is synced to the experiment folder with its checkpoints (sync_artifacts).
-    logger = TrialLogger(Path.cwd(), trainer.config, trainer.data.val_x[:8], resumed=trainer.epoch > 0,
+    logger = TrialLogger(Path.cwd(), trainer.config, trainer.data.val_x[:8], start_epoch=trainer.epoch,
                          image_every=image_every)
     with logger:
         while trainer.epoch < trainer.config.epochs:
             metrics = trainer.run_epoch()
             if not is_finite(metrics):
                 logger.log_epoch(_finite_or_inf(metrics), trainer.model)
+                logger.close("failure")
                 tune.report({**metrics, **node, DIVERGED: True})
                 return
             logger.log_epoch(metrics, trainer.model)
