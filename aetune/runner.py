@@ -98,7 +98,7 @@ def check_storage_reachable(storage: str) -> None:
 
 
 def trial_dirname(trial: Any) -> str:
-    return f"{trial.config[VARIANT_KEY]}-{trial.trial_id}"
+    return f"{trial.config[VARIANT_KEY]}-{trial.trial_id}"  # trainable.train_trial finds its folder by this
 
 
 def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbose: int = 1) -> tune.Tuner:
@@ -110,7 +110,8 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
                (space.search(v).metric[0], space.search(v).mode[0]) for v in runs}
     threads = max(1, int(space.cpus))
     trainable = tune.with_resources(
-        tune.with_parameters(trainable, data_root=experiment.data_root, threads=threads, rank_by=rank_by),
+        tune.with_parameters(trainable, data_root=experiment.data_root, threads=threads, rank_by=rank_by,
+                             experiment=None if is_uri(experiment.path) else experiment.path),
         {"cpu": space.cpus, "gpu": space.gpus})
     if resume and tune.Tuner.can_restore(experiment.path):
         return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)

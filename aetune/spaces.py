@@ -198,7 +198,12 @@ class SearchSpace:
 
     def check_models(self, source: str) -> None:
         """The part of validation that needs PyTorch: every option builds a model that fits the images, and each
-        metric is one its family reports."""
+        metric is one its family reports (the space's own metric, even where every variant sets its own)."""
+        from aetune.models import families
+
+        known = (*METRICS, *sorted({m for cls in families().values() for m in cls.extra_metrics}))
+        for metric in _as_tuple(self.metric):
+            _check(metric in known, source, "metric", f"unknown {metric!r}; use one of {', '.join(known)}")
         for variant in self.variants.values():
             for member in _expand(variant):
                 self._check_models(member, self.search(member), source, f"variants.{variant.name}")
@@ -272,6 +277,8 @@ def load_space(path: str | os.PathLike, models: bool = True) -> SearchSpace:
     except OSError as err:
         raise SpaceError(f"cannot read search space {path}: {err.strerror}; pass an existing --space file "
                          "(e.g. search_spaces/quick.yaml)") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"cannot read search space {path}: not UTF-8 text; save it as UTF-8 YAML") from None
     except yaml.YAMLError as err:
         raise SpaceError(f"{path}: not valid YAML ({first_line(err)}); fix the syntax") from None
     return parse_space(raw, source=str(path), models=models)

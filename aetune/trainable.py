@@ -11,7 +11,7 @@ import ray
 import torch
 from ray import tune
 
-from aetune.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from aetune.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from aetune.config import TrialConfig
 from aetune.experiment import VARIANT_KEY
 from aetune.tb import TrialLogger
@@ -27,8 +27,25 @@ def checkpoint_rank(metrics: dict[str, float], rank_by: tuple[str, str]) -> floa
     return metrics[metric] if mode == "max" else -metrics[metric]
 
 
+def resume_bundle(trial_dir: Path | None) -> dict[str, Any] | None:
+    """The newest complete checkpoint of this trial: Tune's, or a later one on disk. Tune snapshots the experiment
+    only every few checkpoints, so a driver killed in between restores a trial from an older checkpoint than it
+    wrote; resuming from that one would run an epoch twice. (Local storage only: a bucket keeps Tune's choice.)"""
+    bundles = []
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            bundles.append(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
+    for path in sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if trial_dir else []:
+        try:
+            bundles.append(load_checkpoint(path))
+        except CheckpointError:  # an incomplete or foreign file is not a place to resume from
+            continue
+    return max(bundles, key=lambda bundle: bundle["epoch"], default=None)
+
+
 def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by: dict[str, tuple[str, str]],
-                image_every: int = 5) -> None:
+                experiment: str | None = None, image_every: int = 5) -> None:
     """Train until `epochs`, resuming from Tune's checkpoint after a crash or `--resume`. `config` is the trial
     config plus the variant's name (searchers.VARIANT_KEY); `rank_by` maps each variant to how its checkpoints rank.
 
@@ -39,12 +56,12 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
     node = {"node_id": ray.get_runtime_context().get_node_id()}  # which node ran each epoch (multi-node runs)
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one INFO line per epoch
     config = dict(config)
-    rank = rank_by[config.pop(VARIANT_KEY)]
+    variant = config.pop(VARIANT_KEY)
     trainer = trainer_for(TrialConfig.from_dict(config), data_root, download=False)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
+    trial_dir = Path(experiment) / f"{variant}-{tune.get_context().get_trial_id()}" if experiment else None
+    bundle = resume_bundle(trial_dir)
+    if bundle:
+        trainer.load_state_dict(bundle)
     # The trial's working directory is synced to the experiment folder with its checkpoints (sync_artifacts).
     logger = TrialLogger(Path.cwd(), trainer.config, trainer.data.val_x[:8], start_epoch=trainer.epoch,
                          image_every=image_every)
@@ -59,7 +76,7 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
             logger.log_epoch(metrics, trainer.model)
             with tempfile.TemporaryDirectory() as folder:
                 trainer.save(Path(folder) / CHECKPOINT_FILE)
-                tune.report({**metrics, **node, DIVERGED: False, CHECKPOINT_RANK: checkpoint_rank(metrics, rank)},
+                tune.report({**metrics, **node, DIVERGED: False, CHECKPOINT_RANK: checkpoint_rank(metrics, rank_by[variant])},
                             checkpoint=tune.Checkpoint.from_directory(folder))
 
 

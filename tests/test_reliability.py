@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import ray.cloudpickle
 import torch
@@ -44,9 +45,9 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 SMALL = {"model": "dense", "hidden_layers": [16], "code_size": 4, "batch_size": 64, "epochs": 2}
 
 
-def subset(mnist: ImageData, train: int = 512, test: int = 256) -> ImageData:
-    return ImageData(mnist.name, mnist.train_x[:train], mnist.train_y[:train], mnist.test_x[:test],
-                     mnist.test_y[:test])
+def subset(mnist: ImageData, train: int = 512, val: int = 256) -> ImageData:
+    return ImageData(mnist.name, mnist.train_x[:train], mnist.train_y[:train], mnist.val_x[:val], mnist.val_y[:val],
+                     mnist.test_x[:val], mnist.test_y[:val])
 
 
 def trainer(mnist: ImageData, **overrides) -> Trainer:
@@ -138,7 +139,7 @@ RACE_SPACE = """\
     epochs: 1
     samples: 1
     variants:
-      dense: {model: dense, code_size: {choice: [4, 8]}}
+      dense: {model: dense, lr: {choice: [0.001, 0.002]}}
 """
 
 
@@ -212,7 +213,7 @@ def test_resume_reads_the_saved_space_from_a_bucket_uri(tmp_path):
     with pytest.raises(UsageError, match="exists"):
         Experiment(space, "bucket", storage, str(DATA_ROOT)).create()
     args = search._parser().parse_args(["--storage", storage, "--name", "bucket", "--resume"])
-    saved, name = search._space_for(args)
+    saved, name, _ = search._space_for(args)
     assert name == "bucket" and space_to_yaml(saved) == space_to_yaml(space)
     missing = search._parser().parse_args(["--storage", storage, "--name", "other", "--resume"])
     with pytest.raises(UsageError, match=f"{storage}/other is not an aetune experiment"):
@@ -372,7 +373,8 @@ PATHS_SPACE = """\
     variants:
       ranged:
         model: dense
-        code_size: {randint: [2, 3]}
+        code_size: 4
+        seed: {randint: [2, 3]}
       diverging:
         model: dense
         code_size: 4
@@ -401,16 +403,16 @@ def results(trial: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_random_searcher_draws_randint_upper_bound(bucket_search):
-    trials = trial_dirs(bucket_search / "ranged")
+    trials = trial_dirs(bucket_search, "ranged")
     assert len(trials) == 4
-    assert {results(t)[0]["config"]["code_size"] for t in trials} == {2, 3}  # randint [2, 3] is inclusive
+    assert {results(t)[0]["config"]["seed"] for t in trials} == {2, 3}  # randint [2, 3] is inclusive
 
 
 @pytest.mark.slow
 def test_mode_max_picks_the_largest_metric(bucket_search):
     summary = Summary.read(bucket_search)
     assert (summary.metric, summary.mode) == ("code_l1", "max")
-    reported = [r["code_l1"] for t in trial_dirs(bucket_search / "ranged") for r in results(t)]
+    reported = [r["code_l1"] for t in trial_dirs(bucket_search, "ranged") for r in results(t)]
     best = summary.variants["ranged"]
     assert best.metrics["code_l1"] == max(reported) > min(reported)
     assert load_checkpoint(bucket_search / best.checkpoint)["history"][-1]["code_l1"] == max(reported)
@@ -418,7 +420,7 @@ def test_mode_max_picks_the_largest_metric(bucket_search):
 
 @pytest.mark.slow
 def test_a_retried_trial_shows_each_epoch_once_in_tensorboard(bucket_search):
-    trials = trial_dirs(bucket_search / "ranged")
+    trials = trial_dirs(bucket_search, "ranged")
     retried = [t for t in trials if len(list(t.glob("events.out.tfevents.*"))) > 1]
     assert len(retried) == 1  # the crashed trial: a second event file from its retry
     for trial in trials:
@@ -431,7 +433,7 @@ def test_a_retried_trial_shows_each_epoch_once_in_tensorboard(bucket_search):
 def test_a_diverged_trial_ends_its_hparams_session_as_failure(bucket_search):
     summary = Summary.read(bucket_search).variants["diverging"]
     assert len(summary.diverged) == 4 and summary.checkpoint is None
-    for trial in trial_dirs(bucket_search / "diverging"):
+    for trial in trial_dirs(bucket_search, "diverging"):
         assert session_status(trial) == api_pb2.STATUS_FAILURE
 
 
@@ -448,13 +450,14 @@ TPE_SPACE = """\
     variants:
       dense:
         model: dense
-        code_size: {randint: [4, 16]}
+        code_size: 8
+        batch_size: {choice: [32, 64]}
         lr: {loguniform: [1.0e-4, 1.0e-2]}
 """
 
 
-def reported_epochs(variant: Path) -> int:
-    return sum(len(epochs_of(t)) for t in trial_dirs(variant) if (t / "result.json").exists())
+def reported_epochs(experiment: Path) -> int:
+    return sum(len(epochs_of(t)) for t in trial_dirs(experiment, "dense") if (t / "result.json").exists())
 
 
 def wait_until(condition, timeout: float = 300) -> None:
@@ -467,18 +470,19 @@ def wait_until(condition, timeout: float = 300) -> None:
 @pytest.mark.slow
 def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, capsys):
     space = write_space(tmp_path / "tpe.yaml", TPE_SPACE)
-    storage, variant = tmp_path.as_uri(), tmp_path / "tpe" / "dense"
+    storage, experiment = tmp_path.as_uri(), tmp_path / "tpe"
+    study = f"sqlite:///{tmp_path / 'studies.db'}"  # a bucket holds no Optuna study: it lives beside
     marker = f"AETUNE_TEST_DRIVER={tmp_path}"  # inherited by the local Ray each driver starts: how we find it
     env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "AETUNE_TEST_DRIVER": str(tmp_path), "PYTHONUNBUFFERED": "1"}
 
     def driver(*args: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "aetune.search", "--storage", storage, "--name", "tpe",
-                                 "--quiet", *args], cwd=REPO, env=env, start_new_session=True,
+                                 "--study-storage", study, "--quiet", *args], cwd=REPO, env=env, start_new_session=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     # Ctrl-C (SIGINT to the foreground process group, as a terminal sends it) once two epochs are reported.
     first = driver("--space", str(space))
-    wait_until(lambda: reported_epochs(variant) >= 2)
+    wait_until(lambda: reported_epochs(experiment) >= 2)
     os.killpg(first.pid, signal.SIGINT)
     output = first.communicate(timeout=180)[0]
     kill_processes_with(marker)
@@ -486,15 +490,15 @@ def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, 
     assert f"continue with: python -m aetune.search --storage {storage} --name tpe --resume" in output
 
     # Resume, then SIGKILL the driver and its Ray once it has made progress.
-    progress = reported_epochs(variant)
+    progress = reported_epochs(experiment)
     second = driver("--resume")
-    wait_until(lambda: reported_epochs(variant) > progress or second.poll() is not None)
+    wait_until(lambda: reported_epochs(experiment) > progress or second.poll() is not None)
     os.killpg(second.pid, signal.SIGKILL)
     second.wait()
     second.stdout.close()
     assert second.returncode == -signal.SIGKILL  # killed mid-run, not finished
     kill_processes_with(marker)
-    before = {t.name: epochs_of(t) for t in trial_dirs(variant) if (t / "result.json").exists()}
+    before = {t.name: epochs_of(t) for t in trial_dirs(experiment, "dense") if (t / "result.json").exists()}
     assert not (tmp_path / "tpe" / "summary.json").exists()
 
     # The killed experiment cannot be evaluated yet: one line that says how to finish it.
@@ -502,15 +506,24 @@ def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "search is still running or was interrupted" in err and "--resume" in err
 
-    run = run_search("--storage", storage, "--name", "tpe", "--resume", "--quiet")
+    run = run_search("--storage", storage, "--name", "tpe", "--study-storage", study, "--resume", "--quiet")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    trials = trial_dirs(variant)
+    trials = trial_dirs(experiment, "dense")
     assert len(trials) == 5  # TPE asked for no extra trial after either restore
     for trial in trials:
         epochs = epochs_of(trial)
         assert epochs == list(range(1, len(epochs) + 1)), trial  # no gap, no epoch twice
     for name, epochs in before.items():
         if len(epochs) == 4:  # finished before the kill: not run again
-            assert epochs_of(variant / name) == epochs
+            assert epochs_of(experiment / name) == epochs
     best = Summary.read(tmp_path / "tpe").variants["dense"]
     assert best.trials == 5 and best.checkpoint and not best.errored
+    # The same Optuna study went on through both restores: every Ray trial told once, in its true state, and no
+    # trial left RUNNING by the kills.
+    states = {t.user_attrs["ray_trial_id"]: t.state.name
+              for t in optuna.load_study(study_name="dense", storage=study).trials if "ray_trial_id" in t.user_attrs}
+    orphans = [t for t in optuna.load_study(study_name="dense", storage=study).trials if t.state.name == "RUNNING"]
+    assert not orphans
+    for trial in trials:
+        epochs = epochs_of(trial)
+        assert states[trial.name.removeprefix("dense-")] == ("COMPLETE" if len(epochs) == 4 else "PRUNED"), trial
