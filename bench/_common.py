@@ -71,11 +71,15 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def shown(path: Path | str) -> str:
+    """A path as the repository's README would write it: relative to the checkout when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
 def header() -> None:
     """The lines above a script's tables: paste them with the tables into BENCHMARKS.md."""
-    script = Path(sys.argv[0]).resolve()
-    shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
-    print(f"- command: `{shlex.join(['python', str(shown), *sys.argv[1:]])}`")
+    print(f"- command: `{shlex.join(['python', shown(sys.argv[0]), *sys.argv[1:]])}`")
     print(f"- revision: {revision()}")
     print(f"- machine: {machine()}")
     print(f"- load (1/5/15 min) before: {load()}\n", flush=True)

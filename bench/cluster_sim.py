@@ -170,11 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from aetune.spaces import load_space
-
-    space = load_space(args.space)
+def epoch_seconds(args: argparse.Namespace, space) -> dict[str, tuple[list[float], str]]:
     seconds = measured(space, args.measured) if args.measured else {}
     for item in args.epoch_seconds:
         name, _, value = item.partition("=")
@@ -186,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         sys.exit(f"cluster_sim.py: error: no seconds per epoch for {', '.join(missing)} (no trial of that name and "
                  "model family in --measured); pass --epoch-seconds NAME=S")
+    return seconds
+
+
+def plans_of(space, seconds: dict[str, tuple[list[float], str]]) -> list[Plan]:
     plans = []
     for variant in space.runs():
         search = space.search(variant)
@@ -193,35 +193,43 @@ def main(argv: list[str] | None = None) -> int:
                 if search.scheduler == "asha" else None)
         plans.append(Plan(variant.name, space.trial_count(variant), space.epochs, asha,
                           seconds[variant.base or variant.name][0]))
+    return plans
 
-    _common.header()
-    name = args.space.resolve().relative_to(_common.REPO) if args.space.resolve().is_relative_to(_common.REPO) \
-        else args.space
-    print(f"`{name}`: {len(plans)} variants as they run, {sum(p.trials for p in plans)} trials, up to "
-          f"{space.epochs} epochs each; one trial per worker.\n")
+
+def variant_rows(plans: list[Plan], seconds: dict[str, tuple[list[float], str]]) -> list[list[object]]:
     groups: dict[str, list[Plan]] = {}
-    for plan in plans:
+    for plan in plans:  # the members of a sweep (dense@code_size=8, ...) under their YAML variant
         groups.setdefault(plan.name.split("@")[0], []).append(plan)
+    return [[name, len(group), group[0].trials,
+             f"ASHA grace {group[0].asha[0]}, rf {group[0].asha[1]}" if group[0].asha else "FIFO",
+             f"{statistics.median(seconds[name][0]):.3g}", seconds[name][1]] for name, group in groups.items()]
+
+
+def design_rows(plans: list[Plan], workers: int, seeds: int) -> list[list[object]]:
+    runs = {design: [simulate(plans, workers, concurrent, seed) for seed in range(seeds)]
+            for design, concurrent in (("sequential variants", False), ("concurrent variants", True))}
+    rows = [[workers, design, _common.spread([r["wall"] / 3600 for r in results]),
+             f"{_common.median([r['utilisation'] for r in results]):.0%}",
+             f"{_common.median([r['epochs'] for r in results]):,.0f}"] for design, results in runs.items()]
+    speedup = _common.median([s["wall"] / c["wall"] for s, c in zip(*runs.values())])
+    return [rows[0] + ["-"], rows[1] + [f"{speedup:.2f}x"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from aetune.spaces import load_space
+
+    space = load_space(args.space)
+    seconds = epoch_seconds(args, space)
+    plans = plans_of(space, seconds)
+    _common.header()
+    print(f"`{_common.shown(args.space)}`: {len(plans)} variants as they run, {sum(p.trials for p in plans)} "
+          f"trials, up to {space.epochs} epochs each; one trial per worker.\n")
     print(_common.table(["variant", "studies (sweep values)", "trials each", "scheduler", "s/epoch (median)", "from"],
-                        [[yaml_name, len(group), group[0].trials,
-                          f"ASHA grace {group[0].asha[0]}, rf {group[0].asha[1]}" if group[0].asha else "FIFO",
-                          f"{statistics.median(seconds[yaml_name][0]):.3g}", seconds[yaml_name][1]]
-                         for yaml_name, group in groups.items()]))
-    rows = []
-    for workers in args.workers:
-        results = {}
-        for design, concurrent in (("sequential variants", False), ("concurrent variants", True)):
-            runs = [simulate(plans, workers, concurrent, seed) for seed in range(args.seeds)]
-            results[design] = runs
-            walls = [r["wall"] / 3600 for r in runs]
-            rows.append([workers, design, _common.spread(walls), f"{_common.median([r['utilisation'] for r in runs]):.0%}",
-                         f"{_common.median([r['epochs'] for r in runs]):,.0f}"])
-        speedup = _common.median([s["wall"] / c["wall"] for s, c in zip(*results.values())])
-        rows[-1].append(f"{speedup:.2f}x")
-        rows[-2].append("-")
+                        variant_rows(plans, seconds)))
     print(f"\nSimulated, median (min-max) of {args.seeds} seeds (synthetic objective values, see the script):\n")
     print(_common.table(["workers", "design", "wall h", "utilisation", "trial-epochs", "speed-up of concurrent"],
-                        rows))
+                        [row for workers in args.workers for row in design_rows(plans, workers, args.seeds)]))
     _common.footer()
     return 0
 

@@ -157,7 +157,7 @@ def busy(args: argparse.Namespace, tmp: Path) -> list[list[object]]:
         trial_seconds = sum(end - start for _, start, end in spans)
         fraction = trial_seconds * cpus / ((os.cpu_count() or 1) * run.wall)
         target = TARGETS.get(space.stem)
-        rows.append([f"`{space.relative_to(_common.REPO) if space.is_relative_to(_common.REPO) else space}`",
+        rows.append([f"`{_common.shown(space)}`",
                      len(spans), f"{run.wall:.1f}", f"{trial_seconds:.1f}", f"{cpus:g}", os.cpu_count(),
                      f"{fraction:.0%}", _common.met(100 * fraction, 100 * target, at_most=False, unit="%") if target else "-"])
         _common.progress(f"{space}: {run.wall:.1f} s")

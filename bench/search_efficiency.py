@@ -15,8 +15,10 @@ at least one), and is cut at B in the analysis; the training seed is 0 everywher
 The searchers (CONFIGS): random + ASHA; TPE with Optuna's defaults (10 random start-up trials, then multivariate
 TPE) + ASHA; TPE with 4 start-up trials; the same, independent (univariate) TPE; the same with ASHA's reduction
 factor 3 instead of 2 (grace period 1 throughout). TPE's settings go through the space file's `sampler` section.
+For the why: TPE samples at random until its start-up trials have finished (compare "trials started in B"), and
+Ray keeps one trial pending for a custom searcher, so TPE suggests each trial while the one before it still runs.
 
-  python bench/search_efficiency.py --storage /tmp/aeb-se          # 1 grid + 5 configs x 5 seeds, ~25 min on 2 cores
+  python bench/search_efficiency.py --storage /tmp/aeb-se          # 1 grid + 5 configs x 5 seeds: 26 searches
   python bench/search_efficiency.py --storage /tmp/aeb-se --reuse  # re-analyse the finished runs
   python bench/search_efficiency.py --lrs 0.001 0.004 --epochs 2 --train-size 1000 --seeds 0 \\
       --configs random tpe                                         # smoke
@@ -104,8 +106,8 @@ def grid_size(args: argparse.Namespace) -> int:
     return len(GRID["hidden_layers"]) * len(GRID["batch_size"]) * len(args.lrs)
 
 
-def experiment(args: argparse.Namespace, name: str, searcher: str, seed: int, budget: int,
-               sampler: dict | None = None, reduction_factor: int = 2) -> Path:
+def experiment(args: argparse.Namespace, name: str, searcher: str, sampler: dict | None = None,
+               reduction_factor: int = 2, *, seed: int, budget: int) -> Path:
     """Run one search (unless --reuse finds it finished); returns its stamps file."""
     stamps = args.storage / f"{name}.jsonl"
     if args.reuse and (args.storage / name / "summary.json").is_file():
@@ -128,15 +130,14 @@ def experiment(args: argparse.Namespace, name: str, searcher: str, seed: int, bu
     return stamps
 
 
-def analyse(args: argparse.Namespace, name: str, stamps: Path, budget: int, target: float) -> dict:
+def analyse(args: argparse.Namespace, name: str, stamps: Path) -> dict:
+    """A finished run: its trials' val_bce per epoch in the order of work, its wall time, and whether trials
+    overlapped."""
     events = _common.stamps(stamps)
     spans = _common.trial_spans(events)
-    curves = work_order(_common.trials(args.storage / name), spans, "val_bce")
     launch = next(e["t_launch"] for e in events if e["event"] == "driver_start")
-    wall = max(e["t"] for e in events if e["event"] == "main_done") - launch
-    return {"result": within_budget(curves, budget, target), "epochs": sum(map(len, curves)),
-            "best": min((v for c in curves for v in c if math.isfinite(v)), default=math.inf), "wall": wall,
-            "overlap": overlapped(spans)}
+    return {"curves": work_order(_common.trials(args.storage / name), spans, "val_bce"), "overlap": overlapped(spans),
+            "wall": max(e["t"] for e in events if e["event"] == "main_done") - launch}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,41 +147,38 @@ def main(argv: list[str] | None = None) -> int:
     args.storage = (args.storage or Path(tempfile.mkdtemp(prefix="aetune-bench-search-"))).resolve()
     grid_epochs = grid_size(args) * args.epochs
     budget = math.floor(grid_epochs * args.budget_fraction + 1e-9)
-    grid = analyse(args, "grid", experiment(args, "grid", "grid", 0, budget), grid_epochs, -math.inf)
-    target = grid["best"] * (1 + args.tolerance)
-    runs = {(c, seed): analyse(args, f"{c}_s{seed}", experiment(args, f"{c}_s{seed}", CONFIGS[c][1], seed, budget,
-                                                                  CONFIGS[c][2], CONFIGS[c][3]), budget, target)
+    grid = analyse(args, "grid", experiment(args, "grid", "grid", seed=0, budget=budget))
+    runs = {(c, seed): analyse(args, f"{c}_s{seed}", experiment(args, f"{c}_s{seed}", *CONFIGS[c][1:], seed=seed,
+                                                                  budget=budget))
             for seed in args.seeds for c in args.configs}
+    best = within_budget(grid["curves"], grid_epochs, -math.inf).best
+    target = best * (1 + args.tolerance)
+    for r in [grid, *runs.values()]:
+        r["cut"] = within_budget(r["curves"], budget, target)
 
     lr = (f"lr log-uniform over [{min(args.lrs):g}, {max(args.lrs):g}] (the grid: {len(args.lrs)} values)"
           if args.continuous else f"lr in {args.lrs}")
     print(f"Dense code 32 on {args.train_size:,} MNIST training images (val_bce on the 10% held out), up to "
           f"{args.epochs} epochs, over hidden_layers in {GRID['hidden_layers']}, batch_size in {GRID['batch_size']}, "
           f"{lr}. Grid: {grid_size(args)} configs x {args.epochs} epochs = {grid_epochs} trial-epochs, best val_bce "
-          f"{grid['best']:.5f}. Budget B = {budget} trial-epochs ({args.budget_fraction:.3g} of the grid's) for "
-          f"every searcher; target: val_bce <= {1 + args.tolerance:g} x the grid's best = {target:.5f}.\n")
-    grid_at_b = within_budget(work_order(_common.trials(args.storage / "grid"),
-                                         _common.trial_spans(_common.stamps(args.storage / "grid.jsonl")), "val_bce"),
-                              budget, target)
-    rows = [["grid + FIFO, all of it (the reference)", "-", grid["epochs"], f"{grid['best']:.5f}", "+0.00%", "-", "-"],
-            ["grid + FIFO, its first B trial-epochs", "-", budget, f"{grid_at_b.best:.5f}", gap(grid_at_b, grid),
-             reach(grid_at_b), grid_at_b.trials]]
-    for (c, seed), r in runs.items():
-        b = r["result"]
-        rows.append([CONFIGS[c][0], seed, r["epochs"], f"{b.best:.5f}", gap(b, grid), reach(b), b.trials])
+          f"{best:.5f}. Budget B = {budget} trial-epochs ({args.budget_fraction:.3g} of the grid's) for every "
+          f"searcher; target: val_bce <= {1 + args.tolerance:g} x the grid's best = {target:.5f}.\n")
+    rows = [["grid + FIFO, all of it (the reference)", "-", grid_epochs, f"{best:.5f}", "+0.00%", "-", "-"],
+            ["grid + FIFO, its first B trial-epochs", "-", *cut_row(grid, best)]]
+    rows += [[CONFIGS[c][0], seed, *cut_row(r, best)] for (c, seed), r in runs.items()]
     print(_common.table(["searcher", "seed", "trial-epochs run", "best val_bce in B", "vs grid best",
-                         "trial-epochs to target", "trials started in B"], rows))
-    print()
-    print(_common.table(["searcher", "seeds within 1% in B", "median vs grid best", "median trial-epochs to target",
-                         "median trials in B", "of them after TPE's start-up (approx.)", "median experiment wall s"],
-                        [summary(c, [runs[c, s] for s in args.seeds], grid) for c in args.configs]))
-    notes = [f"- {name}: trials overlapped, so the order of work is not one sequence and the cut at B is approximate"
-             for name, r in [("grid", grid), *((f"{c}_s{s}", r) for (c, s), r in runs.items())] if r["overlap"]]
-    notes += [f"- {c}_s{s}: fewer than B trial-epochs run" for (c, s), r in runs.items() if not r["result"].complete]
-    if notes:
-        print("\n" + "\n".join(notes))
+                         "trial-epochs to target", "trials started in B"], rows) + "\n")
+    print(_common.table(["searcher", f"seeds within {args.tolerance:.0%} in B", "median vs grid best",
+                         "median trial-epochs to target", "median trials in B",
+                         "of them after TPE's start-up (approx.)", "median experiment wall s"],
+                        [summary(c, [runs[c, s] for s in args.seeds], best) for c in args.configs]))
+    named = [("grid", grid), *((f"{c}_s{s}", r) for (c, s), r in runs.items())]
+    notes = [f"- {name}: trials overlapped: the order of work is not one sequence, the cut at B approximate"
+             for name, r in named if r["overlap"]]
+    notes += [f"- {name}: fewer than B trial-epochs run" for name, r in named if not r["cut"].complete]
+    print("\n" + "\n".join(notes) if notes else "", end="")
     if "tpe" in args.configs:
-        hits = sum(runs["tpe", s]["result"].epochs_to_target is not None for s in args.seeds)
+        hits = sum(runs["tpe", s]["cut"].epochs_to_target is not None for s in args.seeds)
         print(f"\nTPE + ASHA (Optuna's defaults) came within {args.tolerance:.0%} of the grid's best within "
               f"{args.budget_fraction:.3g} of its budget for {hits} of {len(args.seeds)} seeds: "
               f"{'yes' if hits > len(args.seeds) / 2 else 'no'}, for most seeds.")
@@ -190,21 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def gap(b: Budgeted, grid: dict) -> str:
-    return f"{b.best / grid['best'] - 1:+.2%}" if math.isfinite(b.best) else "no result"
+def cut_row(run: dict, best: float) -> list[object]:
+    b = run["cut"]
+    return [sum(map(len, run["curves"])), f"{b.best:.5f}",
+            f"{b.best / best - 1:+.2%}" if math.isfinite(b.best) else "no result",
+            b.epochs_to_target if b.epochs_to_target is not None else "not in B", b.trials]
 
 
-def reach(b: Budgeted) -> str:
-    return str(b.epochs_to_target) if b.epochs_to_target is not None else "not in B"
-
-
-def summary(config: str, runs: list[dict], grid: dict) -> list[object]:
-    results = [r["result"] for r in runs]
+def summary(config: str, runs: list[dict], best: float) -> list[object]:
+    results = [r["cut"] for r in runs]
     reached = [b.epochs_to_target for b in results if b.epochs_to_target is not None]
     startup = CONFIGS[config][2].get("n_startup_trials", STARTUP_DEFAULT) if CONFIGS[config][1] == "optuna" else None
     trials = _common.median([b.trials for b in results])
     return [CONFIGS[config][0], f"{len(reached)}/{len(results)}",
-            f"{_common.median([b.best for b in results]) / grid['best'] - 1:+.2%}",
+            f"{_common.median([b.best for b in results]) / best - 1:+.2%}",
             f"{_common.median(reached):g} (of {len(reached)} seeds)" if reached else "-", f"{trials:g}",
             f"{max(0, trials - startup):g}" if startup is not None else "-",
             f"{_common.median([r['wall'] for r in runs]):.0f}"]

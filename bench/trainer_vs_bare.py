@@ -10,7 +10,8 @@ so that no loop always runs first. A round in which another process took a core 
 
   python bench/trainer_vs_bare.py                                    # dense, vae, conv, denoising; full MNIST
   python bench/trainer_vs_bare.py --channels-last conv denoising     # + the bare loop in channels_last
-  python bench/trainer_vs_bare.py --models conv --train-size 2000 --epochs 1 --warmup 0 --wait-idle 0   # smoke
+  python bench/trainer_vs_bare.py --models conv --channels-last conv --train-size 2000 --epochs 1 --warmup 0 \\
+      --wait-idle 0 --min-cpu-use 0                                  # smoke
 """
 from __future__ import annotations
 
