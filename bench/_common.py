@@ -211,6 +211,14 @@ def trials(experiment: Path) -> list[dict]:
     return out
 
 
+def train_images(config: dict) -> int:
+    """Training images a trial of this config trains on: train_size (default all 60,000) less the validation
+    images held out of them (val_size, default 10%)."""
+    total = config.get("train_size") or 60000
+    val = config.get("val_size")
+    return total - (round(0.1 * total) if val is None else val)
+
+
 def stamps(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

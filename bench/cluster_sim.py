@@ -136,12 +136,6 @@ def simulate(plans: list[Plan], workers: int, concurrent: bool, seed: int = 0) -
             "epochs": state["epochs"]}
 
 
-def train_images(config: dict) -> int:
-    total = config.get("train_size") or 60000
-    val = config.get("val_size")
-    return total - (round(0.1 * total) if val is None else val)
-
-
 def measured(space, folder: Path) -> dict[str, tuple[list[float], str]]:
     """Per YAML variant of the space: seconds per epoch of each matching measured trial, scaled; and a note."""
     found: dict[str, list] = {}
@@ -153,9 +147,9 @@ def measured(space, folder: Path) -> dict[str, tuple[list[float], str]]:
         want = space.base_config(variant)
         same = [(c, s) for c, s in found.get(name, []) if c["model"] == want["model"]]
         if same:
-            scale = statistics.median(train_images(want) / train_images(c) for c, _ in same)
-            out[name] = ([s * train_images(want) / train_images(c) for c, s in same],
-                         f"{len(same)} trials in {folder}, scaled x{scale:.3g}")
+            scales = [_common.train_images(want) / _common.train_images(c) for c, _ in same]
+            out[name] = ([s * scale for (_, s), scale in zip(same, scales)],
+                         f"{len(same)} trials in {folder}, scaled x{statistics.median(scales):.3g}")
     return out
 
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -68,8 +70,6 @@ def startup(args: argparse.Namespace, tmp: Path) -> list[list[object]]:
 
 
 def bare_epoch(args: argparse.Namespace) -> list[float]:
-    import time
-
     import torch
     from bare import BareLoop
 
@@ -135,13 +135,9 @@ def timeline(events: list[dict], run: _common.Run) -> list[list[object]]:
     rows = [[label, f"{t - run.launched:.2f}" if t else "never"] for label, t in points]
     walls = [end - start for _, start, end in spans]
     gaps = [b[1] - a[2] for a, b in zip(spans, spans[1:])]
-    rows += [[f"trial wall (trainable in its worker), median of {len(walls)}", spread_or_dash(walls)],
-             ["gap between one trial's end and the next one's start, median", spread_or_dash(gaps)]]
+    rows += [[f"trial wall (trainable in its worker), median of {len(walls)}", _common.spread(walls)],
+             ["gap between one trial's end and the next one's start, median", _common.spread(gaps)]]
     return rows
-
-
-def spread_or_dash(values: list[float]) -> str:
-    return _common.spread(values) if values else "-"
 
 
 def busy(args: argparse.Namespace, tmp: Path) -> list[list[object]]:
@@ -157,9 +153,9 @@ def busy(args: argparse.Namespace, tmp: Path) -> list[list[object]]:
         trial_seconds = sum(end - start for _, start, end in spans)
         fraction = trial_seconds * cpus / ((os.cpu_count() or 1) * run.wall)
         target = TARGETS.get(space.stem)
-        rows.append([f"`{_common.shown(space)}`",
-                     len(spans), f"{run.wall:.1f}", f"{trial_seconds:.1f}", f"{cpus:g}", os.cpu_count(),
-                     f"{fraction:.0%}", _common.met(100 * fraction, 100 * target, at_most=False, unit="%") if target else "-"])
+        verdict = _common.met(100 * fraction, 100 * target, at_most=False, unit="%") if target else "-"
+        rows.append([f"`{_common.shown(space)}`", len(spans), f"{run.wall:.1f}", f"{trial_seconds:.1f}", f"{cpus:g}",
+                     os.cpu_count(), f"{fraction:.0%}", verdict])
         _common.progress(f"{space}: {run.wall:.1f} s")
     return rows
 
@@ -185,8 +181,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_common.table(["space", "trials", "wall s", "trial-seconds", "CPUs per trial", "cores", "busy",
                              "target"], busy(args, tmp)))
     _common.footer()
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

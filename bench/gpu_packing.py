@@ -60,24 +60,19 @@ def packing(args: argparse.Namespace, device: str, name: str, tmp: Path) -> list
                               "--data-root", _common.data_root(args.data_root)], stamps=stamps)
         trials = _common.trials(tmp / "runs" / experiment)
         speeds = [statistics.median([r["samples_per_s"] for r in t["results"][1:] or t["results"]]) for t in trials]
-        images = sum(len(t["results"]) for t in trials) * _train_images(args)
+        images = sum(len(t["results"]) for t in trials) * _common.train_images(_subset(args))
         spans = _common.trial_spans(_common.stamps(stamps))
+        span = max(s[2] for s in spans) - min(s[1] for s in spans)
         together = min(s[2] for s in spans) > max(s[1] for s in spans)  # all started before the first one ended
+        final = statistics.median(t["results"][-1]["val_loss"] for t in trials)
         rows.append([_common.LABELS[name], k, f"{gpus:g}", f"{statistics.median(speeds):,.0f}", f"{sum(speeds):,.0f}",
-                     f"{images / (max(s[2] for s in spans) - min(s[1] for s in spans)):,.0f}",
-                     "yes" if together else "NO", f"{statistics.median(t['results'][-1]['val_loss'] for t in trials):.5g}",
-                     f"{run.wall:.1f}"])
+                     f"{images / span:,.0f}", "yes" if together else "NO", f"{final:.5g}", f"{run.wall:.1f}"])
         _common.progress(f"packing {name} x{k}: {run.wall:.1f} s")
     return rows
 
 
 def _subset(args: argparse.Namespace) -> dict:
     return {"train_size": args.train_size} if args.train_size else {}
-
-
-def _train_images(args: argparse.Namespace) -> int:
-    total = args.train_size or 60000
-    return total - round(0.1 * total)  # the trials hold out 10% for validation
 
 
 def amp(args: argparse.Namespace, device: str, name: str, data) -> list[list[object]]:
@@ -134,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _common.header()
     where = torch.cuda.get_device_name(0) if device == "cuda" else "the CPU (smoke test: numbers mean nothing)"
-    print(f"On {where}: {_train_images(args):,} training images, batch {args.batch_size}, {args.epochs} epochs.\n")
+    print(f"On {where}: {_common.train_images(_subset(args)):,} training images, batch {args.batch_size}, "
+          f"{args.epochs} epochs.\n")
     tmp = Path(tempfile.mkdtemp(prefix="aetune-bench-gpu-"))
     data = load_data("mnist", _common.data_root(args.data_root), args.train_size, download=False, test=False)
     if "packing" in args.parts:

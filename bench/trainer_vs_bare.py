@@ -104,7 +104,9 @@ def row(r: dict) -> list[object]:
     times = {key: [x["times"][key] for x in r["rounds"]] for key in r["rounds"][0]["times"]}
 
     def ratio(a: str, b: str) -> str:
-        return f"{_common.median([x / y for x, y in zip(times[a], times[b])]):.3f}" if a in times and b in times else "-"
+        if a not in times or b not in times:
+            return "-"
+        return f"{_common.median([x / y for x, y in zip(times[a], times[b])]):.3f}"
 
     def seconds(key: str) -> str:
         return _common.spread(times[key]) if key in times else "-"
