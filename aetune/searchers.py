@@ -112,7 +112,9 @@ def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None)
         return EnumeratedSearch(enumerated_configs(space, variant))
     metric, mode = (list(search.metric), list(search.mode)) if search.multi_objective else (
         search.metric[0], search.mode[0])
-    return PrunedOptunaSearch(space=OptunaSampler(space, variant), metric=metric, mode=mode, seed=space.seed,
+    # TPE (multi-objective TPE for a front), seeded; the space's `sampler` section tunes it.
+    sampler = optuna.samplers.TPESampler(seed=space.seed, **space.sampler)
+    return PrunedOptunaSearch(space=OptunaSampler(space, variant), metric=metric, mode=mode, sampler=sampler,
                               study_name=variant.name, storage=study_storage(storage_url) if storage_url else None,
                               max_epochs=space.epochs)
 

@@ -30,6 +30,7 @@ METRICS = ("val_loss", "val_bce", "val_mse", "val_denoise_bce", "train_loss", "c
 NOT_SEARCHABLE = ("epochs", "dataset", "eval_noise")  # set once for the whole space, at the top level
 SEARCH_KEYS = ("metric", "mode", "samples", "scheduler", "asha", "sweep")  # a variant's own search settings
 ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
+SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "true or false"}  # TPESampler's
 
 RECONSTRUCTION = ("val_loss", "train_loss", "val_bce", "val_mse", "val_denoise_bce")
 # A knob that only trades the score for something else: searched alone on one of these metrics, the study's answer
@@ -116,6 +117,7 @@ class SearchSpace:
     gpus: float = 0.0
     seed: int = 0
     eval_noise: float = 0.5
+    sampler: dict[str, Any] = field(default_factory=dict)  # TPESampler settings of the optuna searcher
     defaults: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, Variant] = field(default_factory=dict)
 
@@ -174,6 +176,8 @@ class SearchSpace:
         _check(_is_number(self.cpus) and self.cpus > 0, source, "resources.cpus", "must be a number > 0")
         _check(_is_number(self.gpus) and self.gpus >= 0, source, "resources.gpus", "must be a number >= 0")
         _check(_is_number(self.eval_noise) and self.eval_noise >= 0, source, "eval_noise", "must be a number >= 0")
+        _check(not self.sampler or self.searcher == "optuna", source, "sampler",
+               f"sets Optuna's TPE sampler; drop it, or use searcher: optuna (not {self.searcher})")
         _check(bool(self.variants), source, "variants", "no variants; name at least one, e.g. dense: {model: dense}")
         for variant in self.variants.values():
             self._validate_variant(variant, source)
@@ -287,8 +291,8 @@ def load_space(path: str | os.PathLike, models: bool = True) -> SearchSpace:
 def parse_space(raw: Any, source: str, models: bool = True) -> SearchSpace:
     _check(isinstance(raw, dict), source, "(top level)", "a search space is a mapping with a `variants` key")
     top = {f.name for f in dataclasses.fields(SearchSpace)} - {"grace_period", "reduction_factor", "asha_metric",
-                                                                 "cpus", "gpus"}
-    known = top | {"asha", "resources"}
+                                                                 "cpus", "gpus", "sampler"}
+    known = top | {"asha", "resources", "sampler"}
     for key in raw:
         _check(key in known, source, key, f"unknown key; valid keys are {', '.join(sorted(known))}")
     values = {k: v for k, v in raw.items() if k in top and k not in ("variants", "defaults")}
@@ -297,6 +301,10 @@ def parse_space(raw: Any, source: str, models: bool = True) -> SearchSpace:
     asha = _section(raw, "asha", source, set(ASHA_KEYS))
     values |= {("asha_metric" if k == "metric" else k): v for k, v in asha.items()}
     values |= {k: v for k, v in _section(raw, "resources", source, {"cpus", "gpus"}).items()}
+    values["sampler"] = _section(raw, "sampler", source, set(SAMPLER_KEYS))
+    for key, value in values["sampler"].items():
+        ok = isinstance(value, bool) if key == "multivariate" else _is_int(value) and value >= 0
+        _check(ok, source, f"sampler.{key}", f"must be {SAMPLER_KEYS[key]}")
     defaults = raw.get("defaults") or {}
     _check(isinstance(defaults, dict), source, "defaults", "must be a mapping of trial config keys")
     _check_config_keys(defaults, source, "defaults")
@@ -469,5 +477,5 @@ def space_to_yaml(space: SearchSpace) -> str:
         "seed": space.seed, "eval_noise": space.eval_noise,
         "asha": asha | ({"metric": space.asha_metric} if space.asha_metric else {}),
         "resources": {"cpus": space.cpus, "gpus": space.gpus}, "defaults": space.defaults, "variants": variants,
-    }
+    } | ({"sampler": space.sampler} if space.sampler else {})
     return yaml.safe_dump(raw, sort_keys=False)

@@ -1,45 +1,36 @@
 #!/usr/bin/env python
-"""Trials per hour on this machine: 1 vs 2 concurrent trials, and 1 node vs a 2-node local Ray cluster.
+"""Trials per hour on this machine: 1 vs 2 trials at a time, a local Ray vs a 2-node (and a 1-node) local cluster.
 
-Every configuration runs the same experiment through `python -m aetune.search` (dense [128, 64] code 32,
-searcher random, scheduler fifo, a train subset, a few epochs per trial, a temporary --storage); the real trainable
-is wrapped to stamp each trial's start and end (see driver_overhead.py), so the table shows both the whole
+Every configuration runs the same experiment, the space fixture in _common (dense [128, 64]-32, random, FIFO) with
+--trials trials of --epochs epochs on a train subset, through instrumented.py, so the table shows both the whole
 experiment's rate (start-up and shutdown included) and the steady rate (first trial start to last trial end).
 
-  1 node, 1 trial at a time   resources cpus 2 per trial (2 torch threads), a local Ray the driver starts
-  1 node, 2 trials at a time  resources cpus 1 per trial (1 torch thread each)
-  2 nodes (head + 1 worker, 1 CPU each: launch/local_cluster.sh up --workers 1 --cpus-per-node 1),
-                              cpus 1 per trial, --address auto
-  1-node cluster (launch/local_cluster.sh up --workers 0 --cpus-per-node 2), cpus 1 per trial, --address auto:
-                              separates "an external cluster" from "two nodes"
+  local1    1 node, 1 trial at a time: cpus 2 per trial (2 torch threads), the local Ray the driver starts
+  local2    1 node, 2 trials at a time: cpus 1 per trial
+  cluster2  launch/local_cluster.sh up --workers 1 --cpus-per-node 1 (head + 1 worker), cpus 1, --address auto
+  cluster1  launch/local_cluster.sh up --workers 0 --cpus-per-node 2: an external cluster, not two nodes
 
-  python bench/scaling.py                              # all four, 3 repeats each
-  python bench/scaling.py --configs local1 local2 --repeats 1 --trials 4
+  python bench/scaling.py                                            # all four, 3 repeats each
+  python bench/scaling.py --configs local1 local2 --repeats 1 --trials 2 --epochs 1 --wait-idle 0   # smoke
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
-CLUSTER_SCRIPT = _common.REPO / "launch" / "local_cluster.sh"
-CONFIGS = {
-    # name: (label, cpus per trial, cluster: None (local Ray) or (workers, cpus per node))
+CLUSTER = _common.REPO / "launch" / "local_cluster.sh"
+CONFIGS = {  # name: (label, cpus per trial, None: the driver's local Ray, or (worker nodes, cpus per node))
     "local1": ("1 node, 1 trial at a time (cpus 2/trial)", 2, None),
     "local2": ("1 node, 2 trials at a time (cpus 1/trial)", 1, None),
-    "cluster2": ("2-node local cluster (1 CPU each), 2 at a time (cpus 1/trial)", 1, (1, 1)),
-    "cluster1": ("1-node local cluster (2 CPUs), 2 at a time (cpus 1/trial)", 1, (0, 2)),
+    "cluster2": ("2-node local cluster (1 CPU each), cpus 1/trial", 1, (1, 1)),
+    "cluster1": ("1-node local cluster (2 CPUs), cpus 1/trial", 1, (0, 2)),
 }
 
 
@@ -49,139 +40,98 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-size", type=int, default=20000)
-    p.add_argument("--test-size", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--data-root", default=None, help="MNIST root (default: $AETUNE_DATA or /work/shared/data)")
-    p.add_argument("--cluster-dir", default="/tmp/aeb-scaling", help="AETUNE_CLUSTER_DIR for the local clusters "
-                   "(at most 40 characters)")
-    p.add_argument("--ray-port", type=int, default=6391, help="GCS port of the benchmark's clusters (default 6391, "
-                   "to stay clear of other clusters on the default 6379)")
+    p.add_argument("--data-root", help="MNIST root (default: $AETUNE_DATA or /work/shared/data)")
+    p.add_argument("--cluster-dir", default="/tmp/aeb-scaling", help="AETUNE_CLUSTER_DIR (<= 40 characters)")
+    p.add_argument("--ray-port", type=int, default=6391, help="GCS port of the clusters (default 6391, clear of "
+                   "other clusters on 6379)")
     p.add_argument("--wait-idle", type=float, default=300, metavar="S",
-                   help="before each run, wait up to S seconds for the CPUs to be idle; 0: do not wait")
+                   help="before each run, wait up to S seconds for idle CPUs; 0: do not wait")
     return p.parse_args(argv)
 
 
-def space_yaml(args: argparse.Namespace, cpus: float) -> str:
-    return textwrap.dedent(f"""\
-        name: scaling
-        dataset: mnist
-        metric: val_loss
-        epochs: {args.epochs}
-        samples: {args.trials}
-        searcher: random
-        scheduler: fifo
-        resources: {{cpus: {cpus}, gpus: 0}}
-        seed: 0
-        defaults: {{train_size: {args.train_size}, test_size: {args.test_size}, batch_size: 256}}
-        variants:
-          dense:
-            model: dense
-            hidden_layers: [128, 64]
-            code_size: 32
-            lr: {{loguniform: [0.0005, 0.005]}}
-        """)
-
-
 def cluster_env(args: argparse.Namespace) -> dict[str, str]:
-    venv_bin = str(Path(sys.executable).parent)
+    port = args.ray_port
     return _common.python_env({
-        "AETUNE_CLUSTER_DIR": args.cluster_dir, "AETUNE_RAY_PORT": str(args.ray_port),
-        "AETUNE_DASHBOARD_PORT": str(args.ray_port + 1900), "AETUNE_RAY_CLIENT_PORT": str(args.ray_port + 3700),
-        "AETUNE_AGENT_PORT": str(args.ray_port + 46100), "AETUNE_PYTHON": sys.executable,
-        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+        "AETUNE_CLUSTER_DIR": args.cluster_dir, "AETUNE_RAY_PORT": str(port),
+        "AETUNE_DASHBOARD_PORT": str(port + 1900), "AETUNE_RAY_CLIENT_PORT": str(port + 3700),
+        "AETUNE_AGENT_PORT": str(port + 46100), "AETUNE_PYTHON": sys.executable,
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
     }, drop=("RAY_ADDRESS",))
 
 
-def cluster(args: argparse.Namespace, action: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(CLUSTER_SCRIPT), *action], env=cluster_env(args), capture_output=True,
-                          text=True, timeout=240)
+def cluster(args: argparse.Namespace, *action: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(CLUSTER), *action], env=cluster_env(args), capture_output=True, text=True,
+                          timeout=240)
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, value = line[len("export "):].split("=", 1)
-            out[key] = value
-    return out
+def cluster_address_env(args: argparse.Namespace) -> dict[str, str]:
+    """What `local_cluster.sh up` exported for its clients (RAY_ADDRESS and the auth token)."""
+    lines = (Path(args.cluster_dir) / "env").read_text().splitlines()
+    return dict(line[len("export "):].split("=", 1) for line in lines if line.startswith("export "))
 
 
-def run_once(args: argparse.Namespace, storage: Path, space: Path, name: str, address_env: dict | None) -> dict:
-    storage.mkdir(parents=True, exist_ok=True)
-    stamps = storage / f"{name}.stamps.jsonl"
-    cmd = [sys.executable, str(Path(__file__).with_name("driver_overhead.py")), "--driver", str(stamps),
-           "--space", str(space), "--name", name, "--storage", str(storage),
-           "--data-root", _common.data_root(args.data_root), "--quiet"]
-    env = _common.python_env(drop=("RAY_ADDRESS",))
-    if address_env:
-        cmd += ["--address", "auto"]
-        env = {**cluster_env(args), **address_env}
-    idle = _common.wait_for_idle(args.wait_idle) if args.wait_idle else "-"
-    load = _common.load()
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=str(_common.REPO), capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    events = [json.loads(line) for line in stamps.read_text().splitlines()]
-    starts = sorted(e["t"] for e in events if e["event"] == "trial_start")
-    ends = sorted(e["t"] for e in events if e["event"] == "trial_end")
-    t0 = next(e.get("t_override", e["t"]) for e in events if e["event"] == "process_start")
-    nodes = len({e.get("node") for e in events if e["event"] == "trial_start"})
-    return {"wall": wall, "steady": ends[-1] - starts[0], "first_start": starts[0] - t0, "trials": len(ends), "nodes": nodes,
-            "trial_s": statistics.median(e - s for s, e in zip(starts, ends)), "load": load, "idle": idle}
+def measure(args: argparse.Namespace, key: str, tmp: Path) -> dict | str:
+    """The runs of one configuration, or why there are none."""
+    label, cpus, topology = CONFIGS[key]
+    space = _common.write_space(tmp, key, samples=args.trials, epochs=args.epochs,
+                                resources={"cpus": cpus, "gpus": 0}, defaults={"train_size": args.train_size},
+                                variants={"dense": {**_common.MODELS["dense"], "lr": {"loguniform": [5e-4, 5e-3]}}})
+    env, extra = _common.python_env(drop=("RAY_ADDRESS",)), []
+    if topology:
+        cluster(args, "down")
+        up = cluster(args, "up", "--workers", str(topology[0]), "--cpus-per-node", str(topology[1]))
+        if up.returncode != 0:
+            return f"cluster did not start: {up.stderr.strip()[-300:]}"
+        env, extra = {**cluster_env(args), **cluster_address_env(args)}, ["--address", "auto"]
+    runs = []
+    try:
+        for r in range(args.repeats):
+            idle = _common.wait_for_idle(args.wait_idle)
+            stamps = tmp / f"{key}_r{r}.jsonl"
+            load = _common.load()
+            run = _common.search(["--space", str(space), "--name", f"{key}_r{r}", "--storage", str(tmp / "runs"),
+                                  "--data-root", _common.data_root(args.data_root), "--quiet", *extra],
+                                 stamps=stamps, env=env)
+            spans = _common.trial_spans(_common.stamps(stamps))
+            nodes = {e.get("node") for e in _common.stamps(stamps) if e["event"] == "trial_start"}
+            runs.append({"wall": run.wall, "steady": max(s[2] for s in spans) - spans[0][1], "trials": len(spans),
+                         "first": spans[0][1] - run.launched, "trial": _common.median([e - s for _, s, e in spans]),
+                         "nodes": len(nodes), "load": f"{load} ({idle})"})
+            _common.progress(f"{key} repeat {r}: {run.wall:.1f} s")
+    finally:
+        if topology:
+            cluster(args, "down")
+    return {"label": label, "runs": runs}
+
+
+def row(m: dict) -> list[object]:
+    runs, n = m["runs"], m["runs"][0]["trials"]
+    wall, steady = _common.median([r["wall"] for r in runs]), _common.median([r["steady"] for r in runs])
+    return [m["label"], _common.spread([r["wall"] for r in runs]), f"{3600 * n / wall:.0f}",
+            f"{3600 * n / steady:.0f}", f"{_common.median([r['first'] for r in runs]):.1f}",
+            f"{_common.median([r['trial'] for r in runs]):.2f}", max(r["nodes"] for r in runs),
+            "; ".join(r["load"] for r in runs)]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _common.header(f"scaling: {args.trials} trials x {args.epochs} epochs, dense [128,64]-32, train_size "
-                   f"{args.train_size}, test_size {args.test_size}")
+    _common.header()
     tmp = Path(tempfile.mkdtemp(prefix="aetune-bench-scaling-"))
     rows, notes = [], []
     for key in args.configs:
-        label, cpus, topology = CONFIGS[key]
-        space = tmp / f"{key}.yaml"
-        space.write_text(space_yaml(args, cpus))
-        address_env = None
-        if topology:
-            if not CLUSTER_SCRIPT.is_file():
-                notes.append(f"{key}: not measured: {CLUSTER_SCRIPT} does not exist")
-                rows.append([label, "not measured", "-", "-", "-", "-", "-", "-"])
-                continue
-            workers, node_cpus = topology
-            cluster(args, ["down"])
-            up = cluster(args, ["up", "--workers", str(workers), "--cpus-per-node", str(node_cpus)])
-            if up.returncode != 0:
-                notes.append(f"{key}: cluster did not start: {up.stderr.strip()[-500:]}")
-                rows.append([label, "not measured (cluster did not start)", "-", "-", "-", "-", "-", "-"])
-                continue
-            address_env = read_env_file(Path(args.cluster_dir) / "env")
-        runs = []
-        try:
-            for r in range(args.repeats):
-                runs.append(run_once(args, tmp / "storage", space, f"{key}_r{r}", address_env))
-                print(f"<!-- {key} repeat {r}: {runs[-1]} -->", file=sys.stderr, flush=True)
-        except RuntimeError as err:
-            notes.append(f"{key}: failed: {str(err)[-800:]}")
-        finally:
-            if topology:
-                cluster(args, ["down"])
-        if not runs:
-            rows.append([label, "failed", "-", "-", "-", "-", "-", "-"])
-            continue
-        walls = [r["wall"] for r in runs]
-        steadies = [r["steady"] for r in runs]
-        n = runs[0]["trials"]
-        rows.append([label, f"{statistics.median(walls):.1f} ({_common.spread(walls)})",
-                     f"{3600 * n / statistics.median(walls):.0f}", f"{3600 * n / statistics.median(steadies):.0f}",
-                     f"{statistics.median(r['first_start'] for r in runs):.1f}",
-                     f"{statistics.median(r['trial_s'] for r in runs):.2f}", max(r["nodes"] for r in runs),
-                     "; ".join(f"{r['load']} ({r['idle']})" for r in runs)])
-    print(_common.table(["configuration", "experiment wall s (min-max)", "trials/h (whole experiment)",
-                         "trials/h (steady: first start to last end)", "s to first trial start",
-                         "median trial wall s", "nodes that ran trials", "load 1/5/15 before each run (CPU busy)"], rows))
-    for note in notes:
-        print(f"\n- {note}")
+        result = measure(args, key, tmp)
+        if isinstance(result, str):
+            notes.append(f"- {key}: not measured: {result}")
+        else:
+            rows.append(row(result))
+    print(f"{args.trials} trials x {args.epochs} epochs of dense [128, 64]-32, train_size {args.train_size}; "
+          f"seconds, median (min-max) of {args.repeats}.\n")
+    print(_common.table(["configuration", "experiment wall s", "trials/h (whole experiment)",
+                         "trials/h (first trial start to last end)", "s to first trial start", "median trial wall s",
+                         "nodes that ran trials", "load 1/5/15 before each run (CPU busy)"], rows))
+    print("\n".join(["", *notes]) if notes else "", end="")
+    _common.footer()
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

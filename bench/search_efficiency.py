@@ -1,255 +1,210 @@
 #!/usr/bin/env python
-"""Search efficiency on a budget of trial-epochs: Optuna TPE + ASHA, random + ASHA, and a grid without early stopping.
+"""Search efficiency on one trial-epoch budget: does TPE + ASHA come within 1% of the grid's best val_bce in a
+third of the grid's trial-epochs, for most searcher seeds, and why (or why not)?
 
-Every run goes through `python -m aetune.search` on a temporary space per searcher (variants dense and conv, a small
-train subset, a few epochs). The grid (scheduler fifo) enumerates every config once; its best val_loss is the
-reference. TPE and random search the same ranges (lr log-uniform over the grid's lr range, the other keys as
-categorical choices) with ASHA (grace 1, reduction 2), for several searcher seeds; the training seed is fixed at 0 in
-every run, so any difference comes from the search alone. Trials run one at a time (cpus 2 per trial), so the order
-of the trial folders is the order of the work; each trial's result.json (one JSON line per epoch) gives the
-trial-epochs spent and the val_loss seen, hence the best val_loss after B trial-epochs and the budget B at which a
-searcher first comes within 1% of the grid's best.
+The problem: dense autoencoders (code 32) on a --train-size subset (10% of it held out: every number here is
+val_bce on that validation split), --epochs epochs at most, searched over hidden_layers, batch_size and lr (GRID).
+The reference is the grid: every combination, every epoch (FIFO). Every other searcher gets the same budget, B =
+--budget-fraction x the grid's trial-epochs, over the same values (lr as a choice of the grid's values; with
+--continuous, lr log-uniform over the grid's range, the grid at its own resolution). How B is held fixed: trials run
+one at a time (resources cpus = all cores), so a run's trial-epochs in the order its trials started are the order
+of the work, and a search stopped after B trial-epochs is exactly the first B of them (every decision before that
+point depends only on results before it). Each run has `samples: B`, hence at least B trial-epochs (a trial runs
+at least one), and is cut at B in the analysis; the training seed is 0 everywhere, the searcher seed varies.
 
-  python bench/search_efficiency.py                         # dense + conv, seeds 0 1 2 (~20 min on 2 cores)
-  python bench/search_efficiency.py --variants dense --seeds 0 --epochs 3
-  python bench/search_efficiency.py --storage /tmp/se --reuse   # re-analyse finished runs without rerunning
-  python bench/search_efficiency.py --searchers optuna optuna_fix --storage /tmp/se --reuse
+The searchers (CONFIGS): random + ASHA; TPE with Optuna's defaults (10 random start-up trials, then multivariate
+TPE) + ASHA; TPE with 4 start-up trials; the same, independent (univariate) TPE; the same with ASHA's reduction
+factor 3 instead of 2 (grace period 1 throughout). TPE's settings go through the space file's `sampler` section.
+For the why: TPE samples at random until its start-up trials have finished (compare "trials started in B"), and
+Ray keeps one trial pending for a custom searcher, so TPE suggests each trial while the one before it still runs.
 
-`optuna_fix` is a proposed change, tried from outside aetune (the driver runs aetune.search.main with
-aetune.runner.make_searcher patched): TPESampler(n_startup_trials=--fix-startup) instead of Optuna's default 10
-random start-up trials, and a trial that ASHA stopped reports its last val_loss to Optuna before it is told PRUNED
-(aetune's PrunedOptunaSearch tells it PRUNED without the final result, so a trial stopped at the first rung has no
-value at all and TPE ranks it below everything).
+  python bench/search_efficiency.py --storage /tmp/aeb-se          # 1 grid + 5 configs x 5 seeds: 26 searches
+  python bench/search_efficiency.py --storage /tmp/aeb-se --reuse  # re-analyse the finished runs
+  python bench/search_efficiency.py --lrs 0.001 0.004 --epochs 2 --train-size 1000 --seeds 0 \\
+      --configs random tpe                                         # smoke
 """
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import math
-import statistics
+import os
+import shutil
 import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+import _common
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-
-LABELS = {"optuna": "TPE + ASHA", "random": "random + ASHA", "optuna_fix": "TPE + ASHA, proposed fix"}
-LRS = [0.0003, 0.001, 0.003, 0.01]
-GRID = {
-    "dense": {"model": "dense", "hidden_layers": [[128], [128, 64]], "code_size": [16, 32], "lr": LRS},
-    "conv": {"model": "conv", "filters": [[8, 8, 8], [16, 8, 8], [16, 16], [32, 32]], "lr": LRS},
+GRID = {"hidden_layers": [[128], [128, 64]], "batch_size": [64, 256],
+        "lr": [0.0003, 0.0006, 0.001, 0.002, 0.004, 0.008]}
+CONFIGS = {  # name: (label, searcher, TPE sampler settings, ASHA reduction factor)
+    "random": ("random + ASHA rf 2", "random", {}, 2),
+    "tpe": ("TPE, Optuna defaults (10 start-up) + ASHA rf 2", "optuna", {}, 2),
+    "tpe4": ("TPE, 4 start-up + ASHA rf 2", "optuna", {"n_startup_trials": 4}, 2),
+    "tpe4_uni": ("independent TPE, 4 start-up + ASHA rf 2", "optuna", {"n_startup_trials": 4, "multivariate": False},
+                 2),
+    "tpe4_rf3": ("TPE, 4 start-up + ASHA rf 3", "optuna", {"n_startup_trials": 4}, 3),
 }
+STARTUP_DEFAULT = 10  # optuna.samplers.TPESampler's n_startup_trials
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=list(GRID), choices=list(GRID))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="searcher seeds (default 0 1 2)")
-    p.add_argument("--searchers", nargs="+", default=["optuna", "random"], choices=list(LABELS),
-                   help="searchers compared with the grid (default optuna random)")
-    p.add_argument("--fix-startup", type=int, default=5, help="n_startup_trials of optuna_fix (default 5)")
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="searcher seeds (default 0-4)")
+    p.add_argument("--lrs", nargs="+", type=float, default=GRID["lr"], help="the grid's lr values")
+    p.add_argument("--continuous", action="store_true", help="searchers draw lr log-uniformly over the grid's range")
     p.add_argument("--epochs", type=int, default=4, help="maximum epochs per trial (default 4)")
-    p.add_argument("--samples", type=int, default=24,
-                   help="trials per TPE/random run (default 24: about 2 epochs each under ASHA, i.e. ~3/4 of the "
-                        "grid's 16 x 4 trial-epochs)")
-    p.add_argument("--train-size", type=int, default=5000)
-    p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--tolerance", type=float, default=0.01, help="'within' means <= (1 + tolerance) x grid best")
-    p.add_argument("--storage", help="experiments folder (default: a temporary folder, deleted afterwards)")
-    p.add_argument("--reuse", action="store_true", help="skip experiments that already have a summary.json")
-    p.add_argument("--data-root", default=None, help="MNIST root (default: $AETUNE_DATA or /work/shared/data)")
-    p.add_argument("--driver-fix", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # internal: patched driver
+    p.add_argument("--train-size", type=int, default=3000)
+    p.add_argument("--budget-fraction", type=float, default=1 / 3, help="B / the grid's trial-epochs (default 1/3)")
+    p.add_argument("--tolerance", type=float, default=0.01, help="'within': val_bce <= (1 + this) x grid best")
+    p.add_argument("--storage", type=Path, help="experiments folder (default: a temporary one, deleted afterwards)")
+    p.add_argument("--reuse", action="store_true", help="do not rerun experiments that finished (summary.json)")
+    p.add_argument("--data-root", help="MNIST root (default: $AETUNE_DATA or /work/shared/data)")
     return p.parse_args(argv)
 
 
-def space(args: argparse.Namespace, searcher: str, seed: int) -> dict:
-    variants = {}
-    for name in args.variants:
-        spec = {"model": GRID[name]["model"]}
-        for key, values in GRID[name].items():
-            if key == "model":
-                continue
-            if searcher == "grid":
-                spec[key] = {"grid": values}
-            elif key == "lr":
-                spec[key] = {"loguniform": [min(values), max(values)]}
-            else:
-                spec[key] = {"choice": values}
-        variants[name] = spec
-    return {
-        "name": f"{searcher}_s{seed}", "dataset": "mnist", "metric": "val_loss", "epochs": args.epochs,
-        "samples": 1 if searcher == "grid" else args.samples,
-        "searcher": "optuna" if searcher == "optuna_fix" else searcher,
-        "scheduler": "fifo" if searcher == "grid" else "asha",
-        "asha": {"grace_period": 1, "reduction_factor": 2},
-        "resources": {"cpus": 2, "gpus": 0},
-        "seed": seed,  # the searcher's seed
-        "defaults": {"train_size": args.train_size, "test_size": args.test_size, "batch_size": args.batch_size,
-                     "seed": 0},  # the training seed: the same in every run
-        "variants": variants,
-    }
+# --- the budget: pure functions ------------------------------------------------------------------------------------
+
+@dataclass
+class Budgeted:
+    best: float  # best value in the first `budget` trial-epochs
+    epochs_to_target: int | None  # trial-epochs until the best first met the target, if it did within the budget
+    trials: int  # trials started within the budget
+    complete: bool  # the run had at least `budget` trial-epochs
 
 
-def run_experiment(args: argparse.Namespace, storage: Path, searcher: str, seed: int) -> float | None:
-    """Run one experiment (unless --reuse finds it done); returns its wall time."""
-    spec = space(args, searcher, seed)
-    folder = storage / spec["name"]
-    if args.reuse and (folder / "summary.json").is_file():
-        return None
-    storage.mkdir(parents=True, exist_ok=True)
-    path = storage / f"{spec['name']}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    driver = ([__file__, "--driver-fix", str(args.fix_startup)] if searcher == "optuna_fix"
-              else ["-m", "aetune.search"])
-    cmd = [sys.executable, *driver, "--space", str(path), "--name", spec["name"],
-           "--storage", str(storage), "--data-root", _common.data_root(args.data_root), "--quiet"]
-    load = _common.load()
-    start = time.perf_counter()
-    proc = _common.run(cmd, env=_common.python_env())
-    wall = time.perf_counter() - start
-    (storage / f"{spec['name']}.log").write_text(proc.stdout + proc.stderr)
-    print(f"<!-- {spec['name']}: {wall:.0f} s, load before {load}, after {_common.load()} -->", file=sys.stderr,
-          flush=True)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}); see {storage / spec['name']}.log\n{proc.stderr[-2000:]}")
-    return wall
+def within_budget(curves: list[list[float]], budget: int, target: float) -> Budgeted:
+    """A minimising search as if stopped after `budget` trial-epochs; `curves` are the trials' values per epoch in
+    the order the work was done (one trial after another). NaN and inf count as no result."""
+    flat = [v if math.isfinite(v) else math.inf for curve in curves for v in curve]
+    used = flat[:budget]
+    starts = itertools.accumulate([0] + [len(c) for c in curves[:-1]])
+    reached = next((i + 1 for i, best in enumerate(itertools.accumulate(used, min)) if best <= target), None)
+    return Budgeted(min(used, default=math.inf), reached, sum(1 for s in starts if s < budget), len(flat) >= budget)
 
 
-def trajectory(folder: Path) -> list[float]:
-    """val_loss of every trial-epoch, in the order the work was done (trials ran one at a time)."""
-    # Run order = creation order: Optuna's trial number (optuna_trials.json maps it to Ray's trial id), or the
-    # running index that ends Ray's ids for the random and grid searchers (..._00007).
-    optuna_file = folder / "optuna_trials.json"
-    numbers = ({t["ray_trial_id"]: t["number"] for t in json.loads(optuna_file.read_text()) if t["ray_trial_id"]}
-               if optuna_file.is_file() else {})
-    trials = []
-    for result in folder.glob("trial_*/result.json"):
-        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        if not lines:
-            continue
-        trial_id = lines[0]["trial_id"]
-        order = numbers[trial_id] if numbers else int(trial_id.rsplit("_", 1)[-1])
-        trials.append((order, [r.get("val_loss", math.inf) for r in lines]))
-    out = []
-    for _, values in sorted(trials):
-        out += [v if isinstance(v, (int, float)) and math.isfinite(v) else math.inf for v in values]
-    return out
+def work_order(trials: list[dict], spans: list[tuple[str, float, float]], metric: str) -> list[list[float]]:
+    """Each trial's metric per epoch, trials in the order they first started (trial_spans)."""
+    first = {}
+    for trial, start, _ in spans:
+        first.setdefault(trial, start)
+    ordered = sorted(trials, key=lambda t: first.get(t["id"], math.inf))
+    return [[r.get(metric, math.nan) for r in t["results"]] for t in ordered]
 
 
-def best_after(values: list[float], budget: int) -> float:
-    return min(values[:budget], default=math.inf)
+def overlapped(spans: list[tuple[str, float, float]]) -> bool:
+    """Whether a trial started before the one before it ended (then the order of work is not a sequence)."""
+    return any(b[1] < a[2] for a, b in zip(spans, spans[1:]))
 
 
-def budget_to_reach(values: list[float], target: float) -> int | None:
-    best = math.inf
-    for i, v in enumerate(values, 1):
-        best = min(best, v)
-        if best <= target:
-            return i
-    return None
+# --- the runs ------------------------------------------------------------------------------------------------------
+
+def grid_size(args: argparse.Namespace) -> int:
+    return len(GRID["hidden_layers"]) * len(GRID["batch_size"]) * len(args.lrs)
 
 
-def fixed_driver(startup: int, argv: list[str]) -> int:
-    """aetune.search.main with the proposed searcher fix patched in (see the module docstring)."""
-    import math as _math
+def experiment(args: argparse.Namespace, name: str, searcher: str, sampler: dict | None = None,
+               reduction_factor: int = 2, *, seed: int, budget: int) -> Path:
+    """Run one search (unless --reuse finds it finished); returns its stamps file."""
+    stamps = args.storage / f"{name}.jsonl"
+    if args.reuse and (args.storage / name / "summary.json").is_file():
+        return stamps
+    shutil.rmtree(args.storage / name, ignore_errors=True)
+    stamps.unlink(missing_ok=True)
+    grid = searcher == "grid"
+    lr = {"loguniform": [min(args.lrs), max(args.lrs)]} if args.continuous and not grid else {"choice": args.lrs}
+    dense = {"model": "dense", "code_size": 32, "hidden_layers": {"choice": GRID["hidden_layers"]},
+             "batch_size": {"choice": GRID["batch_size"]}, "lr": lr}
+    space = _common.write_space(
+        args.storage, name, variants={"dense": dense}, searcher=searcher, seed=seed, epochs=args.epochs,
+        samples=1 if grid else budget, scheduler="fifo" if grid else "asha",
+        asha={"grace_period": 1, "reduction_factor": reduction_factor},
+        resources={"cpus": os.cpu_count(), "gpus": 0}, defaults={"train_size": args.train_size, "seed": 0},
+        **({"sampler": sampler} if sampler else {}))
+    _common.progress(f"running {name}")
+    _common.search(["--space", str(space), "--storage", str(args.storage), "--quiet",
+                    "--data-root", _common.data_root(args.data_root)], stamps=stamps)
+    return stamps
 
-    import optuna
 
-    from aetune import runner, search, searchers
-
-    class FixedSearch(searchers.PrunedOptunaSearch):
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            if (result and not error and trial_id in self._ot_trials and trial_id not in self._completed_trials
-                    and searchers.final_state(result, error, self.max_epochs) == searchers.STATES.PRUNED):
-                value = result.get(self.metric)
-                if value is not None and _math.isfinite(value):
-                    self._ot_trials[trial_id].report(value, int(result["epoch"]))
-            super().on_trial_complete(trial_id, result, error)
-
-    real = runner.make_searcher
-
-    def make_searcher(space, variant, trials_file):
-        if space.searcher != "optuna":
-            return real(space, variant, trials_file)
-        sampler = optuna.samplers.TPESampler(n_startup_trials=startup, seed=space.seed)
-        return FixedSearch(space=searchers.OptunaSampler(space, variant), metric=space.metric, mode=space.mode,
-                           sampler=sampler, max_epochs=space.epochs, trials_file=trials_file)
-
-    runner.make_searcher = make_searcher
-    return search.main(argv)
+def analyse(args: argparse.Namespace, name: str, stamps: Path) -> dict:
+    """A finished run: its trials' val_bce per epoch in the order of work, its wall time, and whether trials
+    overlapped."""
+    events = _common.stamps(stamps)
+    spans = _common.trial_spans(events)
+    launch = next(e["t_launch"] for e in events if e["event"] == "driver_start")
+    return {"curves": work_order(_common.trials(args.storage / name), spans, "val_bce"), "overlap": overlapped(spans),
+            "wall": max(e["t"] for e in events if e["event"] == "main_done") - launch}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.driver_fix is not None:
-        return fixed_driver(int(args.driver_fix[0]), args.driver_fix[1:])
-    _common.header(f"search_efficiency: variants {args.variants}, {args.epochs} epochs max, train_size "
-                   f"{args.train_size}, test_size {args.test_size}, batch {args.batch_size}, TPE/random "
-                   f"{args.samples} trials + ASHA, seeds {args.seeds}")
-    storage = Path(args.storage) if args.storage else Path(tempfile.mkdtemp(prefix="aetune-bench-search-"))
-    walls: dict[str, list[float]] = {}
-    runs = [("grid", args.seeds[0])] + [(s, seed) for seed in args.seeds for s in args.searchers]
-    for searcher, seed in runs:
-        wall = run_experiment(args, storage, searcher, seed)
-        if wall is not None:
-            walls.setdefault(searcher, []).append(wall)
+    _common.header()
+    keep = args.storage is not None
+    args.storage = (args.storage or Path(tempfile.mkdtemp(prefix="aetune-bench-search-"))).resolve()
+    grid_epochs = grid_size(args) * args.epochs
+    budget = math.floor(grid_epochs * args.budget_fraction + 1e-9)
+    grid = analyse(args, "grid", experiment(args, "grid", "grid", seed=0, budget=budget))
+    runs = {(c, seed): analyse(args, f"{c}_s{seed}", experiment(args, f"{c}_s{seed}", *CONFIGS[c][1:], seed=seed,
+                                                                  budget=budget))
+            for seed in args.seeds for c in args.configs}
+    best = within_budget(grid["curves"], grid_epochs, -math.inf).best
+    target = best * (1 + args.tolerance)
+    for r in [grid, *runs.values()]:
+        r["cut"] = within_budget(r["curves"], budget, target)
 
-    grid_name = f"grid_s{args.seeds[0]}"
-    rows, summary_rows = [], []
-    for variant in args.variants:
-        grid = trajectory(storage / grid_name / variant)
-        grid_budget, grid_best = len(grid), min(grid)
-        target = grid_best * (1 + args.tolerance)
-        third = grid_budget // 3
-        rows.append([variant, "grid + fifo (reference)", "-", grid_budget, f"{grid_best:.5g}", f"{best_after(grid, third):.5g}",
-                     _fmt_budget(budget_to_reach(grid, target), grid_budget), "-"])
-        for searcher in args.searchers:
-            label = LABELS[searcher]
-            reached, at_third = [], []
-            for seed in args.seeds:
-                values = trajectory(storage / f"{searcher}_s{seed}" / variant)
-                b = budget_to_reach(values, target)
-                reached.append(b)
-                at_third.append(best_after(values, third))
-                rows.append([variant, label, seed, len(values), f"{min(values):.5g}", f"{best_after(values, third):.5g}",
-                             _fmt_budget(b, grid_budget), "yes" if b is not None and b <= third else "no"])
-            hits = sorted(b for b in reached if b is not None)
-            median_budget = statistics.median([b if b is not None else math.inf for b in reached])
-            summary_rows.append([variant, label, f"{len(hits)}/{len(reached)}",
-                                 _fmt_budget(median_budget if math.isfinite(median_budget) else None, grid_budget),
-                                 f"{statistics.median(at_third):.5g}", f"{grid_best:.5g}",
-                                 f"{sum(1 for b in reached if b is not None and b <= third)}/{len(reached)}"])
-    print(f"Grid best val_loss is the reference; 'within {args.tolerance:.0%}' = val_loss <= "
-          f"{1 + args.tolerance:g} x grid best; 1/3 of the grid's budget = "
-          f"{', '.join(str(len(trajectory(storage / grid_name / v)) // 3) for v in args.variants)} trial-epochs "
-          f"({', '.join(args.variants)}).")
-    print()
-    print(_common.table(["variant", "searcher", "seed", "trial-epochs used", "best val_loss",
-                         "best after 1/3 grid budget", f"trial-epochs to within {args.tolerance:.0%} of grid best",
-                         "within 1/3 of grid budget"], rows))
-    print()
-    print(_common.table(["variant", "searcher", "seeds reaching target", "median trial-epochs to target",
-                         "median best after 1/3 grid budget", "grid best", "seeds within 1/3 budget"], summary_rows))
-    print()
-    print(_common.table(["searcher", "experiment wall s (both variants), per run"],
-                        [[k, ", ".join(f"{w:.0f}" for w in v)] for k, v in walls.items()]))
-    print(f"<!-- storage: {storage} -->")
-    if not args.storage:
-        import shutil
-
-        shutil.rmtree(storage, ignore_errors=True)
+    lr = (f"lr log-uniform over [{min(args.lrs):g}, {max(args.lrs):g}] (the grid: {len(args.lrs)} values)"
+          if args.continuous else f"lr in {args.lrs}")
+    print(f"Dense code 32 on {args.train_size:,} MNIST training images (val_bce on the 10% held out), up to "
+          f"{args.epochs} epochs, over hidden_layers in {GRID['hidden_layers']}, batch_size in {GRID['batch_size']}, "
+          f"{lr}. Grid: {grid_size(args)} configs x {args.epochs} epochs = {grid_epochs} trial-epochs, best val_bce "
+          f"{best:.5f}. Budget B = {budget} trial-epochs ({args.budget_fraction:.3g} of the grid's) for every "
+          f"searcher; target: val_bce <= {1 + args.tolerance:g} x the grid's best = {target:.5f}.\n")
+    rows = [["grid + FIFO, all of it (the reference)", "-", grid_epochs, f"{best:.5f}", "+0.00%", "-", "-"],
+            ["grid + FIFO, its first B trial-epochs", "-", *cut_row(grid, best)]]
+    rows += [[CONFIGS[c][0], seed, *cut_row(r, best)] for (c, seed), r in runs.items()]
+    print(_common.table(["searcher", "seed", "trial-epochs run", "best val_bce in B", "vs grid best",
+                         "trial-epochs to target", "trials started in B"], rows) + "\n")
+    print(_common.table(["searcher", f"seeds within {args.tolerance:.0%} in B", "median vs grid best",
+                         "median trial-epochs to target", "median trials in B",
+                         "of them after TPE's start-up (approx.)", "median experiment wall s"],
+                        [summary(c, [runs[c, s] for s in args.seeds], best) for c in args.configs]))
+    named = [("grid", grid), *((f"{c}_s{s}", r) for (c, s), r in runs.items())]
+    notes = [f"- {name}: trials overlapped: the order of work is not one sequence, the cut at B approximate"
+             for name, r in named if r["overlap"]]
+    notes += [f"- {name}: fewer than B trial-epochs run" for name, r in named if not r["cut"].complete]
+    print("\n" + "\n".join(notes) if notes else "", end="")
+    if "tpe" in args.configs:
+        hits = sum(runs["tpe", s]["cut"].epochs_to_target is not None for s in args.seeds)
+        print(f"\nTPE + ASHA (Optuna's defaults) came within {args.tolerance:.0%} of the grid's best within "
+              f"{args.budget_fraction:.3g} of its budget for {hits} of {len(args.seeds)} seeds: "
+              f"{'yes' if hits > len(args.seeds) / 2 else 'no'}, for most seeds.")
+    _common.footer()
+    if not keep:
+        shutil.rmtree(args.storage, ignore_errors=True)
     return 0
 
 
-def _fmt_budget(b: int | float | None, grid_budget: int) -> str:
-    if b is None:
-        return "not reached"
-    return f"{b:g} ({b / grid_budget:.0%} of grid)"
+def cut_row(run: dict, best: float) -> list[object]:
+    b = run["cut"]
+    return [sum(map(len, run["curves"])), f"{b.best:.5f}",
+            f"{b.best / best - 1:+.2%}" if math.isfinite(b.best) else "no result",
+            b.epochs_to_target if b.epochs_to_target is not None else "not in B", b.trials]
+
+
+def summary(config: str, runs: list[dict], best: float) -> list[object]:
+    results = [r["cut"] for r in runs]
+    reached = [b.epochs_to_target for b in results if b.epochs_to_target is not None]
+    startup = CONFIGS[config][2].get("n_startup_trials", STARTUP_DEFAULT) if CONFIGS[config][1] == "optuna" else None
+    trials = _common.median([b.trials for b in results])
+    return [CONFIGS[config][0], f"{len(reached)}/{len(results)}",
+            f"{_common.median([b.best for b in results]) / best - 1:+.2%}",
+            f"{_common.median(reached):g} (of {len(reached)} seeds)" if reached else "-", f"{trials:g}",
+            f"{max(0, trials - startup):g}" if startup is not None else "-",
+            f"{_common.median([r['wall'] for r in runs]):.0f}"]
 
 
 if __name__ == "__main__":
