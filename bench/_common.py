@@ -22,6 +22,8 @@ REPO = BENCH.parent
 if str(REPO) not in sys.path:  # `import aetune` from a checkout that is not pip-installed
     sys.path.insert(1, str(REPO))
 
+from aetune.experiment import VARIANT_KEY  # noqa: E402  (after the path above; no torch)
+
 # The models the benchmarks time; config keys as in a search space.
 MODELS = {
     "dense": {"model": "dense", "hidden_layers": [128, 64], "code_size": 32},
@@ -195,7 +197,7 @@ def search(args: list[str], stamps: Path | None = None, env: dict[str, str] | No
 
 
 def data_root(arg: str | None) -> str:
-    return str(Path(arg or os.environ.get("AETUNE_DATA") or "/work/shared/data").resolve())
+    return str(Path(arg or os.environ.get("AETUNE_DATA") or REPO.parent / "shared" / "data").resolve())
 
 
 # --- reading results -----------------------------------------------------------------------------------------------
@@ -203,11 +205,12 @@ def data_root(arg: str | None) -> str:
 def trials(experiment: Path) -> list[dict]:
     """Every trial of an experiment folder: {"variant", "id", "config", "results": one dict per epoch}."""
     out = []
-    for path in sorted(Path(experiment).glob("*/trial_*/result.json")):
+    for path in sorted(Path(experiment).glob("*/result.json")):  # runs/<name>/<variant>-<trial id>/
         results = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if results:
-            out.append({"variant": path.parent.parent.name, "id": results[0]["trial_id"],
-                        "config": results[0]["config"], "results": results})
+            config = {k: v for k, v in results[0]["config"].items() if k != VARIANT_KEY}
+            out.append({"variant": results[0]["config"][VARIANT_KEY], "id": results[0]["trial_id"],
+                        "config": config, "results": results})
     return out
 
 
