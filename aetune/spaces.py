@@ -44,6 +44,10 @@ BIASED = {
                      "it scores each trial on inputs at its own noise (or on clean ones), so the search returns the "
                      "lowest noise_factor",
                      "use metric: val_denoise_bce (clean images from inputs at the space's fixed eval_noise)"),
+    "beta": (RECONSTRUCTION + ("kl",),
+             "a smaller KL weight always reconstructs better (and val_loss weighs the KL by it), so the search returns "
+             "the end of the beta range",
+             "search the trade-off, metric: [val_bce, kl], or sweep: {beta: [...]}"),
     "code_size": (RECONSTRUCTION + ("code_size", "params", "code_l1"),
                   "a larger code always reconstructs better, so the search returns the end of the code_size range",
                   "search the trade-off, metric: [val_bce, code_size], or sweep: {code_size: [...]}"),

@@ -26,10 +26,10 @@ def test_shipped_spaces_validate_and_round_trip(path):
 
 def test_quick_space_has_the_five_variants_each_scored_on_its_question():
     space = load_space(REPO / "search_spaces" / "quick.yaml")
-    assert set(space.variants) == {"dense", "sparse", "denoising", "conv", "vae"}
+    assert set(space.variants) == {"dense", "sparse", "denoising", "conv", "vae", "conv_vae"}
     runs = {v.name: space.search(v) for v in space.runs()}
     assert set(runs) == {"dense@code_size=8", "dense@code_size=32", "sparse", "denoising", "conv",
-                         "vae@code_size=2", "vae@code_size=8"}
+                         "vae@code_size=2", "vae@code_size=8", "conv_vae"}
     assert runs["sparse"].metric == ("val_bce", "code_l1") and runs["sparse"].scheduler == "fifo"
     assert runs["denoising"].metric == ("val_denoise_bce",) and runs["conv"].metric == ("val_bce",)
     assert runs["vae@code_size=2"].metric == ("val_loss",)
@@ -111,6 +111,8 @@ INVALID = [
     ("noise on clean inputs", mutate("variants.denoising.noise_factor", {"uniform": [0.1, 0.6]},
                                      "variants.denoising.metric", None),
      "variants.denoising.noise_factor: searched alone on val_bce"),
+    ("beta on its own objective", mutate("variants.vae.beta", {"loguniform": [0.25, 4.0]}),
+     "variants.vae.beta: searched alone on val_loss: a smaller KL weight always reconstructs better"),
     ("code size on reconstruction", mutate("variants.vae.code_size", {"choice": [2, 8]}),
      "variants.vae.code_size: searched alone on val_loss: a larger code always reconstructs better"),
     ("front under asha", mutate("variants.sparse.scheduler", "asha"),
