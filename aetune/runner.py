@@ -141,12 +141,24 @@ def progress_reporter(space: SearchSpace) -> tune.CLIReporter:
                             max_progress_rows=40)
 
 
+def trial_slots(space: SearchSpace) -> int:
+    """How many trials the cluster runs at once (CPUs, and GPUs where trials take them)."""
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 1.0) / space.cpus
+    if space.gpus:
+        slots = min(slots, resources.get("GPU", 0.0) / space.gpus)
+    return max(1, int(slots))
+
+
 def run(experiment: Experiment, address: str | None, resume: bool, trainable: Callable | None, verbose: int,
         worker_env: dict[str, str]) -> Summary:
     connect(address, worker_env)
     space = experiment.space
     try:
         check_storage_reachable(experiment.storage)
+        # Tune lets a custom searcher keep one trial pending at a time: the cluster would fill one slot at a time
+        # and a fast node would take every trial. Allow as many pending trials as the cluster has slots.
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(space)))
         grid = make_tuner(experiment, trainable or train_trial, resume, verbose).fit()
     finally:
         ray.shutdown()
