@@ -48,7 +48,7 @@ from aetune.scoring import (
 )
 from aetune.study import Record
 from aetune.study_figures import study_figures
-from aetune.train import default_device
+from aetune.train import pick_device
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
@@ -199,16 +199,6 @@ def load_test_images(variants: list[Variant], args, skipped: dict[str, str]) -> 
         else:
             usable.append(v)
     return usable, images
-
-
-def pick_device(name: str | None) -> torch.device:
-    try:
-        device = torch.device(name) if name else default_device()
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: no CUDA device is visible; use --device cpu")
-    return device
 
 
 @cli
