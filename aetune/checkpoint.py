@@ -16,7 +16,7 @@ from aetune.experiment import write_bytes
 from aetune.models import build_model
 from aetune.models.base import Autoencoder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: three splits (val_* on held-out training images), new config keys
 CHECKPOINT_FILE = "checkpoint.pt"
 REQUIRED_KEYS = ("format_version", "config", "input_shape", "model", "epoch")
 

@@ -40,3 +40,13 @@ def knee(points: Sequence[Sequence[float]], modes: Sequence[str]) -> int:
         return math.hypot(*((v - lo) / (hi - lo) if hi > lo else 0.0 for v, lo, hi in zip(p, low, high)))
 
     return min(range(len(points)), key=lambda i: distance(oriented[i]))
+
+
+def pick(points: Sequence[Sequence[float]], modes: Sequence[str], names: Sequence[str]) -> tuple[int | None, str]:
+    """The leaderboard's member of a front (points: the front, best first by the first objective) and the rule that
+    chose it, in words. One or two members have no knee: scaled to [0, 1], both lie at distance 1 from the ideal."""
+    if len(points) >= 3:
+        return knee(points, modes), KNEE_RULE
+    if points:
+        return 0, f"a front of {len(points)} has no knee: its best {names[0]}"
+    return None, "no trial completed: no front"

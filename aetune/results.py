@@ -12,7 +12,9 @@ from ray import tune
 from aetune.config import TrialConfig
 from aetune.errors import first_line
 from aetune.experiment import VARIANT_KEY, VariantResult
-from aetune.pareto import KNEE_RULE, front, knee
+from aetune.models import family
+from aetune.pareto import front
+from aetune.pareto import pick as pick_member
 from aetune.spaces import Search, Variant
 from aetune.trainable import DIVERGED
 
@@ -43,7 +45,8 @@ def trial_outcome(result: tune.Result, search: Search, epochs: int, root: str) -
     else:
         sign = 1 if search.mode[0] == "min" else -1
         checkpoint, metrics = min(checkpoints, key=lambda cm: sign * cm[1][search.metric[0]])
-    return {**outcome, "state": state, "metrics": {k: metrics[k] for k in (*RESULT_METRICS, "kl") if k in metrics},
+    kept = (*RESULT_METRICS, *family(config["model"]).extra_metrics)
+    return {**outcome, "state": state, "metrics": {k: metrics[k] for k in kept if k in metrics},
             "checkpoint": posixpath.relpath(f"{checkpoint.path}/checkpoint.pt", root)}
 
 
@@ -64,12 +67,12 @@ def summarise(grid: list[tune.Result], variant: Variant, search: Search, epochs:
     )
     members: list[dict[str, Any]] = []
     if search.multi_objective:
-        pool = [o for o in usable if o["state"] == "completed"] or usable
-        points = [[o["metrics"][m] for m in search.metric] for o in pool]
-        members = [pool[i] for i in front(points, search.mode)]
-        pick = members[knee([[o["metrics"][m] for m in search.metric] for o in members], search.mode)] \
-            if members else None
-        rule = KNEE_RULE
+        completed = [o for o in usable if o["state"] == "completed"]  # stopped trials' values are not comparable
+        points = [[o["metrics"][m] for m in search.metric] for o in completed]
+        members = [completed[i] for i in front(points, search.mode)]
+        index, rule = pick_member([[o["metrics"][m] for m in search.metric] for o in members], search.mode,
+                                  search.metric)
+        pick = None if index is None else members[index]
     else:
         sign = 1 if search.mode[0] == "min" else -1
         pick = min(usable, key=lambda o: sign * o["metrics"][search.metric[0]], default=None)

@@ -86,7 +86,7 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
     return space, name, source
 
 
-def study_storage(args: argparse.Namespace, space: SearchSpace, storage: str, name: str) -> str | None:
+def study_url(args: argparse.Namespace, space: SearchSpace, storage: str, name: str) -> str | None:
     """Where the Optuna studies live: --study-storage, else an SQLite file in the experiment folder."""
     if space.searcher != "optuna":
         return None
@@ -158,8 +158,12 @@ def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = 
     from aetune import runner  # Ray is imported only once the input is known to be good
 
     storage = runner.storage_location(args.storage)
-    experiment = runner.Experiment(space, name, storage, str(data_root), study_storage(args, space, storage, name),
+    experiment = runner.Experiment(space, name, storage, str(data_root), study_url(args, space, storage, name),
                                    splits)
+    if args.study_storage and experiment.study_storage:
+        from aetune.searchers import open_study_storage
+
+        open_study_storage(experiment.study_storage)  # a bad URL fails here, in one line, before anything is written
     if not args.resume:
         experiment.create()
     summary = runner.run(experiment, address=args.address, resume=args.resume, trainable=trainable,

@@ -11,6 +11,7 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from aetune.errors import UsageError, first_line
 from aetune.experiment import VARIANT_KEY
 from aetune.spaces import OptunaSampler, SearchSpace, Variant, enumerated_configs
 
@@ -78,13 +79,18 @@ def final_state(result: dict | None, error: bool, max_epochs: int) -> "optuna.tr
     return STATES.COMPLETE
 
 
-def study_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage from its URL: an RDB URL (sqlite:///..., postgresql://...) or a journal file path."""
-    if "://" in url:
-        return optuna.storages.RDBStorage(url)
+def open_study_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage from its URL: an RDB URL (sqlite:///..., postgresql://...) or a journal file path.
+    One that cannot be opened is a UsageError, before Ray starts a trial."""
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(url))
+    try:
+        if "://" in url:
+            return optuna.storages.RDBStorage(url)
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    except Exception as err:  # SQLAlchemy, a missing DB driver, an unwritable folder: one cause each
+        raise UsageError(f"--study-storage {url}: cannot open it ({first_line(err, limit=160)}); pass an RDB URL "
+                         "(sqlite:///path.db, postgresql://...) or a journal file in a writable folder") from None
 
 
 class EnumeratedSearch(Searcher):
@@ -115,7 +121,7 @@ def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None)
     # TPE (multi-objective TPE for a front), seeded; the space's `sampler` section tunes it.
     sampler = optuna.samplers.TPESampler(seed=space.seed, **space.sampler)
     return PrunedOptunaSearch(space=OptunaSampler(space, variant), metric=metric, mode=mode, sampler=sampler,
-                              study_name=variant.name, storage=study_storage(storage_url) if storage_url else None,
+                              study_name=variant.name, storage=open_study_storage(storage_url) if storage_url else None,
                               max_epochs=space.epochs)
 
 

@@ -33,24 +33,40 @@ ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
 SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "true or false"}  # TPESampler's
 
 RECONSTRUCTION = ("val_loss", "train_loss", "val_bce", "val_mse", "val_denoise_bce")
-# A knob that only trades the score for something else: searched alone on one of these metrics, the study's answer
-# is the end of the knob's range, known before it ran. Each entry: (biased metrics, why, the fix).
+SPACE_WIDE = ("train_size", "val_size", "val_split", "test_size")  # the split: one for every trial, in `defaults`
+
+
+@dataclass(frozen=True)
+class Bias:
+    """A knob that only trades one score for another: metrics that reward the low end of its range whatever the
+    data, those that reward the high end, why, and what to search instead. A search whose objectives (or ASHA's
+    metric) all reward one end returns that end: an answer known before it ran."""
+
+    low: tuple[str, ...]
+    high: tuple[str, ...]
+    why: str
+    fix: str
+
+    def biased(self, metrics: tuple[str, ...]) -> bool:
+        return set(metrics) <= set(self.low) or set(metrics) <= set(self.high)
+
+
+CODE_SIZE_BIAS = Bias(("code_size", "params"), RECONSTRUCTION,
+                      "a larger code always reconstructs better, so the search returns the end of the range",
+                      "search the trade-off, metric: [val_bce, code_size], or sweep over it")
 BIASED = {
-    "l1": (RECONSTRUCTION + ("code_l1",),
-           "the L1 penalty only costs reconstruction (val_loss and train_loss even contain it), so the search returns "
-           "the end of the l1 range",
-           "search the trade-off, metric: [val_bce, code_l1], or sweep: {l1: [...]}"),
-    "noise_factor": (("val_loss", "train_loss", "val_bce", "val_mse"),
-                     "it scores each trial on inputs at its own noise (or on clean ones), so the search returns the "
-                     "lowest noise_factor",
-                     "use metric: val_denoise_bce (clean images from inputs at the space's fixed eval_noise)"),
-    "beta": (RECONSTRUCTION + ("kl",),
-             "a smaller KL weight always reconstructs better (and val_loss weighs the KL by it), so the search returns "
-             "the end of the beta range",
-             "search the trade-off, metric: [val_bce, kl], or sweep: {beta: [...]}"),
-    "code_size": (RECONSTRUCTION + ("code_size", "params", "code_l1"),
-                  "a larger code always reconstructs better, so the search returns the end of the code_size range",
-                  "search the trade-off, metric: [val_bce, code_size], or sweep: {code_size: [...]}"),
+    "l1": Bias(RECONSTRUCTION, ("code_l1",),
+               "the L1 penalty only costs reconstruction (val_loss and train_loss even contain it), so the search "
+               "returns the end of the l1 range", "search the trade-off, metric: [val_bce, code_l1], or sweep: {l1: [...]}"),
+    "noise_factor": Bias(("val_loss", "train_loss", "val_bce", "val_mse"), (),
+                         "it scores each trial on inputs at its own noise (or on clean ones), so the search returns "
+                         "the lowest noise_factor",
+                         "use metric: val_denoise_bce (clean images from inputs at the space's fixed eval_noise)"),
+    "beta": Bias(RECONSTRUCTION, ("kl",),
+                 "a smaller KL weight always reconstructs better (and val_loss weighs the KL by it), so the search "
+                 "returns the end of the beta range",
+                 "search the trade-off, metric: [val_bce, kl], or sweep: {beta: [...]}"),
+    "code_size": CODE_SIZE_BIAS,
 }
 
 
@@ -193,12 +209,11 @@ class SearchSpace:
             for key, domain in variant.domains.items():
                 _check(domain.kind in ("grid", "choice"), source, f"{where}.{key}",
                        f"searcher grid takes grid/choice domains only, not {domain.kind}")
-        if not search.multi_objective:
-            for knob, (biased, why, fix) in BIASED.items():
-                _check(knob not in variant.domains or search.metric[0] not in biased, source, f"{where}.{knob}",
-                       f"searched alone on {search.metric[0]}: {why}; {fix}")
+        for knob, bias in BIASED.items():
+            if knob in variant.domains:
+                _check_bias(bias, search, source, f"{where}.{knob}")
         for member in _expand(variant):
-            for values in _option_configs(self, member):
+            for _, values in _option_configs(self, member):
                 try:
                     TrialConfig.from_dict(values)
                 except UsageError as err:  # its message starts with the config key
@@ -234,24 +249,42 @@ class SearchSpace:
         return search
 
     def _check_models(self, variant: Variant, search: Search, source: str, where: str) -> None:
-        for values in _option_configs(self, variant):
+        code_sizes: dict[str, set[int]] = {}  # per searched key: the code sizes its options give
+        for key, values in _option_configs(self, variant):
             try:
                 model = build_model(TrialConfig.from_dict(values), (1, 28, 28))
             except UsageError as err:  # its message starts with the config key
                 raise SpaceError(f"{source}: {where}.{err}") from None
+            code_sizes.setdefault(key, set()).add(math.prod(model.code_shape))
+        for key, sizes in code_sizes.items():  # e.g. conv filters: the last filter count sets the code size
+            if key and key != "code_size" and len(sizes) > 1:
+                _check_bias(CODE_SIZE_BIAS, search, source, f"{where}.{key}",
+                            f" (its options give codes of {min(sizes)} to {max(sizes)} numbers)")
         known = (*METRICS, *model.extra_metrics)
         for metric in search.metric:
             _check(metric in known, source, f"{where}.metric" if "metric" in variant.settings else "metric",
                    f"unknown {metric!r} for a {values['model']} model; use one of {', '.join(known)}")
 
 
-def _option_configs(space: SearchSpace, variant: Variant) -> list[dict[str, Any]]:
-    """Each option of each domain with the first option of the others: catches types, ranges and architectures
-    that do not fit the images (e.g. too many conv filters) without enumerating the whole space."""
+def _option_configs(space: SearchSpace, variant: Variant) -> list[tuple[str, dict[str, Any]]]:
+    """Each option of each domain with the first option of the others, with the key it varies ("" for the first
+    config): catches types, ranges and architectures that do not fit the images (e.g. too many conv filters)
+    without enumerating the whole space."""
     base = space.base_config(variant)
     first = {key: domain.values[0] for key, domain in variant.domains.items()}
-    return [{**base, **first}] + [{**base, **first, key: option} for key, domain in variant.domains.items()
-                                  for option in domain.values]
+    return [("", {**base, **first})] + [(key, {**base, **first, key: option})
+                                        for key, domain in variant.domains.items() for option in domain.values]
+
+
+def _check_bias(bias: Bias, search: Search, source: str, key: str, detail: str = "") -> None:
+    """Refuse objectives that all reward one end of a searched knob, and an ASHA that stops trials on such a
+    metric (it would cut one end of a front before it is seen)."""
+    on = f"alone on {search.metric[0]}" if len(search.metric) == 1 else f"on {', '.join(search.metric)}"
+    _check(not bias.biased(search.metric), source, key, f"searched {on}{detail}: {bias.why}; {bias.fix}")
+    if search.scheduler == "asha":
+        _check(not bias.biased((search.asha_metric,)), source, key,
+               f"ASHA stops trials on {search.asha_metric}, which rewards one end of this knob: the front would "
+               "lose the other end early; use scheduler: fifo")
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -375,6 +408,10 @@ def _check_sweep(sweep: Any, config: dict, source: str, where: str) -> None:
     for key, values in sweep.items():
         _check(isinstance(values, list) and values, source, f"{where}.{key}", "give a non-empty list of values")
         _check(key not in config, source, f"{where}.{key}", f"{key} is both swept and set in the variant; keep one")
+        labels = [_label(v) for v in values]
+        _check(len(set(labels)) == len(labels), source, f"{where}.{key}",
+               f"values {values} name the same run twice ({', '.join(sorted({x for x in labels if labels.count(x) > 1}))}); "
+               "list each value once")
 
 
 def _check_config_keys(values: dict, source: str, where: str) -> None:
@@ -384,6 +421,9 @@ def _check_config_keys(values: dict, source: str, where: str) -> None:
                + (f" (and the search settings {', '.join(SEARCH_KEYS)})" if where.startswith("variants.") else ""))
         _check(key not in NOT_SEARCHABLE, source, f"{where}.{key}",
                f"`{key}` is set once for the whole space: move it to the top level")
+        _check(where == "defaults" or key not in SPACE_WIDE, source, f"{where}.{key}",
+               f"`{key}` sets the split every trial and variant shares (so their validation scores compare): "
+               "set it once in `defaults`")
 
 
 def _parse_domain(spec: dict, source: str, where: str) -> Domain:

@@ -23,9 +23,13 @@ SCALAR_TAGS = {
     "val_mse": "reconstruction/val_mse",
     "val_denoise_bce": "reconstruction/val_denoise_bce",
     "code_l1": "code/mean_abs",
-    "kl": "vae/kl",
     "samples_per_s": "speed/samples_per_s",
 }
+def extra_tag(metric: str) -> str:
+    """Where a family's own metric (Autoencoder.extra_metrics, e.g. the VAE's kl) goes."""
+    return f"extra/{metric}"
+
+
 HPARAM_METRICS = ("val_loss", "val_bce", "val_denoise_bce")
 IMAGE_TAG = "reconstructions"
 SESSION_STATUS = {"success": STATUS_SUCCESS, "failure": STATUS_FAILURE}
@@ -66,7 +70,8 @@ class TrialLogger:
 
     def log_epoch(self, metrics: dict[str, float], model: torch.nn.Module) -> None:
         epoch = int(metrics["epoch"])
-        for key, tag in SCALAR_TAGS.items():
+        tags = {**SCALAR_TAGS, **{key: extra_tag(key) for key in getattr(model, "extra_metrics", ())}}
+        for key, tag in tags.items():
             if key in metrics:
                 self.writer.add_scalar(tag, metrics[key], epoch)
         if epoch == 1 or epoch % self.image_every == 0 or epoch == self.config.epochs:

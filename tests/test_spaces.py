@@ -24,14 +24,14 @@ def test_shipped_spaces_validate_and_round_trip(path):
     assert parse_space(yaml.safe_load(space_to_yaml(space)), "saved") == space
 
 
-def test_quick_space_has_the_five_variants_each_scored_on_its_question():
+def test_quick_space_has_every_variant_scored_on_its_question():
     space = load_space(REPO / "search_spaces" / "quick.yaml")
     assert set(space.variants) == {"dense", "sparse", "denoising", "conv", "vae", "conv_vae"}
     runs = {v.name: space.search(v) for v in space.runs()}
     assert set(runs) == {"dense@code_size=8", "dense@code_size=32", "sparse", "denoising", "conv",
                          "vae@code_size=2", "vae@code_size=8", "conv_vae"}
     assert runs["sparse"].metric == ("val_bce", "code_l1") and runs["sparse"].scheduler == "fifo"
-    assert runs["denoising"].metric == ("val_denoise_bce",) and runs["conv"].metric == ("val_bce",)
+    assert runs["denoising"].metric == ("val_denoise_bce",) and runs["conv"].metric == ("val_bce", "code_size")
     assert runs["vae@code_size=2"].metric == ("val_loss",)
 
 
@@ -111,6 +111,18 @@ INVALID = [
     ("noise on clean inputs", mutate("variants.denoising.noise_factor", {"uniform": [0.1, 0.6]},
                                      "variants.denoising.metric", None),
      "variants.denoising.noise_factor: searched alone on val_bce"),
+    ("filters change the code size", mutate("variants.conv.filters", {"choice": [[8, 8], [8]]}),
+     "variants.conv.filters: searched alone on val_bce (its options give codes of 392 to 1568 numbers)"),
+    ("front under asha on a biased metric", mutate("variants.sparse.scheduler", "asha",
+                                                   "variants.sparse.asha", {"metric": "val_bce"}),
+     "variants.sparse.l1: ASHA stops trials on val_bce, which rewards one end"),
+    ("front whose objectives agree", mutate("variants.sparse.metric", ["val_bce", "val_mse"]),
+     "variants.sparse.l1: searched on val_bce, val_mse: the L1 penalty"),
+    ("duplicate sweep values", mutate("variants.dense.sweep", {"code_size": [8, 8]}), "name the same run twice"),
+    ("val_size in a variant", mutate("variants.dense.val_size", 100), "variants.dense.val_size: `val_size` sets"),
+    ("val_size searched", mutate("variants.dense.val_size", {"choice": [0, 100]}), "`val_size` sets the split"),
+    ("train_size swept", mutate("variants.dense.sweep", {"train_size": [100, 200]}),
+     "variants.dense.sweep.train_size: `train_size` sets the split"),
     ("beta on its own objective", mutate("variants.vae.beta", {"loguniform": [0.25, 4.0]}),
      "variants.vae.beta: searched alone on val_loss: a smaller KL weight always reconstructs better"),
     ("code size on reconstruction", mutate("variants.vae.code_size", {"choice": [2, 8]}),
