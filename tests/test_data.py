@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from aetune.data import DataError, add_noise, load_data, resolve_data_root, to_float
+from aetune.data import DataError, add_noise, load_data, resolve_data_root, to_float, validation_indices
 
 
 def test_mnist_loads_as_uint8_tensors_with_labels(mnist):
@@ -32,8 +32,10 @@ def test_validation_is_held_out_of_the_training_images_in_use(data_root, mnist):
     assert not train & val and train | val <= pool and len(train) + len(val) == 3000 - _duplicates(raw)
     again = load_data("mnist", str(data_root), 3000, 10, download=False)  # test_size does not move it
     assert torch.equal(again.val_x, mnist.val_x) and torch.equal(again.val_y, mnist.val_y)
-    labels = set(mnist.val_y.tolist())
-    assert labels == set(range(10))  # a permutation, not the first 300 images
+    train_idx, val_idx = validation_indices(3000, None)
+    assert len(val_idx) == 300 and val_idx.min() < 300 and val_idx.max() >= 2700  # spread by the permutation
+    assert torch.equal(validation_indices(3000, None)[1], val_idx)  # the same every time: no trial seed in it
+    assert torch.equal(validation_indices(3000, 300, "last")[1], torch.arange(2700, 3000))
 
 
 def _duplicates(data) -> int:
