@@ -1,4 +1,4 @@
-"""python -m aetune.search: a Ray Tune experiment per variant (Optuna TPE + ASHA), TensorBoard, checkpoints, resume."""
+"""python -m aetune.search: every variant's search in one Ray Tune run (TPE + ASHA each), TensorBoard, resume."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,7 @@ WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "2
 
 EXAMPLES = """\
 examples:
-  python -m aetune.search                                     # quick.yaml: all five variants, a few minutes on a laptop
+  python -m aetune.search                                     # quick.yaml: every variant, a few minutes on a laptop
   python -m aetune.search --space search_spaces/mnist.yaml --name study --samples 32 --epochs 30
   python -m aetune.search --space search_spaces/seeds.yaml --gpus-per-trial 0.25   # 4 trials share each GPU
   python -m aetune.search --address auto --storage /shared/runs   # join a running Ray cluster

@@ -57,7 +57,8 @@ CODE_SIZE_BIAS = Bias(("code_size", "params"), RECONSTRUCTION,
 BIASED = {
     "l1": Bias(RECONSTRUCTION, ("code_l1",),
                "the L1 penalty only costs reconstruction (val_loss and train_loss even contain it), so the search "
-               "returns the end of the l1 range", "search the trade-off, metric: [val_bce, code_l1], or sweep: {l1: [...]}"),
+               "returns the end of the l1 range",
+               "search the trade-off, metric: [val_bce, code_l1], or sweep: {l1: [...]}"),
     "noise_factor": Bias(("val_loss", "train_loss", "val_bce", "val_mse"), (),
                          "it scores each trial on inputs at its own noise (or on clean ones), so the search returns "
                          "the lowest noise_factor",
@@ -358,7 +359,8 @@ def parse_space(raw: Any, source: str, models: bool = True) -> SearchSpace:
 
 def _section(raw: dict, name: str, source: str, keys: set[str], where: str = "") -> dict[str, Any]:
     section = raw.get(name) or {}
-    _check(isinstance(section, dict), source, f"{where}{name}", f"must be a mapping with keys {', '.join(sorted(keys))}")
+    _check(isinstance(section, dict), source, f"{where}{name}",
+           f"must be a mapping with keys {', '.join(sorted(keys))}")
     for key in section:
         _check(key in keys, source, f"{where}{name}.{key}", f"unknown key; valid keys are {', '.join(sorted(keys))}")
     return dict(section)
@@ -409,9 +411,9 @@ def _check_sweep(sweep: Any, config: dict, source: str, where: str) -> None:
         _check(isinstance(values, list) and values, source, f"{where}.{key}", "give a non-empty list of values")
         _check(key not in config, source, f"{where}.{key}", f"{key} is both swept and set in the variant; keep one")
         labels = [_label(v) for v in values]
-        _check(len(set(labels)) == len(labels), source, f"{where}.{key}",
-               f"values {values} name the same run twice ({', '.join(sorted({x for x in labels if labels.count(x) > 1}))}); "
-               "list each value once")
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        _check(not twice, source, f"{where}.{key}",
+               f"values {values} name the same run twice ({', '.join(twice)}); list each value once")
 
 
 def _check_config_keys(values: dict, source: str, where: str) -> None:

@@ -76,7 +76,8 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
             logger.log_epoch(metrics, trainer.model)
             with tempfile.TemporaryDirectory() as folder:
                 trainer.save(Path(folder) / CHECKPOINT_FILE)
-                tune.report({**metrics, **node, DIVERGED: False, CHECKPOINT_RANK: checkpoint_rank(metrics, rank_by[variant])},
+                rank = checkpoint_rank(metrics, rank_by[variant])
+                tune.report({**metrics, **node, DIVERGED: False, CHECKPOINT_RANK: rank},
                             checkpoint=tune.Checkpoint.from_directory(folder))
 
 

@@ -34,7 +34,8 @@ def families() -> "dict[str, type[Autoencoder]]":
     return {name: family(name) for name in REGISTRY}
 
 
-def build_model(config: "TrialConfig | dict[str, Any]", input_shape: tuple[int, int, int] = (1, 28, 28)) -> "Autoencoder":
+def build_model(config: "TrialConfig | dict[str, Any]",
+                input_shape: tuple[int, int, int] = (1, 28, 28)) -> "Autoencoder":
     """Validate the config and build its model with Keras' initialisation. Raises ConfigError (a ValueError)."""
     from aetune.config import TrialConfig
     from aetune.models.base import keras_init
