@@ -123,7 +123,8 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
         trainable,
         tune_config=tune.TuneConfig(search_alg=make_router(space, experiment.study_storage),
                                     scheduler=make_schedulers(space), num_samples=sum(map(space.trial_count, runs)),
-                                    reuse_actors=True, trial_dirname_creator=trial_dirname),
+                                    reuse_actors=True, trial_dirname_creator=trial_dirname,
+                                    trial_name_creator=trial_dirname),  # the live table names each variant
         run_config=tune.RunConfig(
             name=experiment.name, storage_path=experiment.storage, verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS,
@@ -194,7 +195,7 @@ def print_summary(summary: Summary, experiment: Experiment) -> None:
             print(f"{name:<22} {v.trials:>6} {objective:<28} {v.metrics.get('val_bce', math.nan):>8.4f} "
                   f"{v.metrics.get('epoch', 0):>5}  {_describe(v.config)}")
             if v.front:
-                print(f"{'':<22} front of {len(v.front)} trials; picked its knee")
+                print(f"{'':<22} front of {len(v.front)} trials; picked: {v.pick_rule}")
             if v.selected_on == "test":
                 print(f"{'':<22} selected on the TEST split (val_size: 0, the course protocol)")
             print(f"{'':<22}  {join(experiment.path, v.checkpoint)}")
