@@ -196,3 +196,25 @@ def test_probe_reads_classes_from_pixels_and_less_from_two_numbers(mnist):
     assert pixels > 0.80
     assert accuracy[2] < 0.6 < accuracy[32]
     assert 0.1 < accuracy[2]  # well above chance: two numbers still separate some digits
+
+
+def test_every_package_the_probe_imports_is_declared():
+    """threadpoolctl came only through scikit-learn; an import the project does not declare can vanish under it."""
+    import ast
+    import re
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    import aetune.probe
+
+    root = Path(__file__).resolve().parents[1]
+    declared = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0].lower()
+                for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]}
+    tree = ast.parse(Path(aetune.probe.__file__).read_text())
+    imported = {(node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+                for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names}
+    distributions = {"sklearn": "scikit-learn"}
+    third_party = {distributions.get(m, m) for m in imported if m not in sys.stdlib_module_names and m != "aetune"}
+    assert third_party and third_party <= declared, third_party - declared
