@@ -37,6 +37,8 @@ from aetune.probe import C_GRID, HELD_OUT
 from aetune.report import Evaluation, write_report
 from aetune.scoring import (
     LEADERBOARD,
+    RANKED_BY,
+    RANKING,
     EvalImages,
     Variant,
     baseline_rows,
@@ -144,7 +146,8 @@ def write_tensorboard(logdir: Path, artifacts: list[Artifact]) -> None:
 def metrics_document(ev: Evaluation, experiment: Path) -> dict[str, Any]:
     by_name = {row["name"]: row for row in ev.rows}
     return {
-        "experiment": ev.name, "experiment_dir": str(experiment), "ranked_by": "test_bce",
+        "experiment": ev.name, "experiment_dir": str(experiment), "ranked_by": RANKED_BY,
+        "ranking": RANKING,
         "test_images": {v.name: len(v.errors) for v in ev.variants},
         "selected_on": {name: r.get("selected_on") for name, r in ev.records.items()},
         "eval_noise": ev.eval_noise, "noisy_input_psnr": ev.noisy_input_psnr,

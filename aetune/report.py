@@ -12,7 +12,7 @@ from aetune import study
 from aetune.baselines import PCA_FIT_IMAGES
 from aetune.figures import Artifact
 from aetune.models import families
-from aetune.scoring import Variant
+from aetune.scoring import RANKING, Variant
 from aetune.study import Record, fmt
 
 CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
@@ -29,7 +29,7 @@ COLUMNS = {"rank": "#", "name": "variant", "selected_on": "selected on", "model"
            "test_flagged": "anomalies (test)", "val_loss": "own loss (val)", "test_loss": "own loss (test)"}
 NOTES = ("(val): reported by the search for the same checkpoint, on the validation split it was picked on; (test): "
          "measured here on the test split, which the search never read (unless 'selected on' says test). BCE: "
-         "per-pixel BCE of the reconstruction of clean inputs, averaged over images (the ranking). PSNR: "
+         "per-pixel BCE of the reconstruction of clean inputs, averaged over images. PSNR: "
          "10 log10(1 / MSE). Denoise BCE: clean digits reconstructed from inputs corrupted at the study's eval_noise "
          "{noise} (noisy inputs: {psnr:.1f} dB), the same noisy images for every row. Own loss: each variant's "
          "training objective (a VAE's is per-image summed BCE + KL, so not comparable). Probe accuracy: logistic "
@@ -206,7 +206,7 @@ def write_report(path: Path, ev: Evaluation) -> None:
     path.write_text(
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style></head><body>'
         f"<h1>{title}</h1><p>{len(ev.picks)} variants evaluated on {len(first.errors)} test images of "
-        f"{html.escape(first.config.dataset)}; best first.</p>{selection_html(ev.records)}"
+        f"{html.escape(first.config.dataset)}. Leaderboard: {RANKING}.</p>{selection_html(ev.records)}"
         f"<h2>Findings</h2>{findings_html(ev.findings)}"
         f"<h2>Leaderboard</h2>{leaderboard_html(ev.rows)}<p>{notes}</p>"
         f"<h2>What the study found</h2>{study_html(ev)}"

@@ -16,6 +16,7 @@ from aetune.config import TrialConfig
 from aetune.data import ImageData, add_noise, to_float
 from aetune.models.base import Autoencoder
 from aetune.probe import probe_accuracy
+from aetune.study import finite
 from aetune.train import EVAL_BATCH, EVAL_NOISE_SEED
 
 VALIDATION = ("val_loss", "val_bce", "val_mse", "val_denoise_bce")  # reported by every trial; code_l1 too
@@ -158,12 +159,18 @@ def pca_curve(imgs: EvalImages, sizes: list[int]) -> dict[int, float]:
 
 # --- the table -------------------------------------------------------------------------------------------------
 
+RANKED_BY = "val_bce"  # the picks' BCE on the split each was selected on (selected_on): never the test split
+RANKING = ("picked models ranked by val_bce, their BCE on the split each was selected on (selected_on), test scores "
+           "beside; baselines (scored on the test split only) and Pareto-front members unranked")
+
+
 def leaderboard(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Picked models and baselines ranked by test BCE of clean inputs (the one score they all share); then the
-    rows without one (raw pixels: probe only) and the Pareto-front members (kind "front"), unranked."""
-    ranked = sorted((r for r in rows if r["kind"] != "front" and r.get("test_bce") is not None),
-                    key=lambda r: r["test_bce"])
-    rest = [r for r in rows if r["kind"] != "front" and r.get("test_bce") is None]
-    front = [r for r in rows if r["kind"] == "front"]
-    return ([{"rank": i, **row} for i, row in enumerate(ranked, 1)] +
-            [{"rank": None, **row} for row in rest + front])
+    """The picked models ranked by their validation BCE of clean inputs (the split they were selected on, the score
+    every variant reports), test scores beside; then, unranked, the picks without one (older summaries), the
+    baselines (scored on the test split only, so they cannot join a validation ranking) and the Pareto-front members
+    (kind "front"). Ranking on the test split would pick the winner on the split meant to report it."""
+    models = [r for r in rows if r["kind"] == "model"]
+    ranked = sorted((r for r in models if finite(r.get(RANKED_BY))), key=lambda r: r[RANKED_BY])
+    rest = ([r for r in models if not finite(r.get(RANKED_BY))] + [r for r in rows if r["kind"] == "baseline"] +
+            [r for r in rows if r["kind"] not in ("model", "baseline")])
+    return [{"rank": i, **row} for i, row in enumerate(ranked, 1)] + [{"rank": None, **row} for row in rest]
