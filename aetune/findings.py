@@ -143,8 +143,9 @@ def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
         split = study.selection_split(r for _, r in members)
         values = "; ".join(f"{fmt(value)}: {num(score)}" for value, score in scored)
         if metric in BIASED.get(key, ((),))[0]:
+            why = BIASED[key][1].split(" (")[0].split(",")[0]  # "a larger code always reconstructs better"
             yield finding(f"{base} swept over {key}, {split} split: {metric} of each member's pick by {key}: "
-                          f"{values} (a trade-off curve, not a best: {BIASED[key][1].split(' (')[0].split(',')[0]}).", split)
+                          f"{values} (a trade-off curve, not a best: {why}).", split)
             continue
         best = (min if mode == "min" else max)(scored, key=lambda p: p[1])
         yield finding(f"{base} swept over {key}, {split} split: {key} {fmt(best[0])} gives the best {metric} "

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from aetune.baselines import PCA, image_mse, mean_image, pca_components, psnr, score, summarise
+from aetune.baselines import PCA, PCA_FIT_IMAGES, image_mse, mean_image, pca_components, psnr, score, summarise
 from aetune.config import TrialConfig
 from aetune.data import ImageData, add_noise, to_float
 from aetune.models.base import Autoencoder
@@ -151,10 +151,26 @@ def reconstruction_scores(reconstruct, imgs: EvalImages) -> dict[str, float]:
     return {**score(reconstruct, test), **score(reconstruct, test, imgs.noisy, prefix="test_denoise_")}
 
 
-def pca_curve(imgs: EvalImages, sizes: list[int]) -> dict[int, float]:
-    """Test BCE of PCA with k components, for each k that is a compression of the image (k < pixels)."""
-    test = to_float(imgs.data.test_x)
-    return {k: score(imgs.pca.top(k).reconstruct, test)["test_bce"] for k in sizes if k < test[0].numel()}
+@dataclass(frozen=True)
+class PCACurve:
+    """BCE of PCA with k components for each code size k of the study, scored on the images the trials were scored
+    on (the validation images of `source`'s config; the test split under val_size 0), so it sits on the trials'
+    scale; fitted on that config's training images (never its validation images)."""
+
+    scores: dict[int, float]
+    split: str  # "validation" | "test": what the trials' val_* were measured on (selected_on)
+    images: int
+    fit_images: int
+    source: str  # the variant whose validation images these are
+    same_images: bool  # every evaluated pick was validated on the same images
+
+
+def pca_curve(data: ImageData, sizes: list[int], split: str, source: str, same_images: bool) -> PCACurve:
+    """`data`: aetune.data.trial_data of a pick's config: its training part and validation images."""
+    train, val = to_float(data.train_x[:PCA_FIT_IMAGES]), to_float(data.val_x)
+    pca = PCA.fit(train)
+    scores = {k: score(pca.top(k).reconstruct, val)["test_bce"] for k in sizes if k < val[0].numel()}
+    return PCACurve(scores, split, len(val), len(train), source, same_images)
 
 
 # --- the table -------------------------------------------------------------------------------------------------
