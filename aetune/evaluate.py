@@ -213,9 +213,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def test_size(variants: list[Variant], given: int | None) -> tuple[int | None, str]:
+def resolve_test_size(variants: list[Variant], given: int | None) -> tuple[int | None, str]:
     """--test-size, else the picks' config test_size (the smallest when they differ, said in the report), else
     None: every test image."""
+    variants = [v for v in variants if v.kind == "model"] or variants  # front members share their pick's config
     if given is not None:
         return given, ""
     asked = {v.name: v.config.test_size for v in variants if v.config.test_size is not None}
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     variants, skipped = load_variants(args.experiment, records, list(records), fronts=not args.no_front)
     test_note = ""
     if variants:
-        args.test_size, test_note = test_size([v for v in variants if v.kind == "model"] or variants, args.test_size)
+        args.test_size, test_note = resolve_test_size(variants, args.test_size)
         variants, images = load_test_images(variants, args, skipped)
     if not variants:
         reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "summary.json lists no variants"

@@ -209,7 +209,8 @@ def write_report(path: Path, ev: Evaluation) -> None:
     write_text(str(path), (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style></head><body>'
         f"<h1>{title}</h1><p>{len(ev.picks)} variants evaluated on {len(first.errors)} test images of "
-        f"{html.escape(first.config.dataset)}. {html.escape(ev.test_note)} Leaderboard: {RANKING}.</p>"
+        f"{html.escape(first.config.dataset)}. {html.escape(ev.test_note + ' ' if ev.test_note else '')}"
+        f"Leaderboard: {RANKING}.</p>"
         f"{selection_html(ev.records)}"
         f"<h2>Findings</h2>{findings_html(ev.findings)}"
         f"<h2>Leaderboard</h2>{leaderboard_html(ev.rows)}<p>{notes}</p>"
