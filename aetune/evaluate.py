@@ -4,8 +4,9 @@ Reads runs/<name>/summary.json, loads every picked checkpoint (and every Pareto-
 variant) with weights_only=True (a checkpoint never runs code), scores it on the test split beside the validation
 scores the search reported for the same checkpoint, the mean-image, PCA and raw-pixel baselines and a linear probe,
 draws what each model learned (aetune.figures) and what the study found over all its trials (aetune.study_figures),
-writes the findings (aetune.findings) and runs/<name>/eval/: leaderboard.csv, metrics.json, figures/*.png,
-report.html (self-contained) and tensorboard/ (the same figures). A variant whose checkpoint is missing, truncated,
+writes the findings (aetune.findings) and runs/<name>/eval/: leaderboard.csv (picks ranked by the validation BCE
+they were selected on, never by a test score), metrics.json, figures/*.png, report.html (self-contained) and
+tensorboard/ (the same figures). A variant whose checkpoint is missing, truncated,
 unsafe or does not fit its config is skipped and the report says why; with none left it exits 2.
 """
 from __future__ import annotations
