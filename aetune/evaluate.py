@@ -4,8 +4,9 @@ Reads runs/<name>/summary.json, loads every picked checkpoint (and every Pareto-
 variant) with weights_only=True (a checkpoint never runs code), scores it on the test split beside the validation
 scores the search reported for the same checkpoint, the mean-image, PCA and raw-pixel baselines and a linear probe,
 draws what each model learned (aetune.figures) and what the study found over all its trials (aetune.study_figures),
-writes the findings (aetune.findings) and runs/<name>/eval/: leaderboard.csv, metrics.json, figures/*.png,
-report.html (self-contained) and tensorboard/ (the same figures). A variant whose checkpoint is missing, truncated,
+writes the findings (aetune.findings) and runs/<name>/eval/: leaderboard.csv (picks ranked by the validation BCE
+they were selected on, never by a test score), metrics.json, figures/*.png, report.html (self-contained) and
+tensorboard/ (the same figures). A variant whose checkpoint is missing, truncated,
 unsafe or does not fit its config is skipped and the report says why; with none left it exits 2.
 """
 from __future__ import annotations
@@ -28,16 +29,19 @@ from aetune import study
 from aetune.baselines import PCA_FIT_IMAGES
 from aetune.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from aetune.config import TrialConfig
-from aetune.data import load_data
-from aetune.errors import UsageError, cli
-from aetune.experiment import EVAL_DIR, Summary, VariantResult, is_uri
+from aetune.data import load_data, trial_data
+from aetune.errors import UsageError, cli, first_line
+from aetune.experiment import EVAL_DIR, Summary, VariantResult, _finite_or_null, is_uri, write_bytes, write_text
 from aetune.figures import Artifact, figures
 from aetune.findings import findings
 from aetune.probe import C_GRID, HELD_OUT
 from aetune.report import Evaluation, write_report
 from aetune.scoring import (
     LEADERBOARD,
+    RANKED_BY,
+    RANKING,
     EvalImages,
+    PCACurve,
     Variant,
     baseline_rows,
     leaderboard,
@@ -111,21 +115,37 @@ def load_variant(experiment: Path, name: str, kind: str, record: Record, source:
 
 # --- outputs ---------------------------------------------------------------------------------------------------
 
+def output_folder(out: Path) -> Path:
+    """--out checked before any work: an existing file or a folder that cannot be made is one line, exit 2."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; pass a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot create that folder ({err.strerror or first_line(err)}); pass a "
+                         "folder you can write to") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: that folder is not writable; pass a folder you can write to")
+    return out
+
+
 def write_tables(out: Path, rows: list[dict[str, Any]], document: dict[str, Any]) -> None:
-    with open(out / "leaderboard.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, LEADERBOARD, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "metrics.json").write_text(json.dumps(document, indent=2))
+    """Atomically (a crash leaves the previous file, never half of one); metrics.json as strict JSON: a
+    non-finite number (an infinite PSNR of noiseless inputs) is null, as in summary.json."""
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, LEADERBOARD, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(str(out / "leaderboard.csv"), table.getvalue())
+    write_text(str(out / "metrics.json"), json.dumps(_finite_or_null(document), indent=2, allow_nan=False))
 
 
 def write_figures(out: Path, artifacts: list[Artifact]) -> None:
     folder = out / "figures"
-    folder.mkdir(exist_ok=True)
     for stale in folder.glob("*.png"):  # figures of variants no longer evaluated
         stale.unlink()
     for artifact in artifacts:
-        (folder / f"{artifact.name}.png").write_bytes(artifact.png)
+        write_bytes(str(folder / f"{artifact.name}.png"), artifact.png)
 
 
 def write_tensorboard(logdir: Path, artifacts: list[Artifact]) -> None:
@@ -144,9 +164,11 @@ def write_tensorboard(logdir: Path, artifacts: list[Artifact]) -> None:
 def metrics_document(ev: Evaluation, experiment: Path) -> dict[str, Any]:
     by_name = {row["name"]: row for row in ev.rows}
     return {
-        "experiment": ev.name, "experiment_dir": str(experiment), "ranked_by": "test_bce",
+        "experiment": ev.name, "experiment_dir": str(experiment), "ranked_by": RANKED_BY,
+        "ranking": RANKING,
         "test_images": {v.name: len(v.errors) for v in ev.variants},
         "selected_on": {name: r.get("selected_on") for name, r in ev.records.items()},
+        "test_size_note": ev.test_note or None, "pca_curve": pca_document(ev.pca),
         "eval_noise": ev.eval_noise, "noisy_input_psnr": ev.noisy_input_psnr,
         "probe": {"method": "logistic regression on standardised frozen codes", "split": "test",
                   "train_images": ev.probe_images, "c_grid": C_GRID, "c_chosen_on": f"the last {HELD_OUT:.0%} "
@@ -161,6 +183,14 @@ def metrics_document(ev: Evaluation, experiment: Path) -> dict[str, Any]:
         "skipped": ev.skipped,
         "figures": [{"file": f"figures/{a.name}.png", "title": a.title, "caption": a.caption} for a in ev.artifacts],
     }
+
+
+def pca_document(pca: PCACurve | None) -> dict[str, Any] | None:
+    if pca is None:
+        return None
+    return {"split": pca.split, "images": pca.images, "fit_images": pca.fit_images,
+            "validation_images_of": pca.source, "same_images_for_every_pick": pca.same_images,
+            "bce": {str(k): v for k, v in pca.scores.items()}}
 
 
 # --- command line ----------------------------------------------------------------------------------------------
@@ -178,9 +208,28 @@ def _parser() -> argparse.ArgumentParser:
                         "of kind 'front', in the order of the first objective) and a few are drawn")
     parser.add_argument("--data-root", help="dataset root (default: $AETUNE_DATA, else the one the search used)")
     parser.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
-    parser.add_argument("--test-size", type=int, help="evaluate on the first N test images (default: all)")
+    parser.add_argument("--test-size", type=int, help="evaluate on the first N test images (default: the picks' "
+                        "config test_size, the smallest when they differ; all when none sets it)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     return parser
+
+
+def resolve_test_size(variants: list[Variant], given: int | None) -> tuple[int | None, str]:
+    """--test-size, else the picks' config test_size (the smallest when they differ, said in the report), else
+    None: every test image."""
+    variants = [v for v in variants if v.kind == "model"] or variants  # front members share their pick's config
+    if given is not None:
+        return given, ""
+    asked = {v.name: v.config.test_size for v in variants if v.config.test_size is not None}
+    if not asked:
+        return None, ""
+    smallest = min(asked.values())
+    if len(set(asked.values())) == 1 and len(asked) == len(variants):
+        return smallest, ""
+    listed = ", ".join(f"{name} {size if size is not None else 'all'}" for name, size in
+                       {v.name: v.config.test_size for v in variants}.items())
+    return smallest, (f"The picks' configs ask for different test_size ({listed}); every model is scored on the "
+                      f"first {smallest} test images, the smallest.")
 
 
 def load_test_images(variants: list[Variant], args, skipped: dict[str, str]) -> tuple[list[Variant], dict]:
@@ -201,6 +250,24 @@ def load_test_images(variants: list[Variant], args, skipped: dict[str, str]) -> 
     return usable, images
 
 
+def validation_key(config: TrialConfig) -> tuple:
+    """What decides a trial's validation images (aetune.data.trial_data)."""
+    return (config.dataset, config.train_size, config.val_size, config.val_split,
+            config.test_size if config.val_size == 0 else None)
+
+
+def pca_on_validation(records: dict[str, Record], variants: list[Variant], args) -> PCACurve | None:
+    """PCA per code size on the validation images the first pick's trials were scored on (rebuilt from its
+    config: the test split only under val_size 0), so the code-size comparison stays on one split."""
+    sizes, picks = study.code_sizes(records), [v for v in variants if v.kind == "model"]
+    if len(sizes) < 2 or not picks:
+        return None
+    first = picks[0]
+    data = trial_data(first.config, args.data_root, not args.no_download)
+    return pca_curve(data, sizes, study.selection_split([first.record]), first.name,
+                     len({validation_key(v.config) for v in picks}) == 1)
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -213,15 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     summary = Summary.read(args.experiment)
     args.data_root = args.data_root or os.environ.get("AETUNE_DATA") or summary.data_root
     records = {name: record_of(summary.variants[name]) for name in select(summary, args.variants)}
+    out = output_folder(args.out or args.experiment / EVAL_DIR)
     variants, skipped = load_variants(args.experiment, records, list(records), fronts=not args.no_front)
+    test_note = ""
     if variants:
+        args.test_size, test_note = resolve_test_size(variants, args.test_size)
         variants, images = load_test_images(variants, args, skipped)
     if not variants:
         reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "summary.json lists no variants"
         raise UsageError(f"nothing to evaluate in {args.experiment}: {reasons}")
-    ev = evaluate(summary.name, records, variants, images, skipped, device)
-    out = args.out or args.experiment / EVAL_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    ev = evaluate(summary.name, records, variants, images, skipped, device, pca_on_validation(records, variants, args))
+    ev.test_note = test_note
     write_tables(out, ev.rows, metrics_document(ev, args.experiment))
     write_figures(out, ev.artifacts)
     write_report(out / "report.html", ev)
@@ -231,20 +300,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate(name: str, records: dict[str, Record], variants: list[Variant], images: dict[str, EvalImages],
-             skipped: dict[str, str], device: torch.device) -> Evaluation:
-    """Score every checkpoint and baseline on the test split, then draw and write up what they show."""
+             skipped: dict[str, str], device: torch.device, pca: PCACurve | None) -> Evaluation:
+    """Score every checkpoint and baseline on the test split, then draw and write up what they show; `pca`: PCA
+    per code size on the trials' own validation images (pca_on_validation)."""
     for v in variants:
         score_checkpoint(v, images[v.config.dataset], device)
         probe_pass(v, images[v.config.dataset])
     baselines = baseline_rows(variants, images)  # first: it names each variant's baselines
     rows = leaderboard([variant_row(v) for v in variants] + baselines)
     first = images[variants[0].config.dataset]
-    pca = pca_curve(first, study.code_sizes(records))
     picks = [v for v in variants if v.kind == "model"]
     artifacts = [*study_figures(records, rows, variants, images, pca), *figures(picks, images)]
-    notes = findings(records, rows, pca, len(first.data.train_x), first.eval_noise)
+    notes = findings(records, rows, pca.scores if pca else {}, len(first.data.train_x), first.eval_noise)
     return Evaluation(name, records, rows, variants, skipped, artifacts, notes, first.eval_noise,
-                      first.noisy_input_psnr, len(first.data.train_x))
+                      first.noisy_input_psnr, len(first.data.train_x), pca)
 
 
 def print_summary(ev: Evaluation, out: Path) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from aetune import plots
+from aetune import plots, study
 from aetune.baselines import PCA
 from aetune.data import ImageData, to_float
 
@@ -181,8 +181,12 @@ def curves_figure(variants: list[Variant]) -> Artifact | None:
     histories = {name: h for name, h in histories.items() if h}
     if not histories:
         return None
+    splits = {v.name: study.selection_split([v.record]) for v in variants}
+    on_test = [name for name in histories if splits[name] == "test"]
     return render("", "training_curves", "Training curves", "Train and validation loss (each variant's own objective) "
-                  "per epoch of the best trial, up to the evaluated checkpoint.", plots.training_curves(histories))
+                  "per epoch of the best trial, up to the evaluated checkpoint"
+                  + (f"; {', '.join(on_test)} validated on the test split (val_size: 0)" if on_test else "") + ".",
+                  plots.training_curves(histories, splits))
 
 
 def figures(variants: list[Variant], images: dict[str, EvalImages]) -> Iterator[Artifact]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 from aetune import study
+from aetune.spaces import BIASED
 from aetune.study import Record, finite, fmt
 
 Row = dict[str, Any]
@@ -21,7 +22,7 @@ def findings(records: dict[str, Record], rows: list[Row], pca: dict[int, float],
     knob and trade-off bought, which codes keep class information."""
     makers: list[Callable[[], Iterator[Finding]]] = [
         lambda: selected_on_test(records),
-        lambda: best_reconstruction(rows),
+        lambda: best_reconstruction(rows, records),
         lambda: against_pca(rows),
         lambda: by_code_size(records, pca),
         lambda: sweeps(records),
@@ -66,17 +67,21 @@ def selected_on_test(records: dict[str, Record]) -> Iterator[Finding]:
                       f"{'its' if len(names) == 1 else 'their'} test scores are not held-out estimates.", "test")
 
 
-def best_reconstruction(rows: list[Row]) -> Iterator[Finding]:
-    models = picks(rows, "test_bce")
+def best_reconstruction(rows: list[Row], records: dict[str, Record]) -> Iterator[Finding]:
+    """The winner by the score it was selected on (val_bce), its test score beside: naming it by test BCE would
+    choose on the split meant to report it. Older picks without a val_bce take no part."""
+    models = [r for r in picks(rows, "val_bce") if finite(r.get("test_bce"))]
     if not models:
         return
-    best, table = min(models, key=lambda r: r["test_bce"]), by_name(rows)
+    best, table = min(models, key=lambda r: r["val_bce"]), by_name(rows)
+    split = study.selection_split(records[r["name"]] for r in models if r["name"] in records)
     baselines = [f"{num(table[name]['test_bce'])} for {label}" for name, label in
                  ((best.get("pca_baseline"), f"PCA with as many components ({best.get('pca_baseline')})"),
                   (best.get("mean_baseline"), "the mean image")) if name in table]
-    yield finding(f"On the test split, {best['name']} reconstructs best of the {len(models)} picked models "
-                  f"(BCE {num(best['test_bce'])})" + (f", vs {' and '.join(baselines)}" if baselines else "") + ".",
-                  "test")
+    yield finding(f"On the {split} split (the one the picks were selected on), {best['name']} reconstructs best of "
+                  f"the {len(models)} picked models (BCE {num(best['val_bce'])}); on the test split its BCE is "
+                  f"{num(best['test_bce'])}" + (f", vs {' and '.join(baselines)}" if baselines else "") + ".",
+                  "test" if split == "test" else "validation and test")
 
 
 def against_pca(rows: list[Row]) -> Iterator[Finding]:
@@ -100,7 +105,8 @@ def against_pca(rows: list[Row]) -> Iterator[Finding]:
 # --- what the knobs bought -------------------------------------------------------------------------------------
 
 def by_code_size(records: dict[str, Record], pca: dict[int, float]) -> Iterator[Finding]:
-    """The best trial at each code size over the whole study, against PCA of that size."""
+    """The best trial at each code size over the whole study, against PCA of that size scored on the same
+    images the trials were (`pca`: see scoring.pca_curve)."""
     if len(study.code_sizes(records)) < 2:
         return
     best: dict[int, tuple[float, str]] = {}
@@ -109,17 +115,20 @@ def by_code_size(records: dict[str, Record], pca: dict[int, float]) -> Iterator[
             best[int(size)] = min(best.get(int(size), (float("inf"), "")), (bce, name))
     if len(best) < 2:
         return
+    split = study.selection_split(records.values())
     parts = [f"{size}: {num(bce)} ({name})" + (f" vs PCA {num(pca[size])}" if size in pca else "")
              for size, (bce, name) in sorted(best.items())]
     trials = sum(len(study.trial_points(r.get("trial_results") or [], "code_size", "val_bce"))
                  for r in records.values())
-    yield finding(f"By code size, the best of {trials} trials' validation BCE" +
-                  (" against PCA's test BCE at the same size" if any(s in pca for s in best) else "") +
-                  f": {'; '.join(parts)}.", "validation and test" if pca else "validation")
+    yield finding(f"By code size, the best of {trials} trials' BCE on the {split} split" +
+                  (" against PCA's at the same size on the same images" if any(s in pca for s in best) else "") +
+                  f": {'; '.join(parts)}.", split)
 
 
 def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
-    """A swept knob: each member's pick, on the variant's own (single) metric."""
+    """A swept knob: each member's pick, on the variant's own (single) metric. A knob whose best on that metric is
+    known before the study ran (spaces.BIASED: a larger code always reconstructs better) gets its curve, value by
+    value, never a "best" — the answer the search guard exists to refuse."""
     for base, names in study.groups(records).items():
         members = [(records[n]["sweep"], records[n]) for n in names if len(records[n].get("sweep") or {}) == 1]
         pairs = {tuple(study.objectives(r)) for _, r in members}
@@ -131,10 +140,16 @@ def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
                          if key in s and finite((r.get("metrics") or {}).get(metric))), key=lambda p: p[0])
         if len(scored) < 2:
             continue
-        best = (min if mode == "min" else max)(scored, key=lambda p: p[1])
+        split = study.selection_split(r for _, r in members)
         values = "; ".join(f"{fmt(value)}: {num(score)}" for value, score in scored)
-        yield finding(f"{base} swept over {key}, validation split: {key} {fmt(best[0])} gives the best {metric} "
-                      f"({values}).", "validation")
+        if metric in BIASED.get(key, ((),))[0]:
+            why = BIASED[key][1].split(" (")[0].split(",")[0]  # "a larger code always reconstructs better"
+            yield finding(f"{base} swept over {key}, {split} split: {metric} of each member's pick by {key}: "
+                          f"{values} (a trade-off curve, not a best: {why}).", split)
+            continue
+        best = (min if mode == "min" else max)(scored, key=lambda p: p[1])
+        yield finding(f"{base} swept over {key}, {split} split: {key} {fmt(best[0])} gives the best {metric} "
+                      f"({values}).", split)
 
 
 def knobs(records: dict[str, Record], eval_noise: float | None) -> Iterator[Finding]:
@@ -152,11 +167,12 @@ def knobs(records: dict[str, Record], eval_noise: float | None) -> Iterator[Find
         what = metric + (f" (clean digits from inputs with noise {fmt(eval_noise)})"
                          if metric == "val_denoise_bce" and eval_noise is not None else "")
         worst = max(scores) if mode == "min" else min(scores)
-        text = (f"{name}, validation split: of {len(trials)} trials, {settings} gives the best {what}, "
+        split = study.selection_split([record])
+        text = (f"{name}, {split} split: of {len(trials)} trials, {settings} gives the best {what}, "
                 f"{num(best['metrics'][metric])} (worst {num(worst)})")
         edges = [edge for k in turned if (edge := at_edge(k, best, trials))]
         yield finding(text + (f"; {'; '.join(edges)}: the best may lie outside the searched range" if edges else "")
-                      + ".", "validation")
+                      + ".", split)
 
 
 def at_edge(key: str, best: Record, trials: list[Record]) -> str | None:
@@ -186,9 +202,10 @@ def fronts(records: dict[str, Record], rows: list[Row]) -> Iterator[Finding]:
         if pick is not None:
             rule = (record.get("pick_rule") or "the search's rule").split(":")[0]  # its name, not its definition
             chosen = f"; picked #{front.index(pick) + 1} by {rule}"
-        yield finding(f"{name} front, validation split: {len(front)} of {trials} trials are non-dominated; from one "
+        split = study.selection_split([record])
+        yield finding(f"{name} front, {split} split: {len(front)} of {trials} trials are non-dominated; from one "
                       f"end to the other ({knob_range or 'along the front'}) {moves[0]} while "
-                      f"{', '.join(moves[1:])}{chosen}.", "validation")
+                      f"{', '.join(moves[1:])}{chosen}.", split)
         ends = [tested.get(first.get("trial_id")), tested.get(last.get("trial_id"))]
         measured = [(study.test_metric(m), m) for m, _ in pairs
                     if all(end is not None and finite(end.get(study.test_metric(m))) for end in ends)]

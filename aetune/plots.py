@@ -143,8 +143,9 @@ def code_density(activations: dict[str, np.ndarray], unit_means: dict[str, np.nd
     return fig
 
 
-def training_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
-    """Train and validation loss per epoch, one panel per variant (objectives differ in scale)."""
+def training_curves(histories: dict[str, list[dict[str, float]]], splits: dict[str, str] | None = None) -> Figure:
+    """Train and validation loss per epoch, one panel per variant (objectives differ in scale); `splits`: the
+    split each variant validated on, when not "validation" (val_size 0: the test split)."""
     columns = min(3, len(histories))
     rows = -(-len(histories) // columns)
     fig = new_figure(3.2 * rows)
@@ -152,7 +153,7 @@ def training_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, (name, history) in zip(axes, histories.items()):
         epochs = [h["epoch"] for h in history]
-        for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        for key, label in (("train_loss", "train"), ("val_loss", (splits or {}).get(name, "validation"))):
             ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
         ax.set(title=name, xlabel="epoch", ylabel="loss")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -163,10 +164,12 @@ def training_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
     return fig
 
 
-def code_size_tradeoff(series: Sequence[dict], pca: Sequence[Point], title: str) -> Figure:
+def code_size_tradeoff(series: Sequence[dict], pca: Sequence[Point], title: str,
+                       split: str = "validation") -> Figure:
     """Reconstruction against code size. Each series (a variant, its sweep members together) has `label`,
     `trials` and `stopped` (every trial's point; stopped early: hollow), `envelope` (its best at each size, a line)
-    and `picks` (its picked models' test scores: diamonds); `pca` is one dashed black line."""
+    and `picks` (its picked models' test scores: diamonds); `pca` is one dashed black line, scored on the same
+    `split` as the trials."""
     fig = new_figure(5.5)
     ax = fig.subplots()
     for i, s in enumerate(series):
@@ -176,16 +179,17 @@ def code_size_tradeoff(series: Sequence[dict], pca: Sequence[Point], title: str)
         if s["stopped"]:
             ax.scatter(*zip(*s["stopped"]), s=18, facecolors="none", edgecolors=colour, alpha=0.6)
         if s["envelope"]:
-            ax.plot(*zip(*s["envelope"]), color=colour, marker=".", label=f"{s['label']}: best trial per size (val)")
+            ax.plot(*zip(*s["envelope"]), color=colour, marker=".",
+                    label=f"{s['label']}: best trial per size ({split})")
         if s["picks"]:
             ax.scatter(*zip(*s["picks"]), s=70, marker="D", color=colour, edgecolors="black", zorder=3)
     if pca:
-        ax.plot(*zip(*pca), color="black", linestyle="--", marker="x", label="PCA, same size (test)")
+        ax.plot(*zip(*pca), color="black", linestyle="--", marker="x", label=f"PCA, same size ({split})")
     handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="grey", marker="o", linestyle="", alpha=0.5),
                 Line2D([], [], color="grey", marker="o", linestyle="", markerfacecolor="none"),
                 Line2D([], [], color="grey", marker="D", linestyle="", markeredgecolor="black")]
-    labels += ["a trial (validation)", "a trial stopped early (validation)", "picked model (test)"]
+    labels += [f"a trial ({split})", f"a trial stopped early ({split})", "picked model (test)"]
     ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xscale("log", base=2)
     sizes = sorted({x for s in series for x, _ in s["trials"] + s["stopped"]})
@@ -197,21 +201,23 @@ def code_size_tradeoff(series: Sequence[dict], pca: Sequence[Point], title: str)
 
 
 def pareto_front(trials: Sequence[Point], front: Sequence[Point], labels: Sequence[str], pick: Point | None,
-                 front_test: Sequence[Point], x_label: str, y_label: str, title: str) -> Figure:
+                 front_test: Sequence[Point], x_label: str, y_label: str, title: str,
+                 split: str = "validation") -> Figure:
     """Every trial in grey, the front highlighted and connected in the given order, each member labelled, the pick
-    starred; `front_test`: the same members re-scored on the test split (hollow, dashed), where measurable."""
+    starred, all scored on `split` (what the search read); `front_test`: the same members re-scored on the test split
+    (hollow, dashed), where measurable."""
     fig = new_figure(5.5)
     ax = fig.subplots()
     if trials:
-        ax.scatter(*zip(*trials), s=20, color="0.7", label="every trial (validation)")
-    ax.plot(*zip(*front), color="C3", marker="o", label="Pareto front (validation)")
+        ax.scatter(*zip(*trials), s=20, color="0.7", label=f"every trial ({split})")
+    ax.plot(*zip(*front), color="C3", marker="o", label=f"Pareto front ({split})")
     for (x, y), label in zip(front, labels):
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     if front_test:
         ax.plot(*zip(*front_test), color="C0", marker="o", markerfacecolor="none", linestyle="--",
                 label="front members, test split")
     if pick is not None:
-        ax.scatter(*pick, s=250, marker="*", color="gold", edgecolors="black", zorder=3, label="picked (validation)")
+        ax.scatter(*pick, s=250, marker="*", color="gold", edgecolors="black", zorder=3, label=f"picked ({split})")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set(xlabel=x_label, ylabel=y_label, title=title)
     ax.grid(alpha=0.3)

@@ -10,9 +10,10 @@ from typing import Any
 
 from aetune import study
 from aetune.baselines import PCA_FIT_IMAGES
+from aetune.experiment import write_text
 from aetune.figures import Artifact
 from aetune.models import families
-from aetune.scoring import Variant
+from aetune.scoring import RANKING, PCACurve, Variant
 from aetune.study import Record, fmt
 
 CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
@@ -29,7 +30,7 @@ COLUMNS = {"rank": "#", "name": "variant", "selected_on": "selected on", "model"
            "test_flagged": "anomalies (test)", "val_loss": "own loss (val)", "test_loss": "own loss (test)"}
 NOTES = ("(val): reported by the search for the same checkpoint, on the validation split it was picked on; (test): "
          "measured here on the test split, which the search never read (unless 'selected on' says test). BCE: "
-         "per-pixel BCE of the reconstruction of clean inputs, averaged over images (the ranking). PSNR: "
+         "per-pixel BCE of the reconstruction of clean inputs, averaged over images. PSNR: "
          "10 log10(1 / MSE). Denoise BCE: clean digits reconstructed from inputs corrupted at the study's eval_noise "
          "{noise} (noisy inputs: {psnr:.1f} dB), the same noisy images for every row. Own loss: each variant's "
          "training objective (a VAE's is per-image summed BCE + KL, so not comparable). Probe accuracy: logistic "
@@ -54,6 +55,8 @@ class Evaluation:
     eval_noise: float
     noisy_input_psnr: float
     probe_images: int
+    pca: PCACurve | None = None  # PCA per code size on the trials' validation images (the code-size comparison)
+    test_note: str = ""  # how many test images, when the picks' configs disagree
 
     @property
     def picks(self) -> list[Variant]:
@@ -203,14 +206,16 @@ def write_report(path: Path, ev: Evaluation) -> None:
     first = ev.variants[0]
     notes = NOTES.format(noise=fmt(ev.eval_noise), psnr=ev.noisy_input_psnr, probe=ev.probe_images,
                          fit=PCA_FIT_IMAGES)
-    path.write_text(
+    write_text(str(path), (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style></head><body>'
         f"<h1>{title}</h1><p>{len(ev.picks)} variants evaluated on {len(first.errors)} test images of "
-        f"{html.escape(first.config.dataset)}; best first.</p>{selection_html(ev.records)}"
+        f"{html.escape(first.config.dataset)}. {html.escape(ev.test_note + ' ' if ev.test_note else '')}"
+        f"Leaderboard: {RANKING}.</p>"
+        f"{selection_html(ev.records)}"
         f"<h2>Findings</h2>{findings_html(ev.findings)}"
         f"<h2>Leaderboard</h2>{leaderboard_html(ev.rows)}<p>{notes}</p>"
         f"<h2>What the study found</h2>{study_html(ev)}"
         + (f"<h2>Picked config per variant</h2>{configs_html(ev.picks)}" if ev.picks else "") +
         f"<h2>Figures</h2>{figures_html([a for a in ev.artifacts if a.section == 'figures'])}"
         f"<h2>Skipped</h2>{f'<ul>{skips}</ul>' if skips else '<p>None: every variant was evaluated.</p>'}"
-        "</body></html>")
+        "</body></html>"))

@@ -11,11 +11,12 @@ from typing import Any
 
 import torch
 
-from aetune.baselines import PCA, image_mse, mean_image, pca_components, psnr, score, summarise
+from aetune.baselines import PCA, PCA_FIT_IMAGES, image_mse, mean_image, pca_components, psnr, score, summarise
 from aetune.config import TrialConfig
 from aetune.data import ImageData, add_noise, to_float
 from aetune.models.base import Autoencoder
 from aetune.probe import probe_accuracy
+from aetune.study import finite
 from aetune.train import EVAL_BATCH, EVAL_NOISE_SEED
 
 VALIDATION = ("val_loss", "val_bce", "val_mse", "val_denoise_bce")  # reported by every trial; code_l1 too
@@ -150,20 +151,42 @@ def reconstruction_scores(reconstruct, imgs: EvalImages) -> dict[str, float]:
     return {**score(reconstruct, test), **score(reconstruct, test, imgs.noisy, prefix="test_denoise_")}
 
 
-def pca_curve(imgs: EvalImages, sizes: list[int]) -> dict[int, float]:
-    """Test BCE of PCA with k components, for each k that is a compression of the image (k < pixels)."""
-    test = to_float(imgs.data.test_x)
-    return {k: score(imgs.pca.top(k).reconstruct, test)["test_bce"] for k in sizes if k < test[0].numel()}
+@dataclass(frozen=True)
+class PCACurve:
+    """BCE of PCA with k components for each code size k of the study, scored on the images the trials were scored
+    on (the validation images of `source`'s config; the test split under val_size 0), so it sits on the trials'
+    scale; fitted on that config's training images (never its validation images)."""
+
+    scores: dict[int, float]
+    split: str  # "validation" | "test": what the trials' val_* were measured on (selected_on)
+    images: int
+    fit_images: int
+    source: str  # the variant whose validation images these are
+    same_images: bool  # every evaluated pick was validated on the same images
+
+
+def pca_curve(data: ImageData, sizes: list[int], split: str, source: str, same_images: bool) -> PCACurve:
+    """`data`: aetune.data.trial_data of a pick's config: its training part and validation images."""
+    train, val = to_float(data.train_x[:PCA_FIT_IMAGES]), to_float(data.val_x)
+    pca = PCA.fit(train)
+    scores = {k: score(pca.top(k).reconstruct, val)["test_bce"] for k in sizes if k < val[0].numel()}
+    return PCACurve(scores, split, len(val), len(train), source, same_images)
 
 
 # --- the table -------------------------------------------------------------------------------------------------
 
+RANKED_BY = "val_bce"  # the picks' BCE on the split each was selected on (selected_on): never the test split
+RANKING = ("picked models ranked by val_bce, their BCE on the split each was selected on (selected_on), test scores "
+           "beside; baselines (scored on the test split only) and Pareto-front members unranked")
+
+
 def leaderboard(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Picked models and baselines ranked by test BCE of clean inputs (the one score they all share); then the
-    rows without one (raw pixels: probe only) and the Pareto-front members (kind "front"), unranked."""
-    ranked = sorted((r for r in rows if r["kind"] != "front" and r.get("test_bce") is not None),
-                    key=lambda r: r["test_bce"])
-    rest = [r for r in rows if r["kind"] != "front" and r.get("test_bce") is None]
-    front = [r for r in rows if r["kind"] == "front"]
-    return ([{"rank": i, **row} for i, row in enumerate(ranked, 1)] +
-            [{"rank": None, **row} for row in rest + front])
+    """The picked models ranked by their validation BCE of clean inputs (the split they were selected on, the score
+    every variant reports), test scores beside; then, unranked, the picks without one (older summaries), the
+    baselines (scored on the test split only, so they cannot join a validation ranking) and the Pareto-front members
+    (kind "front"). Ranking on the test split would pick the winner on the split meant to report it."""
+    models = [r for r in rows if r["kind"] == "model"]
+    ranked = sorted((r for r in models if finite(r.get(RANKED_BY))), key=lambda r: r[RANKED_BY])
+    rest = ([r for r in models if not finite(r.get(RANKED_BY))] + [r for r in rows if r["kind"] == "baseline"] +
+            [r for r in rows if r["kind"] not in ("model", "baseline")])
+    return [{"rank": i, **row} for i, row in enumerate(ranked, 1)] + [{"rank": None, **row} for row in rest]

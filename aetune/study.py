@@ -92,6 +92,14 @@ def code_sizes(records: dict[str, Record]) -> list[int]:
                    if finite((t.get("metrics") or {}).get("code_size"))})
 
 
+def selection_split(records: Iterable[Record]) -> str:
+    """The split the search scored these variants' trials on (their val_* metrics), from each record's
+    `selected_on`: "validation", or "test" under val_size 0; "validation and test" when they differ. A record
+    that does not say (written before splits were recorded) counts as validation."""
+    splits = {r.get("selected_on") or "validation" for r in records}
+    return "validation and test" if len(splits) > 1 else next(iter(splits), "validation")
+
+
 def test_metric(metric: str) -> str:
     """The evaluation's name for the same metric measured on the test split (val_bce -> test_bce, code_l1 ->
     test_code_l1); a property of the model itself (code_size, params) keeps its name."""

@@ -9,17 +9,17 @@ import torch
 from aetune import plots, study
 from aetune.data import to_float
 from aetune.figures import Artifact, render, showcase
-from aetune.scoring import EvalImages, Variant
+from aetune.scoring import EvalImages, PCACurve, Variant
 from aetune.study import Record, fmt
 
 FRONT_ROWS = 5  # front members whose reconstructions are shown, spread along the front
 SECTION = "study"
 
 
-def code_size_figure(records: dict[str, Record], rows: list[dict[str, Any]], pca: dict[int, float],
+def code_size_figure(records: dict[str, Record], rows: list[dict[str, Any]], pca: PCACurve | None,
                      dataset: str) -> Artifact | None:
-    """Every trial's validation BCE against its code size, per variant (sweep members together); only when the
-    study holds more than one code size."""
+    """Every trial's validation BCE against its code size, per variant (sweep members together), beside PCA scored
+    on the same images; only when the study holds more than one code size."""
     if len(study.code_sizes(records)) < 2:
         return None
     series = []
@@ -35,14 +35,19 @@ def code_size_figure(records: dict[str, Record], rows: list[dict[str, Any]], pca
                        "stopped": [(x, y) for x, y, t in points if t.get("state") == "stopped"]})
     if not series:
         return None
-    fig = plots.code_size_tradeoff(series, sorted(pca.items()), "Reconstruction against code size")
+    split = study.selection_split(records.values())
+    fig = plots.code_size_tradeoff(series, sorted(pca.scores.items()) if pca else [],
+                                   "Reconstruction against code size", split)
     trials = sum(len(s["trials"]) + len(s["stopped"]) for s in series)
+    dashed = "" if not pca or not pca.scores else (
+        f" Dashed: PCA with as many components as the code has numbers, fitted on {pca.fit_images} of {pca.source}'s "
+        f"{dataset} training images and scored on its {pca.images} {pca.split} images, the ones its trials were "
+        "scored on" + ("" if pca.same_images else " (other variants were validated on other images)") + ".")
     return render("", "code_size", "Reconstruction against code size",
-                  f"Dots: each of the {trials} trials' validation BCE at its picked epoch against its code size "
-                  "(hollow: stopped early by the scheduler), validation split; lines: each variant's best trial per "
-                  "size (sweep members drawn as one variant). Diamonds: the picked models' BCE on the test split. "
-                  f"Dashed: PCA with as many components as the code has numbers, fitted on {dataset} training "
-                  "images and scored on the test split.", fig, SECTION)
+                  f"Dots: each of the {trials} trials' BCE at its picked epoch against its code size "
+                  f"(hollow: stopped early by the scheduler), {split} split; lines: each variant's best trial per "
+                  "size (sweep members drawn as one variant). Diamonds: the picked models' BCE on the test split."
+                  + dashed, fig, SECTION)
 
 
 def front_figure(name: str, record: Record, rows: list[dict[str, Any]]) -> Artifact | None:
@@ -63,13 +68,14 @@ def front_figure(name: str, record: Record, rows: list[dict[str, Any]]) -> Artif
                   for m in front if m.get("trial_id") in tested]
     front_test = [p for p in front_test if all(study.finite(v) for v in p)]
     fig = plots.pareto_front(trials, [(m["metrics"][x], m["metrics"][y]) for m in front], member_labels(front),
-                             pick, front_test, axis_label(x, x_mode), axis_label(y, y_mode),
-                             f"{name}: Pareto front of {x} and {y}")
+                             pick, front_test, axis_label(x, x_mode, record), axis_label(y, y_mode, record),
+                             f"{name}: Pareto front of {x} and {y}", study.selection_split([record]))
     more = (f" The front is non-dominated in all {len(pairs)} objectives ({', '.join(m for m, _ in pairs)}); drawn "
             "in the first two, where some members can look dominated." if len(pairs) > 2 else "")
     test = (" Hollow, dashed: the same members re-scored on the test split." if front_test else "")
     return render(name, "front", f"Pareto front: {name}",
-                  f"Grey: every trial of {name} at its last epoch, validation split; red: the {len(front)} "
+                  f"Grey: every trial of {name} at its last epoch, {study.selection_split([record])} split; red: "
+                  f"the {len(front)} "
                   f"non-dominated trials, numbered along {x} as in the front table; star: the pick "
                   f"({record.get('pick_rule') or 'the search rule'}).{test}{more}", fig, SECTION)
 
@@ -97,11 +103,12 @@ def front_reconstructions(name: str, members: list[Variant], images: dict[str, E
     varying = f"; {', '.join(knobs)} {'varies' if len(knobs) == 1 else 'vary'} along it" if knobs else ""
     return render(name, "front_recon", f"Along the front: {name}",
                   f"Test digits reconstructed by {len(shown)} of the {len(members)} front members, in front order "
-                  f"(numbers as in the front table, with their validation scores){varying}.", fig, SECTION)
+                  f"(numbers as in the front table, with their {study.selection_split([shown[0].record])} scores)"
+                  f"{varying}.", fig, SECTION)
 
 
 def study_figures(records: dict[str, Record], rows: list[dict[str, Any]], variants: list[Variant],
-                  images: dict[str, EvalImages], pca: dict[int, float]) -> Iterator[Artifact]:
+                  images: dict[str, EvalImages], pca: PCACurve | None) -> Iterator[Artifact]:
     dataset = next(iter(images))
     figure = code_size_figure(records, rows, pca, dataset)
     if figure is not None:
@@ -122,7 +129,7 @@ def member_labels(front: list[Record]) -> list[str]:
             for i, m in enumerate(front, 1)]
 
 
-def axis_label(metric: str, mode: str) -> str:
+def axis_label(metric: str, mode: str, record: Record) -> str:
     better = "lower" if mode == "min" else "higher"
-    split = "" if metric in study.MODEL_PROPERTIES else ", validation split"
+    split = "" if metric in study.MODEL_PROPERTIES else f", {study.selection_split([record])} split"
     return f"{metric} ({better} is better{split})"

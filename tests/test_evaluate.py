@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -17,11 +18,11 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from aetune.baselines import PCA, PCA_FIT_IMAGES, pca_components
+from aetune.baselines import EPS, PCA, PCA_FIT_IMAGES, pca_components
 from aetune.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from aetune.config import TrialConfig
-from aetune.data import ImageData, load_data, to_float
-from aetune.evaluate import main
+from aetune.data import ImageData, load_data, to_float, trial_data
+from aetune.evaluate import main, resolve_test_size, write_tables
 from aetune.experiment import Summary, VariantResult
 from aetune.figures import slug
 from aetune.plots import DPI, WIDTH
@@ -62,8 +63,12 @@ def evaluated(experiment, data_root) -> Path:
     return experiment / "eval"
 
 
+def strict(constant: str):
+    raise AssertionError(f"metrics.json holds {constant}: not JSON")
+
+
 def read_metrics(out: Path) -> dict:
-    return json.loads((out / "metrics.json").read_text())
+    return json.loads((out / "metrics.json").read_text(), parse_constant=strict)
 
 
 def rows_by_name(out: Path) -> dict[str, dict]:
@@ -96,9 +101,12 @@ def test_leaderboard_puts_each_test_score_beside_the_validation_score_of_the_sam
         reader = csv.DictReader(f)
         header, rows = reader.fieldnames, list(reader)
     assert all(header.index(test) == header.index(val) + 1 for val, test in PAIRS)
-    ranked = [r for r in rows if r["rank"]]
-    assert [float(r["test_bce"]) for r in ranked] == sorted(float(r["test_bce"]) for r in ranked)
+    ranked = [r for r in rows if r["rank"]]  # the picks, by the split they were selected on; never by test_bce
+    assert [float(r["val_bce"]) for r in ranked] == sorted(float(r["val_bce"]) for r in ranked)
     assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
+    assert {r["name"] for r in ranked} == set(VARIANTS) and rows[:len(ranked)] == ranked
+    assert all(not r["rank"] for r in rows if r["kind"] == "baseline")  # test scores only: not in the ranking
+    assert read_metrics(evaluated)["ranked_by"] == "val_bce"
     summary = Summary.read(experiment)
     fronts = {f"sparse#{i}" for i in range(1, len(summary.variants["sparse"].front) + 1)}
     baselines = {"mean-image", "pixels", "pca-2", "pca-8", "pca-16", "pca-196"}  # conv codes (8 x 7 x 7): 196
@@ -143,12 +151,14 @@ def test_findings_are_written_from_this_study_and_name_their_split(evaluated, ex
     assert all(f["split"] in ("validation", "test", "validation and test") for f in found)
     text = "\n".join(f["text"] for f in found)
     rows = rows_by_name(evaluated)
-    best = min((rows[name] for name in VARIANTS), key=lambda r: r["test_bce"])
-    assert f"On the test split, {best['name']} reconstructs best of the {len(VARIANTS)} picked models" in text
+    best = min((rows[name] for name in VARIANTS), key=lambda r: r["val_bce"])
+    assert f"On the validation split (the one the picks were selected on), {best['name']} reconstructs best of the " \
+        f"{len(VARIANTS)} picked models" in text
     trials = sum(len(r.trial_results) for r in Summary.read(experiment).variants.values())
-    assert f"By code size, the best of {trials} trials' validation BCE against PCA's test BCE at the same size: 2: " \
-        in text
-    assert "dense swept over code_size, validation split" in text
+    assert f"By code size, the best of {trials} trials' BCE on the validation split against PCA's at the same size " \
+        "on the same images: 2: " in text
+    assert "code_size 16 gives the best" not in text and "code_size 8 gives the best" not in text
+    assert "dense swept over code_size, validation split: val_bce of each member's pick by code_size: 8: " in text
     assert "sparse front, validation split: " in text and "sparse front re-scored on the test split" in text
     assert f"raw pixels {100 * rows['pixels']['test_probe']:.1f}%" in text
     assert "Selected on the test split" not in text
@@ -213,7 +223,8 @@ def older(experiment, data_root, tmp_path_factory) -> Path:
         raw["variants"]["dense@code_size=8"].pop(field)
     raw["variants"]["vae"] |= {"selected_on": "test", "split": {"train": 3000, "val": 500, "val_from": "test"}}
     (root / "summary.json").write_text(json.dumps(raw))
-    assert evaluate(root, data_root, "--no-front") == 0
+    # no --test-size: the configs' test_size (500, conftest's SMALL_SPACE) decides, not "every test image"
+    assert main([str(root), "--data-root", str(data_root), "--no-download", "--device", "cpu", "--no-front"]) == 0
     return root / "eval"
 
 
@@ -234,6 +245,24 @@ def test_selection_on_the_test_split_is_said_first(older):
     assert report.index("Selected on the test split:") < report.index("<h2>Leaderboard</h2>")
     first = read_metrics(older)["findings"][0]
     assert first["split"] == "test" and first["text"].startswith("Selected on the test split")
+    captions = {f["file"]: f["caption"] for f in read_metrics(older)["figures"]}
+    assert "vae validated on the test split (val_size: 0)" in captions["figures/training_curves.png"]
+
+
+def test_the_configs_test_size_is_the_default(older):
+    assert set(read_metrics(older)["test_images"].values()) == {500}  # quick.yaml's test_size means what it says
+    assert read_metrics(older)["test_size_note"] is None
+
+
+def test_picks_asking_for_different_test_sizes_get_the_smallest_and_are_told():
+    def pick(name, size):
+        return Variant(name, {}, TrialConfig(test_size=size), None, {}, "x.pt")
+
+    assert resolve_test_size([pick("a", 1000), pick("b", 1000)], None) == (1000, "")
+    assert resolve_test_size([pick("a", 1000)], 200) == (200, "")
+    assert resolve_test_size([pick("a", None)], None) == (None, "")
+    size, note = resolve_test_size([pick("a", 1000), pick("b", 300), pick("c", None)], None)
+    assert size == 300 and "different test_size (a 1000, b 300, c all)" in note and "first 300 test images" in note
 
 
 # --- baselines ---------------------------------------------------------------------------------------------------
@@ -252,6 +281,22 @@ def test_pca_baseline_equals_a_numpy_svd_of_the_same_images(evaluated, data_root
     rows = rows_by_name(evaluated)  # reported: clipped to [0, 1] like images
     assert rows["pca-16"]["test_mse"] == pytest.approx(((np.clip(projected, 0, 1) - test64) ** 2).mean(), rel=1e-4)
     assert rows["mean-image"]["test_mse"] == pytest.approx(((mean - test64) ** 2).mean(), rel=1e-5)
+
+
+def test_pca_curve_is_scored_on_the_images_the_trials_were_validated_on(evaluated, experiment, data_root):
+    """The code-size comparison stays on one split: PCA fitted on a pick's training part, scored on its
+    validation images (rebuilt from its config), not on the test split."""
+    curve = read_metrics(evaluated)["pca_curve"]
+    assert curve["split"] == "validation" and curve["same_images_for_every_pick"]
+    config = TrialConfig.from_dict(Summary.read(experiment).variants[curve["validation_images_of"]].config)
+    data = trial_data(config, str(data_root), download=False)
+    val = to_float(data.val_x)
+    assert curve["images"] == len(val) == 300 and curve["fit_images"] == len(data.train_x) == 2700
+    manual = PCA.fit(to_float(data.train_x)).top(8).reconstruct(val).clamp(EPS, 1 - EPS)
+    bce = float(torch.nn.functional.binary_cross_entropy(manual, val))
+    assert curve["bce"]["8"] == pytest.approx(bce, rel=1e-5)
+    caption = next(f["caption"] for f in read_metrics(evaluated)["figures"] if f["file"] == "figures/code_size.png")
+    assert "scored on its 300 validation images, the ones its trials were scored on" in caption
 
 
 def test_conv_codes_larger_than_the_image_get_a_capped_pca():
@@ -335,6 +380,22 @@ def test_not_an_experiment_exits_2_with_one_line(tmp_path):
 def test_no_finished_trial_exits_2(experiment, data_root, capsys):
     assert evaluate(experiment, data_root, "--variants", "crashed") == 2
     assert "no finished trial" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where, message", [("file", "is a file, not a folder"),
+                                            ("file/sub", "cannot create that folder")])
+def test_out_that_cannot_be_a_folder_exits_2_with_one_line(experiment, data_root, capsys, tmp_path, where, message):
+    (tmp_path / "file").write_text("not a folder")
+    assert evaluate(experiment, data_root, "--out", str(tmp_path / where)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("aetune: error: --out ") and message in err
+
+
+def test_metrics_json_is_strict_json(tmp_path):
+    """A noiseless eval_noise gives an infinite PSNR: written as null, never as the non-JSON `Infinity`."""
+    write_tables(tmp_path, [], {"noisy_input_psnr": math.inf, "scores": [math.nan, 1.5]})
+    assert read_metrics(tmp_path) == {"noisy_input_psnr": None, "scores": [None, 1.5]}
+    assert (tmp_path / "leaderboard.csv").read_text().startswith("rank,name,")
 
 
 def test_unknown_variant_exits_2(experiment, data_root, capsys):
