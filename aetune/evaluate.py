@@ -116,16 +116,13 @@ def load_variant(experiment: Path, name: str, kind: str, record: Record, source:
 # --- outputs ---------------------------------------------------------------------------------------------------
 
 def output_folder(out: Path) -> Path:
-    """--out checked before any work: an existing file or a folder that cannot be made is one line, exit 2."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder; pass a folder (it is created if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"--out {out}: cannot create that folder ({err.strerror or first_line(err)}); pass a "
-                         "folder you can write to") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: that folder is not writable; pass a folder you can write to")
+    """--out checked before any work, and created only once there is something to write: a file in the way or a
+    folder that cannot be made is one line, exit 2, and nothing is written."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is a file, not a folder; pass a folder (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not writable; pass a folder you can write to")
     return out
 
 
@@ -291,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"nothing to evaluate in {args.experiment}: {reasons}")
     ev = evaluate(summary.name, records, variants, images, skipped, device, pca_on_validation(records, variants, args))
     ev.test_note = test_note
+    out.mkdir(parents=True, exist_ok=True)
     write_tables(out, ev.rows, metrics_document(ev, args.experiment))
     write_figures(out, ev.artifacts)
     write_report(out / "report.html", ev)

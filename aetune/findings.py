@@ -142,8 +142,9 @@ def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
             continue
         split = study.selection_split(r for _, r in members)
         values = "; ".join(f"{fmt(value)}: {num(score)}" for value, score in scored)
-        if metric in BIASED.get(key, ((),))[0]:
-            why = BIASED[key][1].split(" (")[0].split(",")[0]  # "a larger code always reconstructs better"
+        bias = BIASED.get(key)
+        if bias and metric in (*bias.low, *bias.high):
+            why = bias.why.split(" (")[0].split(",")[0]  # "a larger code always reconstructs better"
             yield finding(f"{base} swept over {key}, {split} split: {metric} of each member's pick by {key}: "
                           f"{values} (a trade-off curve, not a best: {why}).", split)
             continue

@@ -101,6 +101,13 @@ def check_storage_reachable(storage: str) -> None:
                          "filesystem every node mounts, or a bucket URI (s3://..., gs://...)")
 
 
+def local_path(location: str) -> str | None:
+    """A folder on this filesystem (a file:// URI included), or None for a bucket."""
+    if location.startswith("file://"):
+        return location.removeprefix("file://")
+    return None if is_uri(location) else location
+
+
 def trial_dirname(trial: Any) -> str:
     return f"{trial.config[VARIANT_KEY]}-{trial.trial_id}"  # trainable.train_trial finds its folder by this
 
@@ -115,7 +122,7 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
     threads = max(1, int(space.cpus))
     trainable = tune.with_resources(
         tune.with_parameters(trainable, data_root=experiment.data_root, threads=threads, rank_by=rank_by,
-                             experiment=None if is_uri(experiment.path) else experiment.path),
+                             experiment=local_path(experiment.path)),
         {"cpu": space.cpus, "gpu": space.gpus})
     if resume and tune.Tuner.can_restore(experiment.path):
         return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)

@@ -1,6 +1,7 @@
 """The Ray Tune function trainable: one trial = one Trainer, reported and checkpointed every epoch."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -28,20 +29,26 @@ def checkpoint_rank(metrics: dict[str, float], rank_by: tuple[str, str]) -> floa
 
 
 def resume_bundle(trial_dir: Path | None) -> dict[str, Any] | None:
-    """The newest complete checkpoint of this trial: Tune's, or a later one on disk. Tune snapshots the experiment
-    only every few checkpoints, so a driver killed in between restores a trial from an older checkpoint than it
-    wrote; resuming from that one would run an epoch twice. (Local storage only: a bucket keeps Tune's choice.)"""
+    """Where this trial goes on from: the checkpoint of the last epoch the driver logged (result.json). A driver
+    killed between a trial's report and Tune's next experiment snapshot leaves Tune one checkpoint behind what
+    result.json shows (resuming there would log an epoch twice), or a checkpoint ahead of it whose result was never
+    logged (resuming there would leave a gap). Local storage only: elsewhere Tune's own choice stands."""
     bundles = []
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             bundles.append(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
-    for path in sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if trial_dir else []:
+    if trial_dir is None or not (trial_dir / "result.json").is_file():
+        return bundles[0] if bundles else None
+    logged = [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()
+              if line.strip().endswith("}")]  # a line cut by the kill is not logged
+    for path in sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}")):
         try:
             bundles.append(load_checkpoint(path))
         except CheckpointError:  # an incomplete or foreign file is not a place to resume from
             continue
-    return max(bundles, key=lambda bundle: bundle["epoch"], default=None)
+    last = max(logged, default=0)
+    return max((b for b in bundles if b["epoch"] <= last), key=lambda b: b["epoch"], default=None)
 
 
 def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by: dict[str, tuple[str, str]],
