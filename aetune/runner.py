@@ -174,7 +174,11 @@ def run(experiment: Experiment, address: str | None, resume: bool, trainable: Ca
         grid = make_tuner(experiment, trainable or train_trial, resume, verbose).fit()
     finally:
         ray.shutdown()
-    if grid.num_terminated + grid.num_errors < sum(map(space.trial_count, space.runs())):
+    # A trial Tune never got to report for (Ctrl-C right after it started) comes back as a FileNotFoundError
+    # ("could not fetch metrics"): unfinished, not failed.
+    failed = sum(1 for result in grid if result.error is not None and not isinstance(result.error, FileNotFoundError))
+    unread = any(result.config is None for result in grid)
+    if unread or grid.num_terminated + failed < sum(map(space.trial_count, space.runs())):
         # Ctrl-C: Tune saved its state and returned
         print(f"\ninterrupted; continue with: python -m aetune.search --storage {experiment.storage} "
               f"--name {experiment.name} --resume", flush=True)

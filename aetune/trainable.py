@@ -38,6 +38,7 @@ def resume_bundle(trial_dir: Path | None) -> dict[str, Any] | None:
     if checkpoint:
         with checkpoint.as_directory() as folder:
             bundles.append(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
+    floor = bundles[0]["epoch"] if bundles else 0  # never behind Tune's own restore point
     if trial_dir is None or not (trial_dir / "result.json").is_file():
         return bundles[0] if bundles else None
     logged = [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()
@@ -47,8 +48,8 @@ def resume_bundle(trial_dir: Path | None) -> dict[str, Any] | None:
             bundles.append(load_checkpoint(path))
         except CheckpointError:  # an incomplete or foreign file is not a place to resume from
             continue
-    last = max(logged, default=0)
-    return max((b for b in bundles if b["epoch"] <= last), key=lambda b: b["epoch"], default=None)
+    last = max(max(logged, default=0), floor)
+    return max((b for b in bundles if floor <= b["epoch"] <= last), key=lambda b: b["epoch"], default=None)
 
 
 def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by: dict[str, tuple[str, str]],

@@ -383,7 +383,7 @@ def test_no_finished_trial_exits_2(experiment, data_root, capsys):
 
 
 @pytest.mark.parametrize("where, message", [("file", "is a file, not a folder"),
-                                            ("file/sub", "cannot create that folder")])
+                                            ("file/sub", "file is a file, not a folder")])
 def test_out_that_cannot_be_a_folder_exits_2_with_one_line(experiment, data_root, capsys, tmp_path, where, message):
     (tmp_path / "file").write_text("not a folder")
     assert evaluate(experiment, data_root, "--out", str(tmp_path / where)) == 2

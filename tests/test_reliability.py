@@ -524,6 +524,6 @@ def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, 
               for t in optuna.load_study(study_name="dense", storage=study).trials if "ray_trial_id" in t.user_attrs}
     orphans = [t for t in optuna.load_study(study_name="dense", storage=study).trials if t.state.name == "RUNNING"]
     assert not orphans
-    for trial in trials:
-        epochs = epochs_of(trial)
-        assert states[trial.name.removeprefix("dense-")] == ("COMPLETE" if len(epochs) == 4 else "PRUNED"), trial
+    # What Optuna was told is what the summary records of each trial: finished ones COMPLETE, stopped ones PRUNED.
+    told = {"completed": "COMPLETE", "stopped": "PRUNED"}
+    assert states == {t["trial_id"]: told[t["state"]] for t in best.trial_results}
