@@ -1,14 +1,17 @@
 """The autoencoder family: architectures, parameter counts, shapes, losses and config validation."""
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from aetune.config import ConfigError
 from aetune.models import REGISTRY, build_model
+from aetune.models.conv import UpsampledConv2d
 from aetune.models.gaussian import kl_divergence
 
 VARIANTS = {
@@ -69,6 +72,32 @@ def test_any_valid_filter_list_round_trips(filters, shape):
         assert "filters" in str(err) and len(filters) > 3
         return
     assert model(torch.rand(2, *shape)).shape == (2, *shape)
+
+
+@pytest.mark.parametrize("in_channels, out_channels, size", [(16, 1, (14, 14)), (8, 3, (7, 5)), (4, 2, (1, 2))])
+def test_upsampled_conv_is_the_conv_of_the_upsampled_input(in_channels, out_channels, size):
+    """The output conv's low-resolution form gives the numbers and gradients of upsample-then-conv."""
+    fused = UpsampledConv2d(in_channels, out_channels)
+    torch.nn.init.normal_(fused.bias)
+    x = torch.rand(3, in_channels, *size, requires_grad=True)
+    grad = torch.randn(3, out_channels, 2 * size[0], 2 * size[1])
+    results = []
+    for forward in (fused, lambda t: F.conv2d(F.interpolate(t, scale_factor=2), fused.weight, fused.bias, padding=1)):
+        out = forward(x)
+        out.backward(grad)
+        results.append([out, x.grad, fused.weight.grad, fused.bias.grad])
+        x.grad = fused.weight.grad = fused.bias.grad = None
+    for ours, plain in zip(*results):
+        torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-4)  # sums over 3 x 28 x 28 pixels
+
+
+def test_conv_stages_start_lecun_normal_before_a_selu():
+    """The encoder pools before its activation: the SELU still makes the conv before it start LeCun-normal."""
+    torch.manual_seed(0)
+    model = build_model({"model": "conv", "filters": [16, 64], "activation": "selu", "decoder": "transpose"})
+    assert isinstance(model.encoder[1], torch.nn.MaxPool2d) and isinstance(model.encoder[2], torch.nn.SELU)
+    second = model.encoder[3].weight  # 16 -> 64: Glorot's std would be 0.63 / sqrt(fan_in)
+    assert float(second.std()) * math.sqrt(second[0].numel()) == pytest.approx(1, abs=0.05)
 
 
 def test_vae_encodes_the_mean_and_samples_only_while_training():

@@ -8,6 +8,7 @@ import torch
 
 from aetune.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from aetune.config import TrialConfig
+from aetune.models.conv import UpsampledConv2d
 from aetune.train import Trainer
 
 VARIANTS = {
@@ -178,5 +179,41 @@ def test_channels_last_trains_the_same_model(mnist, variant):
     for channels_last in (False, True):
         config = TrialConfig.from_dict({**VARIANTS[variant], "batch_size": 128, "epochs": 3})
         trainer = Trainer(config, mnist, device="cpu", channels_last=channels_last)
+        curves.append([m[key] for m in (trainer.run_epoch() for _ in range(3)) for key in ("train_loss", "val_loss")])
+    assert curves[1] == pytest.approx(curves[0], abs=1e-3, rel=1e-3)
+
+
+def plain_layout(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a conv model with the layers of the Keras original, as the trainer ran them before: activation
+    then pool in each encoder stage, and an upsample before a plain output conv."""
+    plain = copy.deepcopy(model)
+    for sequence in [m for m in plain.modules() if isinstance(m, torch.nn.Sequential)]:
+        layers, i = list(sequence), 0
+        while i < len(layers):
+            if isinstance(layers[i], torch.nn.MaxPool2d):  # conv, pool, activation -> conv, activation, pool
+                layers[i], layers[i + 1] = layers[i + 1], layers[i]
+                i += 1
+            elif isinstance(layers[i], UpsampledConv2d):
+                conv = torch.nn.Conv2d(layers[i].in_channels, layers[i].out_channels, 3, padding=1)
+                conv.load_state_dict(layers[i].state_dict())
+                layers[i - 1:i + 1] = [torch.nn.Upsample(scale_factor=2), conv]
+            i += 1
+        for index, layer in enumerate(layers):
+            sequence[index] = layer
+    return plain
+
+
+@pytest.mark.parametrize("variant", ["conv", "denoising_conv"])
+def test_conv_layers_train_as_the_plain_layout_in_nchw(mnist, variant):
+    """Pooling before the activation, the low-resolution output conv and channels_last change speed, not results:
+    3 epochs give the loss curve of the plain layers in NCHW (the trainer before them)."""
+    curves = []
+    for plain in (True, False):
+        config = TrialConfig.from_dict({**VARIANTS[variant], "batch_size": 128, "epochs": 3})
+        trainer = Trainer(config, mnist, device="cpu", channels_last=not plain)
+        if plain:
+            trainer.model = plain_layout(trainer.model)
+            trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=config.lr)
+            assert not any(isinstance(m, UpsampledConv2d) for m in trainer.model.modules())
         curves.append([m[key] for m in (trainer.run_epoch() for _ in range(3)) for key in ("train_loss", "val_loss")])
     assert curves[1] == pytest.approx(curves[0], abs=1e-3, rel=1e-3)

@@ -66,7 +66,8 @@ def keras_init(module: nn.Module) -> None:
         nn.init.xavier_uniform_(module.weight)
         nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Sequential):
-        for layer, after in zip(module, list(module)[1:]):
+        layers = [m for m in module if not isinstance(m, nn.MaxPool2d)]  # conv stages pool before the activation
+        for layer, after in zip(layers, layers[1:]):
             if isinstance(layer, WEIGHTED) and isinstance(after, nn.SELU):
                 lecun_normal_(layer.weight)
 

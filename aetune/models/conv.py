@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aetune.config import ConfigError, TrialConfig
@@ -37,6 +38,28 @@ def decoder_paddings(height: list[int], width: list[int]) -> list[int]:
     return paddings
 
 
+class UpsampledConv2d(nn.Conv2d):
+    """A 2x nearest upsample followed by this conv3x3 'same', computed at the input's resolution: output pixel
+    (2i + a, 2j + b) reads the input pixels around (i, j) through the kernel with the taps that land on the same
+    upsampled pixel summed. One conv with four such phase kernels per output channel and a pixel shuffle give
+    conv(upsample(x)) to float rounding without making the upsampled input. The output conv (to the image's 1 or 3
+    channels) is where oneDNN's CPU kernels are slowest: 2.7x faster there."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 3, padding=1)
+        taps = torch.zeros(2, 3, 3)  # taps[a, k, d + 1] = 1: in phase a, kernel tap k reads input offset d
+        for a in range(2):
+            for k in range(3):
+                taps[a, k, (a + k - 1) // 2 + 1] = 1.0
+        self.register_buffer("taps", taps, persistent=False)  # derived: checkpoints hold Conv2d's weights only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # phases[o, a, b]: the kernel of output channel o at row phase a and column phase b (pixel_shuffle's order)
+        phases = torch.einsum("aku,blv,oikl->oabiuv", self.taps, self.taps, self.weight)
+        out = F.conv2d(x, phases.reshape(-1, self.in_channels, 3, 3), self.bias.repeat_interleave(4), padding=1)
+        return F.pixel_shuffle(out, 2)
+
+
 class CentreCrop(nn.Module):
     """Sizes that are neither powers of two nor fixed by a valid conv come out a little large: keep the centre."""
 
@@ -52,13 +75,16 @@ class CentreCrop(nn.Module):
 
 def upsample_decoder(filters: list[int], channels: int, heights: list[int], widths: list[int],
                      activation: type[nn.Module]) -> nn.Sequential:
-    """Per filter, deepest first: conv3x3 + activation + 2x upsample; then conv3x3 'same' to the input's channels."""
+    """Per filter, deepest first: conv3x3 + activation + 2x upsample; then conv3x3 'same' to the input's channels.
+    The last upsample is done inside that output conv (UpsampledConv2d); an Identity keeps its place, so the layers'
+    indices, hence the checkpoints' keys, are those of the plain layout."""
     layers: list[nn.Module] = []
     reversed_filters = filters[::-1]
     paddings = decoder_paddings(heights, widths)
     for n_in, n_out, padding in zip([filters[-1], *reversed_filters], reversed_filters, paddings):
         layers += [nn.Conv2d(n_in, n_out, 3, padding=padding), activation(), nn.Upsample(scale_factor=2)]
-    layers += [nn.Conv2d(filters[0], channels, 3, padding=1), CentreCrop(heights[0], widths[0])]
+    layers[-1] = nn.Identity()
+    layers += [UpsampledConv2d(filters[0], channels), CentreCrop(heights[0], widths[0])]
     return nn.Sequential(*layers)
 
 
@@ -78,7 +104,7 @@ def transpose_decoder(filters: list[int], channels: int, heights: list[int], wid
 
 def conv_layers(config: TrialConfig, input_shape: tuple[int, int, int],
                 activation: type[nn.Module]) -> tuple[nn.Sequential, nn.Sequential, tuple[int, int, int]]:
-    """The encoder (per filter: conv3x3 'same' + activation + 2x2 max-pool), the decoder `config.decoder` names,
+    """The encoder (per filter: conv3x3 'same' + 2x2 max-pool + activation), the decoder `config.decoder` names,
     which maps the encoder's last feature map back to input_shape, and that feature map's shape.
 
     The upsampling decoder mirrors ceil pooling (the Keras blog's conv AE, 28 -> 14 -> 7 -> 4); the transposed one
@@ -90,7 +116,9 @@ def conv_layers(config: TrialConfig, input_shape: tuple[int, int, int],
     heights, widths = pooled_sizes(height, len(filters), ceil), pooled_sizes(width, len(filters), ceil)
     encoder: list[nn.Module] = []
     for n_in, n_out in zip([channels, *filters], filters):
-        encoder += [nn.Conv2d(n_in, n_out, 3, padding=1), activation(), nn.MaxPool2d(2, ceil_mode=ceil)]
+        # Pooling before the activation gives the same numbers (every activation here is non-decreasing, so it
+        # commutes with max) and applies the activation to a quarter of the pixels: ~6% of a conv step on CPU.
+        encoder += [nn.Conv2d(n_in, n_out, 3, padding=1), nn.MaxPool2d(2, ceil_mode=ceil), activation()]
     decoder = (upsample_decoder if ceil else transpose_decoder)(filters, channels, heights, widths, activation)
     return nn.Sequential(*encoder), decoder, (filters[-1], heights[-1], widths[-1])
 
