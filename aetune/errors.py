@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 
 class UsageError(ValueError):
@@ -34,3 +36,13 @@ def cli(main: Callable[..., int | None]) -> Callable[..., int]:
             return 130
 
     return wrapper
+
+
+def exit_now(status: int) -> NoReturn:
+    """End a `python -m` process whose work is done, skipping the interpreter's teardown of PyTorch's,
+    torchvision's and Ray's modules (~1.5 s that no output needs: files are written and synced, streams flushed
+    here). For entry points that leave no writer open."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

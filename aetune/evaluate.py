@@ -30,7 +30,7 @@ from aetune.baselines import PCA_FIT_IMAGES
 from aetune.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from aetune.config import TrialConfig
 from aetune.data import load_data, trial_data
-from aetune.errors import UsageError, cli, first_line
+from aetune.errors import UsageError, cli
 from aetune.experiment import EVAL_DIR, Summary, VariantResult, _finite_or_null, is_uri, write_bytes, write_text
 from aetune.figures import Artifact, figures
 from aetune.findings import findings

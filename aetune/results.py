@@ -11,12 +11,11 @@ from ray import tune
 
 from aetune.config import TrialConfig
 from aetune.errors import first_line
-from aetune.experiment import VARIANT_KEY, VariantResult
+from aetune.experiment import DIVERGED, VARIANT_KEY, VariantResult
 from aetune.models import family
 from aetune.pareto import front
 from aetune.pareto import pick as pick_member
 from aetune.spaces import Search, Variant
-from aetune.trainable import DIVERGED
 
 # Metrics a trial reports that are results (not timings): what summary.json keeps, so that two runs of the same
 # search on the same data write the same summary.

@@ -13,15 +13,13 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from aetune.config import TrialConfig
 from aetune.errors import UsageError, first_line
-from aetune.experiment import SPACE_FILE, VARIANT_KEY, Summary, is_uri, join, write_text
+from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, is_uri, join, write_text
 from aetune.models import family
 from aetune.results import summarise
 from aetune.schedulers import make_schedulers
 from aetune.searchers import make_router
 from aetune.spaces import SearchSpace, space_to_yaml
-from aetune.trainable import CHECKPOINT_RANK, train_trial
 
 KEEP_CHECKPOINTS = 2  # the best two by the variant's metric; Ray always keeps the latest as well, for resuming
 MAX_FAILURES = 2  # a crashed trial is retried from its last checkpoint this many times
@@ -108,6 +106,14 @@ def local_path(location: str) -> str | None:
     return None if is_uri(location) else location
 
 
+def run_trial(config: dict[str, Any], **kwargs: Any) -> None:
+    """The trainable Tune runs (aetune.trainable.train_trial), imported in the worker: the driver never loads
+    PyTorch for it."""
+    from aetune.trainable import train_trial
+
+    train_trial(config, **kwargs)
+
+
 def trial_dirname(trial: Any) -> str:
     return f"{trial.config[VARIANT_KEY]}-{trial.trial_id}"  # trainable.train_trial finds its folder by this
 
@@ -162,18 +168,18 @@ def trial_slots(space: SearchSpace) -> int:
     return max(1, int(slots))
 
 
-def run(experiment: Experiment, address: str | None, resume: bool, trainable: Callable | None, verbose: int,
-        worker_env: dict[str, str]) -> Summary:
-    connect(address, worker_env)
+def disconnect() -> None:
+    ray.shutdown()  # a local Ray stops with it; nothing happens where connect() did not get that far
+
+
+def run(experiment: Experiment, resume: bool, trainable: Callable | None, verbose: int) -> Summary:
+    """The search on the connected cluster, new or resumed; writes and returns summary.json."""
     space = experiment.space
-    try:
-        check_storage_reachable(experiment.storage)
-        # Tune lets a custom searcher keep one trial pending at a time: the cluster would fill one slot at a time
-        # and a fast node would take every trial. Allow as many pending trials as the cluster has slots.
-        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(space)))
-        grid = make_tuner(experiment, trainable or train_trial, resume, verbose).fit()
-    finally:
-        ray.shutdown()
+    check_storage_reachable(experiment.storage)
+    # Tune lets a custom searcher keep one trial pending at a time: the cluster would fill one slot at a time
+    # and a fast node would take every trial. Allow as many pending trials as the cluster has slots.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(space)))
+    grid = make_tuner(experiment, trainable or run_trial, resume, verbose).fit()
     # A trial Tune never got to report for (Ctrl-C right after it started) comes back as a FileNotFoundError
     # ("could not fetch metrics"): unfinished, not failed.
     failed = sum(1 for result in grid if result.error is not None and not isinstance(result.error, FileNotFoundError))

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from aetune.errors import UsageError, cli, first_line
+from aetune.errors import UsageError, cli, exit_now, first_line
 from aetune.experiment import SPACE_FILE, is_uri, join, read_text
 from aetune.spaces import SearchSpace, load_space, parse_space
 
@@ -144,33 +144,45 @@ def _splits(space: SearchSpace, data_root: Path, resume: bool) -> dict[str, dict
                         "(a resumed experiment downloads nothing)") from None
 
 
+def _checked_input(space: SearchSpace, source: str, args: argparse.Namespace) -> tuple[Path, dict[str, dict]]:
+    """The checks that need PyTorch: every model builds and fits the images; the dataset is there (downloaded
+    once, here) and splits. Returns the data root and each variant's split."""
+    space.check_models(source)
+    from aetune.data import resolve_data_root
+
+    data_root = resolve_data_root(args.data_root)
+    return data_root, _splits(space, data_root, args.resume)
+
+
 @cli
 def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = None) -> int:
     """Validate everything, then run. `trainable` lets tests wrap the real one (fault injection)."""
     args = _parser().parse_args(argv)
     space, name, source = _space_for(args)  # PyTorch is not imported yet: a mistyped file fails at once
-    space.check_models(source)
-    from aetune.data import resolve_data_root
+    # The PyTorch checks run while Ray starts (each takes seconds); nothing is written before both are done.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aetune-checks") as pool:
+        checks = pool.submit(_checked_input, space, source, args)
+        from aetune import runner
 
-    data_root = resolve_data_root(args.data_root)
-    splits = _splits(space, data_root, args.resume)
+        runner.connect(args.address, WORKER_ENV)
+        try:
+            data_root, splits = checks.result()
+            storage = runner.storage_location(args.storage)
+            experiment = runner.Experiment(space, name, storage, str(data_root),
+                                           study_url(args, space, storage, name), splits)
+            if args.study_storage and experiment.study_storage:
+                from aetune.searchers import open_study_storage
 
-    from aetune import runner  # Ray is imported only once the input is known to be good
-
-    storage = runner.storage_location(args.storage)
-    experiment = runner.Experiment(space, name, storage, str(data_root), study_url(args, space, storage, name),
-                                   splits)
-    if args.study_storage and experiment.study_storage:
-        from aetune.searchers import open_study_storage
-
-        open_study_storage(experiment.study_storage)  # a bad URL fails here, in one line, before anything is written
-    if not args.resume:
-        experiment.create()
-    summary = runner.run(experiment, address=args.address, resume=args.resume, trainable=trainable,
-                         verbose=0 if args.quiet else 1, worker_env=WORKER_ENV)
+                open_study_storage(experiment.study_storage)  # a bad URL: one line, before anything is written
+            if not args.resume:
+                experiment.create()
+            summary = runner.run(experiment, resume=args.resume, trainable=trainable,
+                                 verbose=0 if args.quiet else 1)
+        finally:
+            runner.disconnect()
     runner.print_summary(summary, experiment)
     return 1 if any(v.errored for v in summary.variants.values()) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

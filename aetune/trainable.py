@@ -14,12 +14,9 @@ from ray import tune
 
 from aetune.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from aetune.config import TrialConfig
-from aetune.experiment import VARIANT_KEY
+from aetune.experiment import CHECKPOINT_RANK, DIVERGED, VARIANT_KEY
 from aetune.tb import TrialLogger
 from aetune.train import is_finite, trainer_for
-
-DIVERGED = "diverged"
-CHECKPOINT_RANK = "checkpoint_rank"  # higher is better: what Ray keeps the best checkpoints by, for every variant
 
 
 def checkpoint_rank(metrics: dict[str, float], rank_by: tuple[str, str]) -> float:

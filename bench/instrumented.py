@@ -102,4 +102,6 @@ def main(path: str, argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+    from aetune.errors import exit_now  # as python -m aetune.search ends
+
+    exit_now(main(sys.argv[1], sys.argv[2:]))

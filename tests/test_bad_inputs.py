@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 import torch
 
-from aetune.checkpoint import FORMAT_VERSION, save_checkpoint
+from aetune.checkpoint import FORMAT_VERSION
 from aetune.config import TrialConfig
 from aetune.experiment import Summary, VariantResult
 from aetune.models import build_model
