@@ -19,7 +19,7 @@ from aetune.models import family
 from aetune.results import summarise
 from aetune.schedulers import make_schedulers
 from aetune.searchers import make_router
-from aetune.spaces import SearchSpace, space_to_yaml
+from aetune.spaces import IMAGE_SHAPE, SearchSpace, space_to_yaml
 
 KEEP_CHECKPOINTS = 2  # the best two by the variant's metric; Ray always keeps the latest as well, for resuming
 MAX_FAILURES = 2  # a crashed trial is retried from its last checkpoint this many times
@@ -118,6 +118,16 @@ def trial_dirname(trial: Any) -> str:
     return f"{trial.config[VARIANT_KEY]}-{trial.trial_id}"  # trainable.train_trial finds its folder by this
 
 
+def trial_costs(experiment: Experiment) -> dict[str, float]:
+    """Each variant's work per trial (epochs x training images x FLOPs of a training step on one image of its first
+    config): the router starts the costliest first."""
+    from aetune.models import build_model
+
+    space = experiment.space
+    return {v.name: space.epochs * experiment.splits[v.name]["train"]
+            * build_model(space.first_config(v), IMAGE_SHAPE).training_flops() for v in space.runs()}
+
+
 def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbose: int = 1) -> tune.Tuner:
     """One Ray Tune run for every variant at once, so no variant's tail leaves workers idle: the router searcher
     hands each new trial to a variant and its own study; each variant keeps its own ASHA brackets."""
@@ -134,7 +144,7 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
         return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=make_router(space, experiment.study_storage),
+        tune_config=tune.TuneConfig(search_alg=make_router(space, experiment.study_storage, trial_costs(experiment)),
                                     scheduler=make_schedulers(space), num_samples=sum(map(space.trial_count, runs)),
                                     reuse_actors=True, trial_dirname_creator=trial_dirname,
                                     trial_name_creator=trial_dirname),  # the live table names each variant

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -159,27 +158,25 @@ def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = 
     """Validate everything, then run. `trainable` lets tests wrap the real one (fault injection)."""
     args = _parser().parse_args(argv)
     space, name, source = _space_for(args)  # PyTorch is not imported yet: a mistyped file fails at once
-    # The PyTorch checks run while Ray starts (each takes seconds); nothing is written before both are done.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aetune-checks") as pool:
-        checks = pool.submit(_checked_input, space, source, args)
-        from aetune import runner
+    # Then the checks that need PyTorch, before Ray. (Run in a thread while Ray started, they made no difference
+    # on 2 cores: both are imports and process start-ups competing for the same cores and the GIL.)
+    data_root, splits = _checked_input(space, source, args)
+    from aetune import runner
 
-        runner.connect(args.address, WORKER_ENV)
-        try:
-            data_root, splits = checks.result()
-            storage = runner.storage_location(args.storage)
-            experiment = runner.Experiment(space, name, storage, str(data_root),
-                                           study_url(args, space, storage, name), splits)
-            if args.study_storage and experiment.study_storage:
-                from aetune.searchers import open_study_storage
+    storage = runner.storage_location(args.storage)
+    experiment = runner.Experiment(space, name, storage, str(data_root), study_url(args, space, storage, name),
+                                   splits)
+    if args.study_storage and experiment.study_storage:
+        from aetune.searchers import open_study_storage
 
-                open_study_storage(experiment.study_storage)  # a bad URL: one line, before anything is written
-            if not args.resume:
-                experiment.create()
-            summary = runner.run(experiment, resume=args.resume, trainable=trainable,
-                                 verbose=0 if args.quiet else 1)
-        finally:
-            runner.disconnect()
+        open_study_storage(experiment.study_storage)  # a bad URL fails here, in one line, before anything is written
+    if not args.resume:
+        experiment.create()
+    runner.connect(args.address, WORKER_ENV)
+    try:
+        summary = runner.run(experiment, resume=args.resume, trainable=trainable, verbose=0 if args.quiet else 1)
+    finally:
+        runner.disconnect()
     runner.print_summary(summary, experiment)
     return 1 if any(v.errored for v in summary.variants.values()) else 0
 

@@ -127,12 +127,13 @@ def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None)
 
 class VariantRouter(Searcher):
     """One searcher for a Ray Tune run that serves every variant at once: each new trial goes to the variant with
-    the fewest trials in flight that still has budget, and its sub-searcher (the variant's own study) proposes the
-    config. Results go back to the sub-searcher that proposed the trial."""
+    the fewest trials in flight that still has budget, the costliest of those (`costs`: work per trial) first, so
+    that the longest trials do not start last and become the tail every other slot waits for; its sub-searcher
+    (the variant's own study) proposes the config. Results go back to the sub-searcher that proposed the trial."""
 
-    def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int]):
+    def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int], costs: dict[str, float]):
         super().__init__()
-        self.searchers, self.budgets = searchers, budgets
+        self.searchers, self.budgets, self.costs = searchers, budgets, costs
         self.asked = dict.fromkeys(searchers, 0)
         self.done = dict.fromkeys(searchers, 0)
         self.variant_of: dict[str, str] = {}
@@ -144,7 +145,7 @@ class VariantRouter(Searcher):
         open_variants = [n for n in self.searchers if self.asked[n] < self.budgets[n]]
         if not open_variants:
             return Searcher.FINISHED
-        name = min(open_variants, key=lambda n: self.asked[n] - self.done[n])  # ties: the space's order
+        name = min(open_variants, key=lambda n: (self.asked[n] - self.done[n], -self.costs[n]))  # ties: space order
         config = self.searchers[name].suggest(trial_id)
         if config == Searcher.FINISHED:  # fewer configs than the budget said: that variant is done
             self.budgets[name] = self.asked[name]
@@ -176,7 +177,7 @@ class VariantRouter(Searcher):
                 searcher.fail_orphans()
 
 
-def make_router(space: SearchSpace, storage_url: str | None) -> VariantRouter:
+def make_router(space: SearchSpace, storage_url: str | None, costs: dict[str, float]) -> VariantRouter:
     runs = space.runs()
     return VariantRouter({v.name: make_searcher(space, v, storage_url) for v in runs},
-                         {v.name: space.trial_count(v) for v in runs})
+                         {v.name: space.trial_count(v) for v in runs}, costs)

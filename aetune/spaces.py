@@ -34,6 +34,7 @@ SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "t
 
 RECONSTRUCTION = ("val_loss", "train_loss", "val_bce", "val_mse", "val_denoise_bce")
 SPACE_WIDE = ("train_size", "val_size", "val_split", "test_size")  # the split: one for every trial, in `defaults`
+IMAGE_SHAPE = (1, 28, 28)  # every dataset's images (MNIST, Fashion-MNIST, KMNIST): what models are checked on
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,10 @@ class SearchSpace:
     sampler: dict[str, Any] = field(default_factory=dict)  # TPESampler settings of the optuna searcher
     defaults: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, Variant] = field(default_factory=dict)
+
+    def first_config(self, variant: Variant) -> dict[str, Any]:
+        """A trial config of the variant: the first option of every searched key."""
+        return _option_configs(self, variant)[0][1]
 
     def base_config(self, variant: Variant) -> dict[str, Any]:
         """The fixed part of every trial config of a variant."""
@@ -253,7 +258,7 @@ class SearchSpace:
         code_sizes: dict[str, set[int]] = {}  # per searched key: the code sizes its options give
         for key, values in _option_configs(self, variant):
             try:
-                model = build_model(TrialConfig.from_dict(values), (1, 28, 28))
+                model = build_model(TrialConfig.from_dict(values), IMAGE_SHAPE)
             except UsageError as err:  # its message starts with the config key
                 raise SpaceError(f"{source}: {where}.{err}") from None
             code_sizes.setdefault(key, set()).add(math.prod(model.code_shape))

@@ -13,12 +13,15 @@ import optuna
 import pytest
 import ray.cloudpickle
 import torch
+from ray.tune.search import Searcher
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from aetune import search, trainable
 from aetune.experiment import Summary
+from aetune.models import build_model
 from aetune.pareto import dominates, pick
 from aetune.results import RESULT_METRICS
+from aetune.searchers import VariantRouter
 from aetune.tb import IMAGE_TAG, SCALAR_TAGS, extra_tag
 from conftest import DATA_ROOT, REPO, run_search, write_space
 
@@ -346,3 +349,41 @@ def test_the_test_split_cannot_influence_a_search(tmp_path):
         assert summary.variants[name].selected_on == "test" and real.variants[name].selected_on == "validation"
         assert summary.variants[name].split == {"train": 1500, "val": 300, "val_from": "test"}
         assert summary.variants[name].metrics["val_bce"] != real.variants[name].metrics["val_bce"]
+
+
+class Counting:
+    """A sub-searcher that hands out numbered configs."""
+
+    def __init__(self):
+        self.count = 0
+
+    def suggest(self, trial_id):
+        self.count += 1
+        return {"n": self.count}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
+
+def test_the_router_spreads_trials_over_variants_and_starts_the_costliest_first():
+    """Among the variants with the fewest trials in flight, the costliest gets the next trial: the long trials
+    start first instead of becoming the tail every other slot waits for."""
+    costs = {"dense": 1.0, "conv": 50.0, "vae": 5.0}
+    router = VariantRouter({name: Counting() for name in costs}, dict.fromkeys(costs, 2), costs)
+    first = [router.suggest(f"t{i}")["variant"] for i in range(4)]
+    assert first == ["conv", "vae", "dense", "conv"]  # one each, costliest first (not the space's order), again
+    router.on_trial_complete("t0")  # a conv trial ends, but conv's budget is spent
+    assert [router.suggest(f"t{i}")["variant"] for i in (4, 5)] == ["vae", "dense"]
+    assert router.suggest("t6") == Searcher.FINISHED
+    assert {name: s.count for name, s in router.searchers.items()} == dict.fromkeys(costs, 2)
+
+
+def test_training_flops_rank_the_families_and_count_recurrent_layers():
+    flops = {name: build_model(config).training_flops() for name, config in {
+        "dense": {"model": "dense", "hidden_layers": [128, 64], "code_size": 32},
+        "conv": {"model": "conv", "filters": [16, 8, 8]},
+        "denoising": {"model": "conv", "filters": [32, 32], "noise_factor": 0.5},
+        "lstm": {"model": "lstm", "hidden_layers": [100], "code_size": 30}}.items()}
+    assert flops["dense"] < flops["conv"] < flops["denoising"]
+    lstm_layers = 3 * 8 * 28 * (100 * (28 + 100) + 30 * (100 + 30) + 100 * (30 + 100))  # 28 rows, 3 LSTMs
+    assert lstm_layers < flops["lstm"] < 1.1 * lstm_layers  # the dense row layer adds a little

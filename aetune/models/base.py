@@ -130,6 +130,30 @@ class Autoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    def training_flops(self) -> int:
+        """Floating-point operations of one training step on one image, forward and backward: what the search
+        starts the costliest trials by. torch's FlopCounterMode counts the matrix and conv work but not its fused
+        LSTM op, so each LSTM layer adds its own: 8 x hidden x (inputs + hidden) per step forward, twice that
+        backward."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        recurrent: list[int] = []
+
+        def count(module: nn.LSTM, inputs: tuple[torch.Tensor, ...], output: object) -> None:
+            steps = inputs[0].shape[1 if module.batch_first else 0]
+            recurrent.append(3 * 8 * module.hidden_size * (module.input_size + module.hidden_size) * steps)
+
+        hooks = [m.register_forward_hook(count) for m in self.modules() if isinstance(m, nn.LSTM)]
+        image = torch.rand(1, *self.input_shape, device=next(self.parameters()).device)
+        try:
+            with FlopCounterMode(display=False) as counter:
+                self.objective(image, image).loss.backward()
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.zero_grad(set_to_none=True)
+        return counter.get_total_flops() + sum(recurrent)
+
     def objective(self, x: torch.Tensor, target: torch.Tensor) -> Output:
         code = self.encode(x)
         logits = self.decode_logits(code)
