@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Scale on paper: wall time and utilisation of a search space on W workers, variants one after another (today:
-one Tuner per variant) against all variants' trials sharing the workers, by discrete-event simulation.
+"""Scale on paper: wall time and utilisation of a search space on W workers, variants one after another (the
+first design: one Tuner per variant) against all variants' trials sharing the workers, by discrete-event simulation.
 
 What is simulated: the space's variants as they run (sweeps expanded, space.runs()), each with its trial count,
 epochs, and scheduler: ASHA exactly as Ray's ASHAScheduler decides (Asha below; tests/test_bench.py holds it
 against Ray's on a random stream) or FIFO. A worker runs one trial at a time (one GPU per trial); a trial's epochs
 take its seconds per epoch each, one after another. Sequential: a variant's trials start as workers free up, the
 next variant once the last trial of this one has ended. Concurrent: a free worker starts a trial of the variant
-with the fewest running trials among those with trials left (the variants' Tuners competing for slots, fairly).
+with the fewest running trials among those with trials left, the costliest of those first (aetune's router).
 Utilisation = trial-epoch seconds / (workers x wall).
 
 Seconds per epoch, per variant of the space: measured in a finished experiment (--measured runs/quick: each
@@ -103,7 +103,9 @@ def simulate(plans: list[Plan], workers: int, concurrent: bool, seed: int = 0) -
     def next_plan() -> Plan | None:
         if concurrent:
             waiting = [p for p in plans if pending[p.name]]
-            return min(waiting, key=lambda p: running[p.name]) if waiting else None  # ties: the space's order
+            # the router's rule: fewest running, then the costliest trial (it estimates the cost from FLOPs)
+            return min(waiting, key=lambda p: (running[p.name], -p.epochs * statistics.median(p.epoch_seconds)),
+                       default=None)
         current = next((p for p in plans if pending[p.name] or running[p.name]), None)
         return current if current and pending[current.name] else None
 
