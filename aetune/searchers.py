@@ -131,6 +131,8 @@ class VariantRouter(Searcher):
     that the longest trials do not start last and become the tail every other slot waits for; its sub-searcher
     (the variant's own study) proposes the config. Results go back to the sub-searcher that proposed the trial."""
 
+    costs: dict[str, float] = {}  # what a router saved before it had costs restores with: the space's order
+
     def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int], costs: dict[str, float]):
         super().__init__()
         self.searchers, self.budgets, self.costs = searchers, budgets, costs
@@ -145,7 +147,8 @@ class VariantRouter(Searcher):
         open_variants = [n for n in self.searchers if self.asked[n] < self.budgets[n]]
         if not open_variants:
             return Searcher.FINISHED
-        name = min(open_variants, key=lambda n: (self.asked[n] - self.done[n], -self.costs[n]))  # ties: space order
+        in_flight = {n: self.asked[n] - self.done[n] for n in open_variants}
+        name = min(open_variants, key=lambda n: (in_flight[n], -self.costs.get(n, 0.0)))  # ties: the space's order
         config = self.searchers[name].suggest(trial_id)
         if config == Searcher.FINISHED:  # fewer configs than the budget said: that variant is done
             self.budgets[name] = self.asked[name]
