@@ -387,3 +387,10 @@ def test_training_flops_rank_the_families_and_count_recurrent_layers():
     assert flops["dense"] < flops["conv"] < flops["denoising"]
     lstm_layers = 3 * 8 * 28 * (100 * (28 + 100) + 30 * (100 + 30) + 100 * (30 + 100))  # 28 rows, 3 LSTMs
     assert lstm_layers < flops["lstm"] < 1.1 * lstm_layers  # the dense row layer adds a little
+
+
+def test_a_router_saved_before_it_had_costs_resumes_in_the_space_order():
+    router = VariantRouter({name: Counting() for name in ("dense", "conv")}, {"dense": 1, "conv": 1},
+                           {"dense": 1.0, "conv": 50.0})
+    del router.__dict__["costs"]  # what an experiment saved by an earlier aetune restores
+    assert [router.suggest(f"t{i}")["variant"] for i in range(2)] == ["dense", "conv"]
