@@ -20,6 +20,7 @@ from aetune.results import summarise
 from aetune.schedulers import make_schedulers
 from aetune.searchers import make_router
 from aetune.spaces import IMAGE_SHAPE, SearchSpace, space_to_yaml
+from aetune.trainable import train_trial
 
 KEEP_CHECKPOINTS = 2  # the best two by the variant's metric; Ray always keeps the latest as well, for resuming
 MAX_FAILURES = 2  # a crashed trial is retried from its last checkpoint this many times
@@ -106,26 +107,16 @@ def local_path(location: str) -> str | None:
     return None if is_uri(location) else location
 
 
-def run_trial(config: dict[str, Any], **kwargs: Any) -> None:
-    """The trainable Tune runs (aetune.trainable.train_trial), imported in the worker: the driver never loads
-    PyTorch for it."""
-    from aetune.trainable import train_trial
-
-    train_trial(config, **kwargs)
-
-
 def trial_dirname(trial: Any) -> str:
     return f"{trial.config[VARIANT_KEY]}-{trial.trial_id}"  # trainable.train_trial finds its folder by this
 
 
-def trial_costs(experiment: Experiment) -> dict[str, float]:
-    """Each variant's work per trial (epochs x training images x FLOPs of a training step on one image of its first
-    config): the router starts the costliest first."""
+def trial_costs(space: SearchSpace) -> dict[str, float]:
+    """Each variant's work per trial, as FLOPs of a training step on one image of its first config (epochs and
+    training images are the same for every variant): the router starts the costliest first."""
     from aetune.models import build_model
 
-    space = experiment.space
-    return {v.name: space.epochs * experiment.splits[v.name]["train"]
-            * build_model(space.first_config(v), IMAGE_SHAPE).training_flops() for v in space.runs()}
+    return {v.name: build_model(space.first_config(v), IMAGE_SHAPE).training_flops() for v in space.runs()}
 
 
 def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbose: int = 1) -> tune.Tuner:
@@ -144,7 +135,7 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
         return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=make_router(space, experiment.study_storage, trial_costs(experiment)),
+        tune_config=tune.TuneConfig(search_alg=make_router(space, experiment.study_storage, trial_costs(space)),
                                     scheduler=make_schedulers(space), num_samples=sum(map(space.trial_count, runs)),
                                     reuse_actors=True, trial_dirname_creator=trial_dirname,
                                     trial_name_creator=trial_dirname),  # the live table names each variant
@@ -189,7 +180,7 @@ def run(experiment: Experiment, resume: bool, trainable: Callable | None, verbos
     # Tune lets a custom searcher keep one trial pending at a time: the cluster would fill one slot at a time
     # and a fast node would take every trial. Allow as many pending trials as the cluster has slots.
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(space)))
-    grid = make_tuner(experiment, trainable or run_trial, resume, verbose).fit()
+    grid = make_tuner(experiment, trainable or train_trial, resume, verbose).fit()
     # A trial Tune never got to report for (Ctrl-C right after it started) comes back as a FileNotFoundError
     # ("could not fetch metrics"): unfinished, not failed.
     failed = sum(1 for result in grid if result.error is not None and not isinstance(result.error, FileNotFoundError))

@@ -52,8 +52,9 @@ class Trainer:
                  channels_last: bool = True):
         self.config = config
         self.device = torch.device(device) if device else default_device()
-        # Images and conv weights in NHWC: oneDNN's fast conv path on CPUs, tensor cores on GPUs (conv [16, 8, 8]
-        # steps ~2x faster on CPU, same numbers to float rounding; a dense model does not notice).
+        # Images and conv weights in NHWC: oneDNN's fast conv path on CPUs, tensor cores on GPUs (with the conv
+        # layers' own changes, conv epochs take under half the NCHW trainer's time here: BENCHMARKS.md; the same
+        # numbers to float rounding; a dense model does not notice).
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         torch.manual_seed(config.seed)  # model init and VAE sampling
         self.model = build_model(config, data.shape).to(self.device, memory_format=self.memory_format)
@@ -64,7 +65,7 @@ class Trainer:
         clean_val = to_float(data.val_x)
         self.val_noisy = add_noise(clean_val, config.eval_noise, torch.Generator().manual_seed(EVAL_NOISE_SEED)
                                    ).to(self.device, memory_format=self.memory_format)
-        self.params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.params = self.model.trainable_params
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         self._sanity_check()

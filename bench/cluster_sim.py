@@ -7,7 +7,8 @@ epochs, and scheduler: ASHA exactly as Ray's ASHAScheduler decides (Asha below; 
 against Ray's on a random stream) or FIFO. A worker runs one trial at a time (one GPU per trial); a trial's epochs
 take its seconds per epoch each, one after another. Sequential: a variant's trials start as workers free up, the
 next variant once the last trial of this one has ended. Concurrent: a free worker starts a trial of the variant
-with the fewest running trials among those with trials left, the costliest of those first (aetune's router).
+with the fewest running trials among those with trials left, the costliest of those by the router's estimate
+first (aetune's router: FLOPs of a training step, runner.trial_costs).
 Utilisation = trial-epoch seconds / (workers x wall).
 
 Seconds per epoch, per variant of the space: measured in a finished experiment (--measured runs/quick: each
@@ -75,6 +76,7 @@ class Plan:
     epochs: int
     asha: tuple | None  # (grace_period, reduction_factor, mode), or None: FIFO
     epoch_seconds: list[float]
+    cost: float = 0.0  # what the router ranks the variant's trials by (runner.trial_costs: FLOPs of a step)
 
 
 @dataclass
@@ -103,9 +105,8 @@ def simulate(plans: list[Plan], workers: int, concurrent: bool, seed: int = 0) -
     def next_plan() -> Plan | None:
         if concurrent:
             waiting = [p for p in plans if pending[p.name]]
-            # the router's rule: fewest running, then the costliest trial (it estimates the cost from FLOPs)
-            return min(waiting, key=lambda p: (running[p.name], -p.epochs * statistics.median(p.epoch_seconds)),
-                       default=None)
+            # the router's rule: fewest running, then the costliest by its estimate (ties: the space's order)
+            return min(waiting, key=lambda p: (running[p.name], -p.cost), default=None)
         current = next((p for p in plans if pending[p.name] or running[p.name]), None)
         return current if current and pending[current.name] else None
 
@@ -182,13 +183,16 @@ def epoch_seconds(args: argparse.Namespace, space) -> dict[str, tuple[list[float
 
 
 def plans_of(space, seconds: dict[str, tuple[list[float], str]]) -> list[Plan]:
+    from aetune.runner import trial_costs
+
+    costs = trial_costs(space)
     plans = []
     for variant in space.runs():
         search = space.search(variant)
         asha = ((min(search.grace_period, space.epochs), search.reduction_factor, search.asha_mode)
                 if search.scheduler == "asha" else None)
         plans.append(Plan(variant.name, space.trial_count(variant), space.epochs, asha,
-                          seconds[variant.base or variant.name][0]))
+                          seconds[variant.base or variant.name][0], costs[variant.name]))
     return plans
 
 

@@ -11,7 +11,7 @@ loop got less than --min-cpu-use CPU-seconds per second (another process took a 
 up to --max-retries times.
 
   python bench/trainer_vs_bare.py --baseline ae762c1                 # dense, vae, conv, denoising; full MNIST
-  python bench/trainer_vs_bare.py --models conv --baseline ae762c1 --train-size 2000 --epochs 1 --warmup 0 \\
+  python bench/trainer_vs_bare.py --models conv --baseline HEAD --images 1000 --epochs 1 --warmup 0 \\
       --wait-idle 0 --min-cpu-use 0                                  # smoke
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed epochs of each loop first (default 1)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    p.add_argument("--train-size", type=int, help="training images in use, 10%% of them held out (default all)")
+    p.add_argument("--images", type=int, help="training images per epoch (default: all of this checkout's, 54,000)")
     p.add_argument("--glibc-default", action="store_true", help="run without the workers' MALLOC_* settings")
     p.add_argument("--data-root", help="MNIST root (default: $AETUNE_DATA or the shared/data beside the checkout)")
     p.add_argument("--wait-idle", type=float, default=300, metavar="S",
@@ -74,22 +74,26 @@ def serve(kind: str, config: dict, data_root: str, size: int | None, threads: in
 
 
 def loop(kind: str, config: dict, data_root: str, size: int | None):
-    """(one epoch, trainable parameters, training images) of the loop `kind`. `size`: the train_size of this
-    checkout's loader (which holds 10% out for validation), or the baseline's training images (it has no split)."""
-    from aetune.config import TrialConfig
-    from aetune.data import load_data
-    from aetune.train import Trainer
+    """(one epoch, trainable parameters or None for the baseline, training images) of the loop `kind`, on the
+    first `size` training images of its loader (None: all of them)."""
+    import dataclasses
 
-    if kind == "baseline":  # an earlier aetune's loader: (name, root, train_size, test_size, download)
-        data = load_data("mnist", data_root, size, 1, download=False)
-    else:
-        data = load_data("mnist", data_root, size, download=False, test=False)
-    trainer = Trainer(TrialConfig.from_dict(config), data, "cpu")
-    params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    from aetune.data import load_data
+
+    # Every revision's loader takes (name, root, train_size, test_size, download) and returns a frozen dataclass;
+    # earlier ones hold no validation images out of the training images, later ones 10%.
+    data = load_data("mnist", data_root, None, 1, download=False)
+    data = dataclasses.replace(data, train_x=data.train_x[:size], train_y=data.train_y[:size])
     if kind == "bare":
         from bare import BareLoop
 
-        return BareLoop(config, data.train_x, channels_last=True).epoch, params, len(data.train_x)
+        bare = BareLoop(config, data.train_x, channels_last=True)
+        return bare.epoch, bare.model.trainable_params, len(data.train_x)
+    from aetune.config import TrialConfig
+    from aetune.train import Trainer
+
+    trainer = Trainer(TrialConfig.from_dict(config), data, "cpu")
+    params = None if kind == "baseline" else trainer.params  # the same model: this checkout's count stands
     return lambda: trainer.train_epoch()["train_loss"], params, len(data.train_x)
 
 
@@ -132,12 +136,14 @@ def measure(args: argparse.Namespace, name: str, baseline: Path | None) -> dict:
     children, ready = {}, {}
     before = _common.load()
     for kind in kinds:  # one at a time: loading and warming up are not timed, but should not crowd each other
-        size = ready["aetune"]["images"] if kind == "baseline" else args.train_size  # as many training images
+        size = ready["aetune"]["images"] if ready else args.images  # every loop on as many images as the first
         cmd = [sys.executable, __file__, "--child", kind, json.dumps(config), _common.data_root(args.data_root),
                str(size or 0), str(args.threads), str(args.warmup)]
         child_env = {**env, "PYTHONPATH": os.pathsep.join([str(baseline), str(BENCH)])} if kind == "baseline" else env
         children[kind] = Child(cmd, child_env)
         ready[kind] = children[kind].read()
+    if len({r["images"] for r in ready.values()}) > 1 or ready["bare"]["params"] != ready["aetune"]["params"]:
+        sys.exit(f"the loops do not train the same model on as many images: {ready}")
     rounds, discarded = [], 0
     while len(rounds) < args.epochs:
         _common.wait_for_idle(args.wait_idle)
@@ -151,8 +157,7 @@ def measure(args: argparse.Namespace, name: str, baseline: Path | None) -> dict:
     for child in children.values():
         child.close()
     return {"model": name, "params": ready["aetune"]["params"], "images": ready["aetune"]["images"],
-            "baseline_images": ready.get("baseline", {}).get("images"), "rounds": rounds, "discarded": discarded,
-            "load": f"{before} / {_common.load()}"}
+            "rounds": rounds, "discarded": discarded, "load": f"{before} / {_common.load()}"}
 
 
 def worktree(rev: str) -> Path:
@@ -205,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Train s/epoch, median (min-max) of the rounds; {results[0]['images']:,} training images, batch "
           f"{args.batch_size}, {args.threads} threads, {malloc}, one process per loop; bare = bare.py's loop in the "
           f"Trainer's memory format (channels_last)"
-          + (f"; {args.baseline} = the Trainer at revision {args.baseline}, on as many images "
-             f"({results[0]['baseline_images']:,})" if baseline else "") + ".\n")
+          + (f"; {args.baseline} = the Trainer at revision {args.baseline}, on as many images" if baseline else "")
+          + ".\n")
     columns = ["model", "params", "aetune s/epoch", "bare s/epoch", "aetune / bare"]
     if baseline:
         columns += [f"{args.baseline} s/epoch", f"aetune / {args.baseline}"]

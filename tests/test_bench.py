@@ -1,13 +1,14 @@
-"""The pure parts of bench/: the cluster simulator's ASHA rule (held against Ray's ASHAScheduler) and its event
-loop, and search_efficiency's budget accounting. No timing."""
+"""bench/: the cluster simulator's ASHA rule (held against Ray's ASHAScheduler) and its event loop,
+search_efficiency's budget accounting, and trainer_vs_bare's smoke run. No timing."""
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import DATA_ROOT, REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 from cluster_sim import Asha, Plan, simulate  # noqa: E402
@@ -87,3 +88,16 @@ def test_trials_are_ordered_by_their_first_start_and_overlap_is_seen():
     spans = [("a", 0.0, 1.0), ("b", 1.5, 2.0), ("a", 2.5, 3.0)]  # a ran, b ran, a was retried
     assert [c[:1] for c in work_order(trials, spans, "val_bce")] == [[1.0], [2.0]]
     assert not overlapped(spans) and overlapped([("a", 0.0, 2.0), ("b", 1.0, 3.0)])
+
+
+def test_trainer_vs_bare_times_every_loop_on_as_many_images():
+    """The smoke run of the docstring: this checkout's Trainer, the bare loop and a baseline revision (HEAD, in
+    a git worktree), side by side on one table row."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "trainer_vs_bare.py"), "--models", "conv",
+                          "--baseline", "HEAD", "--images", "600", "--epochs", "1", "--warmup", "0", "--wait-idle", "0",
+                          "--min-cpu-use", "0", "--data-root", str(DATA_ROOT)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "600 training images" in out.stdout and "aetune / HEAD" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| conv [16, 8, 8]"))
+    assert row.split(" | ")[1] == "4,385"  # the trainable parameters of every loop's model

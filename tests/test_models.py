@@ -74,12 +74,14 @@ def test_any_valid_filter_list_round_trips(filters, shape):
     assert model(torch.rand(2, *shape)).shape == (2, *shape)
 
 
-@pytest.mark.parametrize("in_channels, out_channels, size", [(16, 1, (14, 14)), (8, 3, (7, 5)), (4, 2, (1, 2))])
-def test_upsampled_conv_is_the_conv_of_the_upsampled_input(in_channels, out_channels, size):
+@pytest.mark.parametrize("in_channels, out_channels, size, layout", [
+    (16, 1, (14, 14), torch.contiguous_format), (16, 1, (14, 14), torch.channels_last),
+    (8, 3, (7, 5), torch.channels_last), (4, 2, (1, 2), torch.contiguous_format)])
+def test_upsampled_conv_is_the_conv_of_the_upsampled_input(in_channels, out_channels, size, layout):
     """The output conv's low-resolution form gives the numbers and gradients of upsample-then-conv."""
-    fused = UpsampledConv2d(in_channels, out_channels)
+    fused = UpsampledConv2d(in_channels, out_channels).to(memory_format=layout)
     torch.nn.init.normal_(fused.bias)
-    x = torch.rand(3, in_channels, *size, requires_grad=True)
+    x = torch.rand(3, in_channels, *size).contiguous(memory_format=layout).requires_grad_()
     grad = torch.randn(3, out_channels, 2 * size[0], 2 * size[1])
     results = []
     for forward in (fused, lambda t: F.conv2d(F.interpolate(t, scale_factor=2), fused.weight, fused.bias, padding=1)):

@@ -203,17 +203,36 @@ def plain_layout(model: torch.nn.Module) -> torch.nn.Module:
     return plain
 
 
-@pytest.mark.parametrize("variant", ["conv", "denoising_conv"])
+def pools_follow_activations(model: torch.nn.Module) -> bool:
+    pairs = [(a, b) for s in model.modules() if isinstance(s, torch.nn.Sequential) for a, b in zip(s, list(s)[1:])]
+    pools = [before for before, layer in pairs if isinstance(layer, torch.nn.MaxPool2d)]
+    return bool(pools) and not any(isinstance(before, torch.nn.Conv2d) for before in pools)
+
+
+CONV_FAMILIES = {**{k: VARIANTS[k] for k in ("conv", "denoising_conv")},
+                 "selu_transpose": {"model": "conv", "filters": [16, 32], "activation": "selu", "decoder": "transpose"},
+                 "tanh_conv_vae": {"model": "conv_vae", "filters": [8, 16], "code_size": 2, "activation": "tanh"}}
+
+
+@pytest.mark.parametrize("variant", CONV_FAMILIES)
 def test_conv_layers_train_as_the_plain_layout_in_nchw(mnist, variant):
     """Pooling before the activation, the low-resolution output conv and channels_last change speed, not results:
     3 epochs give the loss curve of the plain layers in NCHW (the trainer before them)."""
     curves = []
     for plain in (True, False):
-        config = TrialConfig.from_dict({**VARIANTS[variant], "batch_size": 128, "epochs": 3})
+        config = TrialConfig.from_dict({**CONV_FAMILIES[variant], "batch_size": 128, "epochs": 3})
         trainer = Trainer(config, mnist, device="cpu", channels_last=not plain)
+        assert not pools_follow_activations(trainer.model)
         if plain:
             trainer.model = plain_layout(trainer.model)
             trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=config.lr)
+            assert pools_follow_activations(trainer.model)
             assert not any(isinstance(m, UpsampledConv2d) for m in trainer.model.modules())
         curves.append([m[key] for m in (trainer.run_epoch() for _ in range(3)) for key in ("train_loss", "val_loss")])
     assert curves[1] == pytest.approx(curves[0], abs=1e-3, rel=1e-3)
+
+
+def test_amp_bf16_trains_the_conv_layers(mnist):
+    trainer = make_trainer(mnist, "conv", amp=True, train_size=1000)
+    first, second = trainer.run_epoch(), trainer.run_epoch()
+    assert second["val_loss"] < first["val_loss"]

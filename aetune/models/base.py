@@ -120,6 +120,11 @@ class Autoencoder(nn.Module):
             self.train(was_training)
         return tuple(code.shape[1:])
 
+    @property
+    def trainable_params(self) -> int:
+        """Parameters the optimizer updates (frozen ones, such as the LSTM's second bias, left out)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
     def decode_logits(self, code: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -133,15 +138,17 @@ class Autoencoder(nn.Module):
     def training_flops(self) -> int:
         """Floating-point operations of one training step on one image, forward and backward: what the search
         starts the costliest trials by. torch's FlopCounterMode counts the matrix and conv work but not its fused
-        LSTM op, so each LSTM layer adds its own: 8 x hidden x (inputs + hidden) per step forward, twice that
-        backward."""
+        LSTM op, so each LSTM layer and direction adds its own: 8 x hidden x (inputs + hidden) per step forward,
+        twice that backward. A proxy of the time: per FLOP, small convs run slower than dense layers on CPUs."""
         from torch.utils.flop_counter import FlopCounterMode
 
         recurrent: list[int] = []
 
         def count(module: nn.LSTM, inputs: tuple[torch.Tensor, ...], output: object) -> None:
-            steps = inputs[0].shape[1 if module.batch_first else 0]
-            recurrent.append(3 * 8 * module.hidden_size * (module.input_size + module.hidden_size) * steps)
+            steps, hidden = inputs[0].shape[1 if module.batch_first else 0], module.hidden_size
+            directions = 2 if module.bidirectional else 1
+            layer_inputs = [module.input_size] + [directions * hidden] * (module.num_layers - 1)
+            recurrent.append(sum(3 * 8 * hidden * (n + hidden) * steps * directions for n in layer_inputs))
 
         hooks = [m.register_forward_hook(count) for m in self.modules() if isinstance(m, nn.LSTM)]
         image = torch.rand(1, *self.input_shape, device=next(self.parameters()).device)

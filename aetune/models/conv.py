@@ -42,8 +42,9 @@ class UpsampledConv2d(nn.Conv2d):
     """A 2x nearest upsample followed by this conv3x3 'same', computed at the input's resolution: output pixel
     (2i + a, 2j + b) reads the input pixels around (i, j) through the kernel with the taps that land on the same
     upsampled pixel summed. One conv with four such phase kernels per output channel and a pixel shuffle give
-    conv(upsample(x)) to float rounding without making the upsampled input. The output conv (to the image's 1 or 3
-    channels) is where oneDNN's CPU kernels are slowest: 2.7x faster there."""
+    conv(upsample(x)) to float rounding without making the upsampled input. Used for the output conv: with the
+    image's 1 or 3 output channels at full resolution it is where oneDNN's CPU kernels are slowest, and four times
+    the channels at a quarter of the pixels suit them better (BENCHMARKS.md: conv epochs, before and after)."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(in_channels, out_channels, 3, padding=1)
@@ -117,7 +118,7 @@ def conv_layers(config: TrialConfig, input_shape: tuple[int, int, int],
     encoder: list[nn.Module] = []
     for n_in, n_out in zip([channels, *filters], filters):
         # Pooling before the activation gives the same numbers (every activation here is non-decreasing, so it
-        # commutes with max) and applies the activation to a quarter of the pixels: ~6% of a conv step on CPU.
+        # commutes with max) and applies the activation and its backward to a quarter of the pixels.
         encoder += [nn.Conv2d(n_in, n_out, 3, padding=1), nn.MaxPool2d(2, ceil_mode=ceil), activation()]
     decoder = (upsample_decoder if ceil else transpose_decoder)(filters, channels, heights, widths, activation)
     return nn.Sequential(*encoder), decoder, (filters[-1], heights[-1], widths[-1])
