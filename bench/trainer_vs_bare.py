@@ -5,7 +5,7 @@ batch, seed and number of training images.
 
 Each loop runs in its own process, started with the malloc settings the trial workers get (aetune.search's
 WORKER_ENV; --glibc-default drops them), loads the data and runs its warm-up epochs, then waits. The rounds time one
-epoch of each loop in turn, in ABBA order so that no loop always runs first, while the others wait; so the loops
+epoch of each loop in turn, the first loop rotating from round to round, while the others wait; so the loops
 share the machine's state of the moment, and their ratios are medians of the per-round ratios. A round in which a
 loop got less than --min-cpu-use CPU-seconds per second (another process took a core) is discarded and run again,
 up to --max-retries times.
@@ -147,7 +147,8 @@ def measure(args: argparse.Namespace, name: str, baseline: Path | None) -> dict:
     rounds, discarded = [], 0
     while len(rounds) < args.epochs:
         _common.wait_for_idle(args.wait_idle)
-        order = kinds if (len(rounds) + discarded) % 2 == 0 else kinds[::-1]
+        turn = (len(rounds) + discarded) % len(kinds)
+        order = kinds[turn:] + kinds[:turn]  # each loop first in turn
         result = {kind: children[kind].epoch() for kind in order}
         use = min(r["cpu_use"] for r in result.values())
         if use < args.min_cpu_use and discarded < args.max_retries:
@@ -165,6 +166,7 @@ def worktree(rev: str) -> Path:
     import _common
 
     folder = Path(tempfile.mkdtemp(prefix="aetune-baseline-")) / "tree"
+    subprocess.run(["git", "worktree", "prune"], cwd=_common.REPO, check=True)  # what a killed run left behind
     subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(folder), rev], cwd=_common.REPO, check=True)
     return folder
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from aetune.config import ConfigError
 from aetune.models import REGISTRY, build_model
+from aetune.models.base import ACTIVATIONS
 from aetune.models.conv import UpsampledConv2d
 from aetune.models.gaussian import kl_divergence
 
@@ -91,6 +92,14 @@ def test_upsampled_conv_is_the_conv_of_the_upsampled_input(in_channels, out_chan
         x.grad = fused.weight.grad = fused.bias.grad = None
     for ours, plain in zip(*results):
         torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-4)  # sums over 3 x 28 x 28 pixels
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_every_activation_is_non_decreasing_so_conv_stages_may_pool_first(name):
+    """The conv stages pool before their activation: the same function only for a non-decreasing one (a GELU or
+    SiLU added to ACTIVATIONS would change the models silently)."""
+    x = torch.linspace(-6, 6, 10_001)
+    assert torch.all(torch.diff(ACTIVATIONS[name]()(x)) >= 0)
 
 
 def test_conv_stages_start_lecun_normal_before_a_selu():

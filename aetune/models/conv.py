@@ -117,8 +117,8 @@ def conv_layers(config: TrialConfig, input_shape: tuple[int, int, int],
     heights, widths = pooled_sizes(height, len(filters), ceil), pooled_sizes(width, len(filters), ceil)
     encoder: list[nn.Module] = []
     for n_in, n_out in zip([channels, *filters], filters):
-        # Pooling before the activation gives the same numbers (every activation here is non-decreasing, so it
-        # commutes with max) and applies the activation and its backward to a quarter of the pixels.
+        # Pooling before the activation is the same function (every activation in ACTIVATIONS is non-decreasing,
+        # so it commutes with max; gradients equal up to ties) and applies the activation to a quarter of the pixels.
         encoder += [nn.Conv2d(n_in, n_out, 3, padding=1), nn.MaxPool2d(2, ceil_mode=ceil), activation()]
     decoder = (upsample_decoder if ceil else transpose_decoder)(filters, channels, heights, widths, activation)
     return nn.Sequential(*encoder), decoder, (filters[-1], heights[-1], widths[-1])
