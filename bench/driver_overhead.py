@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = f" with `{args.job_args}`" if args.job_args else ""
         print(f"\nBusy fraction of the jobs{extra}: trial-seconds x CPUs per trial / (cores x wall):\n")
         print(_common.table(["space", "trials", "wall s", "trial-seconds", "CPUs per trial", "cores", "busy",
-                             "longest trial s", "busy if the wall were only the trials (bound)", "target"],
+                             "longest trial s", "best possible busy (no start-up; the longest trial)", "target"],
                             busy(args, tmp)))
     _common.footer()
     shutil.rmtree(tmp, ignore_errors=True)
