@@ -14,6 +14,7 @@
 
   python bench/driver_overhead.py                                    # N=8, 3 repeats, quick.yaml
   python bench/driver_overhead.py --jobs search_spaces/quick.yaml search_spaces/seeds.yaml
+  python bench/driver_overhead.py --jobs-only --jobs search_spaces/seeds.yaml --job-args "--epochs 10"
   python bench/driver_overhead.py --trials 2 --repeats 1 --train-size 1000 --wait-idle 0 \\
       --job-args "--samples 1 --epochs 1 --train-size 1000"       # smoke
 """
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="space files whose busy fraction to measure (default search_spaces/quick.yaml)")
     p.add_argument("--job-args", default="", help="extra aetune.search arguments for the jobs, e.g. "
                    "\"--gpus-per-trial 0.25\" or, for a smoke run, \"--samples 1 --epochs 1\"")
+    p.add_argument("--jobs-only", action="store_true", help="measure only the jobs' busy fraction (part 4)")
     p.add_argument("--data-root", help="MNIST root (default: $AETUNE_DATA or /work/shared/data)")
     p.add_argument("--wait-idle", type=float, default=120, metavar="S",
                    help="before each timed run, wait up to S seconds for idle CPUs; 0: do not wait")
@@ -164,21 +166,25 @@ def busy(args: argparse.Namespace, tmp: Path) -> list[list[object]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    args.jobs = [p.resolve() for p in args.jobs]
-    _common.header()
-    tmp = Path(tempfile.mkdtemp(prefix="aetune-bench-overhead-"))
+def overhead(args: argparse.Namespace, tmp: Path) -> None:
+    """Parts 1-3: start-up, fixed and per-trial cost, the timeline."""
     print(f"Seconds, median (min-max) of {args.repeats}; experiments of 1 epoch per trial, dense [128, 64]-32, "
           f"train_size {args.train_size}, {args.cpus_per_trial:g} CPUs per trial.\n")
-    rows = startup(args, tmp) + experiments(args, tmp)
-    print(_common.table(["quantity", "seconds", "target"], rows))
-
+    print(_common.table(["quantity", "seconds", "target"], startup(args, tmp) + experiments(args, tmp)))
     _common.wait_for_idle(args.wait_idle)
     stamps = tmp / "timeline.jsonl"
     run = _common.search(search_args(args, tmp / f"n{args.trials}.yaml", tmp, "timeline"), stamps=stamps)
     print(f"\nTimeline of one {args.trials}-trial run ({run.wall:.1f} s, bench/instrumented.py):\n")
     print(_common.table(["event", "s since launch"], timeline(_common.stamps(stamps), run)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.jobs = [p.resolve() for p in args.jobs]
+    _common.header()
+    tmp = Path(tempfile.mkdtemp(prefix="aetune-bench-overhead-"))
+    if not args.jobs_only:
+        overhead(args, tmp)
     if args.jobs:
         extra = f" with `{args.job_args}`" if args.job_args else ""
         print(f"\nBusy fraction of the jobs{extra}: trial-seconds x CPUs per trial / (cores x wall):\n")
