@@ -53,7 +53,7 @@ class Trainer:
         self.config = config
         self.device = torch.device(device) if device else default_device()
         # Images and conv weights in NHWC: oneDNN's fast conv path on CPUs, tensor cores on GPUs (with the conv
-        # layers' own changes, conv epochs take under half the NCHW trainer's time here: BENCHMARKS.md; the same
+        # layers' own changes, conv epochs take about half the NCHW trainer's time here: BENCHMARKS.md; the same
         # numbers to float rounding; a dense model does not notice).
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         torch.manual_seed(config.seed)  # model init and VAE sampling
