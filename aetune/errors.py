@@ -40,9 +40,9 @@ def cli(main: Callable[..., int | None]) -> Callable[..., int]:
 
 def exit_now(status: int) -> NoReturn:
     """End a `python -m` process whose work is done (status 0 or 1), skipping the interpreter's teardown of
-    PyTorch's, torchvision's and Ray's modules (a second or two that no output needs: files are written and synced, streams
-    flushed here). No atexit handler runs: for entry points that leave no writer open. After an error or an
-    interruption the process ends as usual, so that atexit handlers (Ray's shutdown among them) run."""
+    PyTorch's, torchvision's and Ray's modules (a second or two that no output needs: files are written and synced,
+    streams flushed here). No atexit handler runs: for entry points that leave no writer open. After an error or
+    an interruption the process ends as usual, so that atexit handlers (Ray's shutdown among them) run."""
     if status not in (0, 1):
         sys.exit(status)
     logging.shutdown()
