@@ -11,11 +11,11 @@ from typing import Any, Callable
 import optuna
 import ray
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from aetune.errors import UsageError, first_line
 from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, is_uri, join, write_text
 from aetune.models import family
+from aetune.result_files import CsvResults, JsonResults
 from aetune.results import summarise
 from aetune.schedulers import make_schedulers
 from aetune.searchers import make_router
@@ -146,7 +146,7 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
                                                     checkpoint_score_order="max"),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # the trials' TensorBoard files
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+            callbacks=[JsonResults(), CsvResults()],  # each epoch once in a trial's files
             progress_reporter=progress_reporter(space) if verbose else None,
         ),
     )

@@ -48,9 +48,9 @@ def hparam_values(config: TrialConfig) -> dict[str, int | float | str | bool]:
 class TrialLogger:
     """Writes one TensorBoard run (the trial's folder). Images of 8 fixed validation digits every `image_every` epochs.
 
-    `start_epoch` is the epoch of the checkpoint the trial resumes from (0: a fresh start). Epochs after it may
-    have been logged before a crash without being checkpointed; the writer's purge step hides them from
-    TensorBoard, so the epochs trained again appear once, not twice.
+    `start_epoch` is the last epoch the trial's restore point has (0: a fresh start). Epochs after it may have
+    been logged before a crash; the writer's purge step hides them from TensorBoard, so the epochs logged again
+    appear once, not twice.
     """
 
     def __init__(self, logdir: str | Path, config: TrialConfig, digits: torch.Tensor, start_epoch: int = 0,
@@ -68,13 +68,14 @@ class TrialLogger:
             self.writer.file_writer.add_summary(experiment)
             self.writer.file_writer.add_summary(start)
 
-    def log_epoch(self, metrics: dict[str, float], model: torch.nn.Module) -> None:
+    def log_epoch(self, metrics: dict[str, float], model: torch.nn.Module, images: bool = True) -> None:
+        """`images=False`: the scalars of an epoch whose model is gone (told again from a checkpoint's history)."""
         epoch = int(metrics["epoch"])
         tags = {**SCALAR_TAGS, **{key: extra_tag(key) for key in getattr(model, "extra_metrics", ())}}
         for key, tag in tags.items():
             if key in metrics:
                 self.writer.add_scalar(tag, metrics[key], epoch)
-        if epoch == 1 or epoch % self.image_every == 0 or epoch == self.config.epochs:
+        if images and (epoch == 1 or epoch % self.image_every == 0 or epoch == self.config.epochs):
             self.writer.add_image(IMAGE_TAG, self.reconstruction_grid(model), epoch)
         self.writer.flush()
 

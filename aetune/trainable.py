@@ -1,7 +1,6 @@
 """The Ray Tune function trainable: one trial = one Trainer, reported and checkpointed every epoch."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -25,28 +24,28 @@ def checkpoint_rank(metrics: dict[str, float], rank_by: tuple[str, str]) -> floa
     return metrics[metric] if mode == "max" else -metrics[metric]
 
 
-def resume_bundle(trial_dir: Path | None) -> dict[str, Any] | None:
-    """Where this trial goes on from: the checkpoint of the last epoch the driver logged (result.json). A driver
-    killed between a trial's report and Tune's next experiment snapshot leaves Tune one checkpoint behind what
-    result.json shows (resuming there would log an epoch twice), or a checkpoint ahead of it whose result was never
-    logged (resuming there would leave a gap). Local storage only: elsewhere Tune's own choice stands."""
-    bundles = []
+def restore_point() -> dict[str, Any] | None:
+    """The bundle Tune restores this trial from (its last experiment snapshot's), or None for a fresh start."""
     checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            bundles.append(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
-    floor = bundles[0]["epoch"] if bundles else 0  # never behind Tune's own restore point
-    if trial_dir is None or not (trial_dir / "result.json").is_file():
-        return bundles[0] if bundles else None
-    logged = [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()
-              if line.strip().endswith("}")]  # a line cut by the kill is not logged
-    for path in sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}")):
+    if not checkpoint:
+        return None
+    with checkpoint.as_directory() as folder:
+        return load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+
+
+def newest_bundle(trial_dir: Path | None, restored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where this trial goes on from: the newest complete checkpoint in its folder, never one behind Tune's restore
+    point. A driver killed between a trial's report and Tune's next experiment snapshot leaves the snapshot behind
+    the folder, and the restored trial writes its next checkpoints into folders named by the snapshot's count,
+    replacing ones that result.json logged: only the newest one on disk is sure to exist. Local storage only
+    (`trial_dir`): elsewhere Tune's restore point stands."""
+    bundles = [restored] if restored else []
+    for path in sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if trial_dir else ():
         try:
             bundles.append(load_checkpoint(path))
         except CheckpointError:  # an incomplete or foreign file is not a place to resume from
             continue
-    last = max(max(logged, default=0), floor)
-    return max((b for b in bundles if floor <= b["epoch"] <= last), key=lambda b: b["epoch"], default=None)
+    return max(bundles, key=lambda b: b["epoch"], default=None)
 
 
 def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by: dict[str, tuple[str, str]],
@@ -64,13 +63,33 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
     variant = config.pop(VARIANT_KEY)
     trainer = trainer_for(TrialConfig.from_dict(config), data_root, download=False)
     trial_dir = Path(experiment) / f"{variant}-{tune.get_context().get_trial_id()}" if experiment else None
-    bundle = resume_bundle(trial_dir)
+    restored = restore_point()
+    bundle = newest_bundle(trial_dir, restored)
     if bundle:
         trainer.load_state_dict(bundle)
+    told = restored["epoch"] if restored else 0  # the epochs Tune's snapshot has seen
+
+    def report(metrics: dict[str, float]) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(Path(folder) / CHECKPOINT_FILE)
+            rank = checkpoint_rank(metrics, rank_by[variant])
+            tune.report({**metrics, **node, DIVERGED: False, CHECKPOINT_RANK: rank},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+
     # The trial's working directory is synced to the experiment folder with its checkpoints (sync_artifacts).
-    logger = TrialLogger(Path.cwd(), trainer.config, trainer.data.val_x[:8], start_epoch=trainer.epoch,
+    # The writer's purge step drops what an earlier run logged after Tune's restore point, logged again here.
+    logger = TrialLogger(Path.cwd(), trainer.config, trainer.data.val_x[:8], start_epoch=told,
                          image_every=image_every)
     with logger:
+        # Epochs on disk that the snapshot missed: Tune, its scheduler and searcher hear of them again from the
+        # checkpoint's history (the result files keep each epoch once; result_files.py), not trained twice.
+        for metrics in trainer.history[told:]:
+            latest = metrics is trainer.history[-1]
+            logger.log_epoch(metrics, trainer.model, images=latest)  # an earlier epoch's model is gone
+            if latest:
+                report(metrics)
+            else:
+                tune.report({**metrics, **node, DIVERGED: False})
         while trainer.epoch < trainer.config.epochs:
             metrics = trainer.run_epoch()
             if not is_finite(metrics):
@@ -79,11 +98,7 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
                 tune.report({**metrics, **node, DIVERGED: True})
                 return
             logger.log_epoch(metrics, trainer.model)
-            with tempfile.TemporaryDirectory() as folder:
-                trainer.save(Path(folder) / CHECKPOINT_FILE)
-                rank = checkpoint_rank(metrics, rank_by[variant])
-                tune.report({**metrics, **node, DIVERGED: False, CHECKPOINT_RANK: rank},
-                            checkpoint=tune.Checkpoint.from_directory(folder))
+            report(metrics)
 
 
 def _finite_or_inf(metrics: dict[str, float]) -> dict[str, float]:

@@ -1,0 +1,95 @@
+"""Tune's per-trial result files (result.json, progress.csv), each epoch logged once.
+
+A driver killed after logging a trial's result but before Tune's next experiment snapshot restores a trial that
+reports that epoch again (trainable.py tells Tune what its snapshot missed); these loggers skip an epoch already in
+their file, so the files stay one line per epoch however often the search was killed and resumed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
+
+
+class _EachEpochOnce:
+    """Mixin for a Tune logger callback that writes `file_name` in each trial's folder."""
+
+    file_name: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._logged: dict[Any, set[int]] = {}
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        if trial not in self._logged:
+            if trial not in self._trial_files:
+                self._open(trial)  # Tune's own set-up first: it fetches the file of a trial kept in a bucket
+            self._logged[trial] = self.logged_epochs(Path(trial.local_path) / self.file_name)
+        epoch = result.get("epoch")
+        if epoch in self._logged[trial]:
+            return
+        if epoch is not None:
+            self._logged[trial].add(epoch)
+        super().log_trial_result(iteration, trial, result)
+
+    def _open(self, trial) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def logged_epochs(path: Path) -> set[int]:
+        raise NotImplementedError
+
+
+class JsonResults(_EachEpochOnce, JsonLoggerCallback):
+    file_name = EXPR_RESULT_FILE
+
+    def log_trial_start(self, trial) -> None:
+        super().log_trial_start(trial)
+        drop_cut_line(Path(trial.local_path) / self.file_name)  # else the next record is glued onto it
+
+    def _open(self, trial) -> None:
+        self.log_trial_start(trial)
+
+    @staticmethod
+    def logged_epochs(path: Path) -> set[int]:
+        epochs = set()
+        for line in path.read_text().splitlines() if path.is_file() else ():
+            try:
+                epochs.add(json.loads(line)["epoch"])
+            except (ValueError, KeyError):  # a line cut by a kill is not logged
+                continue
+        return epochs
+
+
+class CsvResults(_EachEpochOnce, CSVLoggerCallback):
+    file_name = EXPR_PROGRESS_FILE
+
+    def _open(self, trial) -> None:
+        self._setup_trial(trial)
+
+    @staticmethod
+    def logged_epochs(path: Path) -> set[int]:
+        if not path.is_file():
+            return set()
+        epochs = set()
+        with path.open(newline="") as file:
+            for row in csv.DictReader(file):
+                try:
+                    epochs.add(int(float(row["epoch"])))
+                except (ValueError, KeyError, TypeError):  # a row cut by a kill is not logged
+                    continue
+        return epochs
+
+
+def drop_cut_line(path: Path) -> None:
+    """Truncate a last line that a kill cut short (no newline at its end)."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as file:
+            file.truncate(data.rfind(b"\n") + 1)

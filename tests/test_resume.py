@@ -1,0 +1,125 @@
+"""Resuming after a driver died before Tune's experiment snapshot caught up with its trials: the trial goes on from
+its newest checkpoint on disk, tells Tune again what the snapshot missed, and every record keeps each epoch once
+(result.json, progress.csv, the Optuna study). The end-to-end kill-and-resume runs are in test_reliability.py."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import torch
+from ray.train._internal.storage import StorageContext
+from ray.tune.experiment import Trial
+
+from aetune.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from aetune.config import TrialConfig
+from aetune.models import build_model
+from aetune.result_files import CsvResults, JsonResults
+from aetune.searchers import make_searcher
+from aetune.spaces import parse_space
+from aetune.tb import IMAGE_TAG, TrialLogger
+from aetune.trainable import newest_bundle
+from test_reliability import SMALL, events, trainer
+
+
+def checkpoints_by_epoch(mnist, epochs: int) -> list[dict]:
+    """The bundle of every epoch of one small dense trial on real MNIST."""
+    run = trainer(mnist, epochs=epochs)
+    bundles = []
+    for _ in range(epochs):
+        run.run_epoch()
+        bundles.append(run.state_dict())
+    return bundles
+
+
+def save_in(trial_dir: Path, index: int, bundle: dict) -> Path:
+    """Where Tune persists a trial's checkpoint number `index`."""
+    return save_checkpoint(bundle, trial_dir / f"checkpoint_{index:06d}" / CHECKPOINT_FILE)
+
+
+def test_a_trial_goes_on_from_its_newest_complete_checkpoint_never_behind_tunes(mnist, tmp_path):
+    first, second, third, fourth = checkpoints_by_epoch(mnist, 4)
+    trial_dir = tmp_path / "dense-0001"
+    save_in(trial_dir, 0, first)
+    save_in(trial_dir, 1, second)
+    # Restored from a snapshot that knew two checkpoints, the trial wrote epoch 4 into the folder of epoch 3.
+    save_in(trial_dir, 2, fourth)
+    assert newest_bundle(trial_dir, second)["epoch"] == 4
+    # A checkpoint cut by the kill is no place to resume from; Tune's own restore point is never passed over.
+    (trial_dir / "checkpoint_000002" / CHECKPOINT_FILE).write_bytes(b"cut")
+    assert newest_bundle(trial_dir, second)["epoch"] == 2
+    assert newest_bundle(trial_dir, third)["epoch"] == 3
+    assert newest_bundle(trial_dir, None)["epoch"] == 2
+    assert newest_bundle(None, third)["epoch"] == 3  # storage in a bucket: Tune's choice stands
+    assert newest_bundle(tmp_path / "dense-0002", None) is None  # a fresh trial
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_result_files_keep_each_epoch_once_when_a_restored_trial_reports_again(local_ray, tmp_path):
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="dense-0001")
+    trial = Trial("train_trial", config={}, storage=storage, stub=True)
+    trial.init_local_path()
+
+    def driver_logs(*epochs: int) -> None:  # each driver (new or restored) has its own logger callbacks
+        loggers = [JsonResults(), CsvResults()]
+        for epoch in epochs:
+            for logger in loggers:
+                logger.log_trial_result(epoch, trial, {"epoch": epoch, "val_bce": 1 / epoch})
+        for logger in loggers:
+            logger.log_trial_end(trial)
+
+    driver_logs(1, 2, 3)
+    with (Path(trial.local_path) / "result.json").open("a") as file:
+        file.write('{"epoch": 4, "val_b')  # the first driver died mid-line
+    driver_logs(2, 3, 4, 4, 5)  # told again from a checkpoint's history, then trained on
+    folder = Path(trial.local_path)
+    assert JsonResults.logged_epochs(folder / "result.json") == {1, 2, 3, 4, 5}
+    assert [json.loads(line)["epoch"] for line in (folder / "result.json").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    assert [row.split(",")[0] for row in (folder / "progress.csv").read_text().splitlines()] == \
+        ["epoch", "1", "2", "3", "4", "5"]
+
+
+def test_a_study_told_before_the_crash_takes_the_restored_trials_reports_without_error(tmp_path):
+    space = parse_space({"epochs": 2, "samples": 1, "searcher": "optuna", "scheduler": "asha",
+                         "variants": {"dense": {"model": "dense", "lr": {"loguniform": [1e-4, 1e-2]}}}}, "test")
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    snapshot = tmp_path / "searcher"
+    searcher = make_searcher(space, space.variants["dense"], storage)
+    searcher.set_search_properties(None, None, {})
+    assert searcher.suggest("t1")
+    searcher.save(str(snapshot))  # Tune's last snapshot of the searcher
+    for epoch in (1, 2):
+        searcher.on_trial_result("t1", {"epoch": epoch, "val_loss": 0.3 / epoch})
+    searcher.on_trial_complete("t1", {"epoch": 2, "val_loss": 0.15})  # told, then the driver was killed
+
+    restored = make_searcher(space, space.variants["dense"], storage)
+    restored.restore(str(snapshot))
+    restored.on_trial_result("t1", {"epoch": 2, "val_loss": 0.15})  # the restored trial tells its last epoch again
+    restored.on_trial_complete("t1", {"epoch": 2, "val_loss": 0.15})
+    [told] = optuna.load_study(study_name="dense", storage=storage).trials
+    assert told.state == optuna.trial.TrialState.COMPLETE and told.value == pytest.approx(0.15)
+    assert told.intermediate_values == {1: pytest.approx(0.3), 2: pytest.approx(0.15)}
+
+
+def test_epochs_told_again_from_a_history_reach_tensorboard_once_with_images_only_of_the_model_at_hand(tmp_path):
+    config = TrialConfig.from_dict({**SMALL, "epochs": 5})
+    model, digits = build_model(config, (1, 28, 28)), torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+    with TrialLogger(tmp_path, config, digits, image_every=2) as logger:
+        for epoch in (1, 2, 3):  # the killed run logged 3 epochs; its snapshot knew of one
+            logger.log_epoch({"epoch": epoch, "val_loss": 10.0 + epoch}, model)
+    with TrialLogger(tmp_path, config, digits, start_epoch=1, image_every=2) as logger:
+        logger.log_epoch({"epoch": 2, "val_loss": 12.0}, model, images=False)  # from the epoch-3 checkpoint's history
+        logger.log_epoch({"epoch": 3, "val_loss": 13.0}, model)  # the model of epoch 3, resumed from
+        for epoch in (4, 5):
+            logger.log_epoch({"epoch": epoch, "val_loss": 20.0 + epoch}, model)
+    scalars = events(tmp_path).Scalars("loss/val")
+    assert [(e.step, e.value) for e in scalars] == [(1, 11.0), (2, 12.0), (3, 13.0), (4, 24.0), (5, 25.0)]
+    assert [e.step for e in events(tmp_path).Images(IMAGE_TAG)] == [1, 4, 5]  # epoch 2's model is gone
