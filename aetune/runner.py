@@ -15,12 +15,12 @@ from ray import tune
 from aetune.errors import UsageError, first_line
 from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, is_uri, join, write_text
 from aetune.models import family
-from aetune.result_files import CsvResults, JsonResults
 from aetune.results import summarise
 from aetune.schedulers import make_schedulers
 from aetune.searchers import make_router
 from aetune.spaces import IMAGE_SHAPE, SearchSpace, space_to_yaml
 from aetune.trainable import train_trial
+from aetune.tune_callbacks import CsvResults, JsonResults, RestorableCheckpoints
 
 KEEP_CHECKPOINTS = 2  # the best two by the variant's metric; Ray always keeps the latest as well, for resuming
 MAX_FAILURES = 2  # a crashed trial is retried from its last checkpoint this many times
@@ -146,7 +146,7 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
                                                     checkpoint_score_order="max"),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # the trials' TensorBoard files
-            callbacks=[JsonResults(), CsvResults()],  # each epoch once in a trial's files
+            callbacks=[JsonResults(), CsvResults(), RestorableCheckpoints()],
             progress_reporter=progress_reporter(space) if verbose else None,
         ),
     )

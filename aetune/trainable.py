@@ -24,13 +24,14 @@ def checkpoint_rank(metrics: dict[str, float], rank_by: tuple[str, str]) -> floa
     return metrics[metric] if mode == "max" else -metrics[metric]
 
 
-def restore_point() -> dict[str, Any] | None:
-    """The bundle Tune restores this trial from (its last experiment snapshot's), or None for a fresh start."""
-    checkpoint = tune.get_checkpoint()
+def restore_point(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
+    """The bundle of the checkpoint Tune restores this trial from (its last experiment snapshot's), or None: a
+    fresh start, or a checkpoint that Tune deleted (no longer among the best) after that snapshot."""
     if not checkpoint:
         return None
     with checkpoint.as_directory() as folder:
-        return load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        path = Path(folder) / CHECKPOINT_FILE
+        return load_checkpoint(path) if path.exists() else None
 
 
 def newest_bundle(trial_dir: Path | None, restored: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -63,11 +64,11 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
     variant = config.pop(VARIANT_KEY)
     trainer = trainer_for(TrialConfig.from_dict(config), data_root, download=False)
     trial_dir = Path(experiment) / f"{variant}-{tune.get_context().get_trial_id()}" if experiment else None
-    restored = restore_point()
+    restored = restore_point(tune.get_checkpoint())
     bundle = newest_bundle(trial_dir, restored)
     if bundle:
         trainer.load_state_dict(bundle)
-    told = restored["epoch"] if restored else 0  # the epochs Tune's snapshot has seen
+    told = restored["epoch"] if restored else 0  # the epochs Tune's snapshot has seen (if unknown, all told again)
 
     def report(metrics: dict[str, float]) -> None:
         with tempfile.TemporaryDirectory() as folder:
@@ -82,7 +83,7 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
                          image_every=image_every)
     with logger:
         # Epochs on disk that the snapshot missed: Tune, its scheduler and searcher hear of them again from the
-        # checkpoint's history (the result files keep each epoch once; result_files.py), not trained twice.
+        # checkpoint's history (the result files keep each epoch once; tune_callbacks.py), not trained twice.
         for metrics in trainer.history[told:]:
             latest = metrics is trainer.history[-1]
             logger.log_epoch(metrics, trainer.model, images=latest)  # an earlier epoch's model is gone

@@ -467,21 +467,28 @@ def wait_until(condition, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
+def start_driver(tmp_path: Path, name: str, *args: str) -> subprocess.Popen:
+    """`python -m aetune.search` on experiment `name` under tmp_path (given as a file:// URI, as a bucket is), its
+    Optuna studies in tmp_path/studies.db. The driver and the local Ray it starts carry tmp_path in their
+    environment (kill_processes_with finds them), and get a session of their own (a terminal's Ctrl-C: killpg)."""
+    env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "AETUNE_TEST_DRIVER": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "aetune.search", "--storage", tmp_path.as_uri(), "--name", name,
+                             "--study-storage", study_url(tmp_path), "--quiet", *args], cwd=REPO, env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def study_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'studies.db'}"  # a bucket holds no Optuna study: it lives beside
+
+
 @pytest.mark.slow
 def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, capsys):
     space = write_space(tmp_path / "tpe.yaml", TPE_SPACE)
-    storage, experiment = tmp_path.as_uri(), tmp_path / "tpe"
-    study = f"sqlite:///{tmp_path / 'studies.db'}"  # a bucket holds no Optuna study: it lives beside
-    marker = f"AETUNE_TEST_DRIVER={tmp_path}"  # inherited by the local Ray each driver starts: how we find it
-    env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "AETUNE_TEST_DRIVER": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-
-    def driver(*args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "aetune.search", "--storage", storage, "--name", "tpe",
-                                 "--study-storage", study, "--quiet", *args], cwd=REPO, env=env, start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    storage, experiment, study = tmp_path.as_uri(), tmp_path / "tpe", study_url(tmp_path)
+    marker = f"AETUNE_TEST_DRIVER={tmp_path}"
 
     # Ctrl-C (SIGINT to the foreground process group, as a terminal sends it) once two epochs are reported.
-    first = driver("--space", str(space))
+    first = start_driver(tmp_path, "tpe", "--space", str(space))
     wait_until(lambda: reported_epochs(experiment) >= 2)
     os.killpg(first.pid, signal.SIGINT)
     output = first.communicate(timeout=180)[0]
@@ -491,7 +498,7 @@ def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, 
 
     # Resume, then SIGKILL the driver and its Ray once it has made progress.
     progress = reported_epochs(experiment)
-    second = driver("--resume")
+    second = start_driver(tmp_path, "tpe", "--resume")
     wait_until(lambda: reported_epochs(experiment) > progress or second.poll() is not None)
     os.killpg(second.pid, signal.SIGKILL)
     second.wait()
@@ -524,6 +531,9 @@ def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, 
               for t in optuna.load_study(study_name="dense", storage=study).trials if "ray_trial_id" in t.user_attrs}
     orphans = [t for t in optuna.load_study(study_name="dense", storage=study).trials if t.state.name == "RUNNING"]
     assert not orphans
-    # What Optuna was told is what the summary records of each trial: finished ones COMPLETE, stopped ones PRUNED.
+    # What Optuna was told is what the summary records of each trial: finished ones COMPLETE, stopped ones PRUNED;
+    # a trial asked after the last snapshot (no Ray trial will ever finish it) FAIL.
     told = {"completed": "COMPLETE", "stopped": "PRUNED"}
-    assert states == {t["trial_id"]: told[t["state"]] for t in best.trial_results}
+    expected = {t["trial_id"]: told[t["state"]] for t in best.trial_results}
+    assert {i: s for i, s in states.items() if i in expected} == expected
+    assert {s for i, s in states.items() if i not in expected} <= {"FAIL"}

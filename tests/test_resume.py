@@ -1,27 +1,34 @@
 """Resuming after a driver died before Tune's experiment snapshot caught up with its trials: the trial goes on from
 its newest checkpoint on disk, tells Tune again what the snapshot missed, and every record keeps each epoch once
-(result.json, progress.csv, the Optuna study). The end-to-end kill-and-resume runs are in test_reliability.py."""
+(result.json, progress.csv, TensorBoard, the Optuna study); last, a real run resumed from a snapshot far behind."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import optuna
 import pytest
 import ray
 import torch
+from optuna.trial import TrialState
+from ray import tune
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
 
-from aetune.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from aetune.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from aetune.config import TrialConfig
+from aetune.experiment import Summary
 from aetune.models import build_model
-from aetune.result_files import CsvResults, JsonResults
+from aetune.tune_callbacks import CsvResults, JsonResults
 from aetune.searchers import make_searcher
 from aetune.spaces import parse_space
 from aetune.tb import IMAGE_TAG, TrialLogger
-from aetune.trainable import newest_bundle
-from test_reliability import SMALL, events, trainer
+from aetune.trainable import newest_bundle, restore_point
+from conftest import run_search, write_space
+from test_reliability import SMALL, events, reported_epochs, start_driver, study_url, trainer, val_steps, wait_until
+from test_search import epochs_of, kill_processes_with, trial_dirs
 
 
 def checkpoints_by_epoch(mnist, epochs: int) -> list[dict]:
@@ -54,6 +61,14 @@ def test_a_trial_goes_on_from_its_newest_complete_checkpoint_never_behind_tunes(
     assert newest_bundle(trial_dir, None)["epoch"] == 2
     assert newest_bundle(None, third)["epoch"] == 3  # storage in a bucket: Tune's choice stands
     assert newest_bundle(tmp_path / "dense-0002", None) is None  # a fresh trial
+
+
+def test_a_checkpoint_tune_deleted_after_its_last_snapshot_is_no_restore_point(mnist, tmp_path):
+    [bundle] = checkpoints_by_epoch(mnist, 1)
+    kept = save_in(tmp_path, 0, bundle).parent
+    assert restore_point(tune.Checkpoint.from_directory(str(kept)))["epoch"] == 1
+    assert restore_point(tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000001"))) is None
+    assert restore_point(None) is None
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +138,82 @@ def test_epochs_told_again_from_a_history_reach_tensorboard_once_with_images_onl
     scalars = events(tmp_path).Scalars("loss/val")
     assert [(e.step, e.value) for e in scalars] == [(1, 11.0), (2, 12.0), (3, 13.0), (4, 24.0), (5, 25.0)]
     assert [e.step for e in events(tmp_path).Images(IMAGE_TAG)] == [1, 4, 5]  # epoch 2's model is gone
+
+
+# --- end to end: a snapshot far behind the trial folders ------------------------------------------------------------
+
+BEHIND_SPACE = """\
+    epochs: 4
+    samples: 3
+    searcher: optuna
+    scheduler: fifo
+    resources: {cpus: 1}
+    defaults: {train_size: 1000, test_size: 200, hidden_layers: [32], code_size: 8, batch_size: 64}
+    variants:
+      dense:
+        model: dense
+        lr: {loguniform: [1.0e-4, 1.0e-2]}
+"""
+
+
+def snapshot_files(experiment: Path) -> set[str]:
+    """Tune's experiment snapshot: the trials' states, the searcher's, the trial generator's (one set per driver)."""
+    return {p.name for p in experiment.glob("*state-*")}
+
+
+def snapshot_trials(experiment: Path) -> int:
+    newest = max(experiment.glob("experiment_state-*.json"), default=None)
+    try:
+        return len(json.loads(newest.read_text())["trial_data"]) if newest else 0
+    except ValueError:  # being written
+        return 0
+
+
+def finished_in_study(study: str) -> int:
+    return len(optuna.load_study(study_name="dense", storage=study).get_trials(states=(TrialState.COMPLETE,)))
+
+
+@pytest.mark.slow
+def test_a_resume_from_a_snapshot_far_behind_its_trials_tells_every_epoch_once(tmp_path):
+    """The worst a kill leaves: the last snapshot (the first driver's, at Ctrl-C) misses all that a second driver
+    did before it died without a snapshot of its own: a trial finished and told to the study, checkpoints ahead of
+    the snapshot's (the restored trials write theirs into the same folders), result.json lines it never saw."""
+    space = write_space(tmp_path / "behind.yaml", BEHIND_SPACE)
+    experiment, study, marker = tmp_path / "behind", study_url(tmp_path), f"AETUNE_TEST_DRIVER={tmp_path}"
+    first = start_driver(tmp_path, "behind", "--space", str(space))
+    wait_until(lambda: reported_epochs(experiment) >= 1 and snapshot_trials(experiment) == 3)  # every trial known
+    os.killpg(first.pid, signal.SIGINT)
+    first.communicate(timeout=180)
+    kill_processes_with(marker)
+    assert first.returncode == 130
+    kept = snapshot_files(experiment)
+
+    second = start_driver(tmp_path, "behind", "--resume")
+    wait_until(lambda: finished_in_study(study) >= 1 or second.poll() is not None)
+    os.killpg(second.pid, signal.SIGKILL)
+    second.wait()
+    second.stdout.close()
+    kill_processes_with(marker)
+    assert second.returncode == -signal.SIGKILL and finished_in_study(study) < 3  # killed mid-run
+    assert snapshot_files(experiment) > kept
+    for name in snapshot_files(experiment) - kept:  # as if it had died before its first snapshot
+        (experiment / name).unlink()
+
+    run = run_search("--storage", tmp_path.as_uri(), "--name", "behind", "--study-storage", study, "--resume",
+                     "--quiet")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    summary = Summary.read(experiment).variants["dense"]
+    assert [t["state"] for t in summary.trial_results] == ["completed"] * 3
+    for trial in trial_dirs(experiment, "dense"):
+        assert epochs_of(trial) == [1, 2, 3, 4], trial
+        assert sorted(CsvResults.logged_epochs(trial / "progress.csv")) == [1, 2, 3, 4]
+        assert len((trial / "progress.csv").read_text().splitlines()) == 1 + 4
+        assert val_steps(trial) == [1, 2, 3, 4], trial  # TensorBoard
+    told = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="dense", storage=study).trials}
+    assert {t.state for t in told.values()} == {TrialState.COMPLETE}
+    for result in summary.trial_results:
+        last = json.loads((experiment / f"dense-{result['trial_id']}" / "result.json").read_text().splitlines()[-1])
+        trial = told[result["trial_id"]]  # the study holds what the trial reported, each epoch once
+        assert sorted(trial.intermediate_values) == [1, 2, 3, 4] and trial.value == pytest.approx(last["val_loss"])
+        # The picked checkpoint's folder holds the epoch Tune filed it under, though folders were written twice.
+        assert load_checkpoint(experiment / result["checkpoint"])["epoch"] == result["metrics"]["epoch"]

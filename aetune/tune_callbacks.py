@@ -1,8 +1,9 @@
-"""Tune's per-trial result files (result.json, progress.csv), each epoch logged once.
+"""The driver's Tune callbacks that keep a resumed search exact when the driver died before Tune's experiment
+snapshot caught up with its trials.
 
-A driver killed after logging a trial's result but before Tune's next experiment snapshot restores a trial that
-reports that epoch again (trainable.py tells Tune what its snapshot missed); these loggers skip an epoch already in
-their file, so the files stay one line per epoch however often the search was killed and resumed.
+Tune's result files (result.json, progress.csv) log each epoch once: a restored trial reports again what the
+snapshot missed (trainable.py), and these loggers skip an epoch already in their file. A trial whose last snapshot
+names a checkpoint that Tune deleted since (no longer among the best few) still restores.
 """
 from __future__ import annotations
 
@@ -11,8 +12,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pyarrow.fs import FileType
+from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
+
+
+class RestorableCheckpoints(Callback):
+    """Tune refuses to restore a trial whose snapshot's checkpoint folder is gone (the trial errors, every retry
+    alike). An empty folder in its place lets it start; train_trial then finds no checkpoint in it, goes on from the
+    newest one on disk and tells Tune every epoch again."""
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        checkpoint = trial.checkpoint
+        if checkpoint is not None and checkpoint.filesystem.get_file_info(checkpoint.path).type == FileType.NotFound:
+            checkpoint.filesystem.create_dir(checkpoint.path)
 
 
 class _EachEpochOnce:
