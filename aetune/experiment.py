@@ -23,6 +23,7 @@ from aetune.errors import UsageError, first_line
 VARIANT_KEY = "variant"  # the one key a Ray trial's config has beyond the trial config: the variant it belongs to
 DIVERGED = "diverged"  # a trial's result key: True in the last result of a trial whose loss turned NaN/inf
 CHECKPOINT_RANK = "checkpoint_rank"  # a trial's result key, higher is better: what Ray keeps the best checkpoints by
+REPLAYED = "replayed"  # a trial's result key: True for an epoch told again from a checkpoint's history, not its last
 SUMMARY_FILE = "summary.json"
 SPACE_FILE = "space.yaml"
 EVAL_DIR = "eval"

@@ -7,8 +7,10 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
+from pyarrow.fs import FileType
 from ray import tune
 
+from aetune.checkpoint import CHECKPOINT_FILE
 from aetune.config import TrialConfig
 from aetune.errors import first_line
 from aetune.experiment import DIVERGED, VARIANT_KEY, VariantResult
@@ -36,7 +38,7 @@ def trial_outcome(result: tune.Result, search: Search, epochs: int, root: str) -
     if result.metrics.get(DIVERGED):
         return {**outcome, "state": "diverged"}
     state = "completed" if int(result.metrics.get("epoch", 0)) >= epochs else "stopped"
-    checkpoints = [(c, m) for c, m in result.best_checkpoints if _finite(m, search.metric)]
+    checkpoints = [(c, m) for c, m in result.best_checkpoints if _finite(m, search.metric) and _on_storage(c)]
     if not checkpoints:
         return {**outcome, "state": state}
     if search.multi_objective:
@@ -46,7 +48,7 @@ def trial_outcome(result: tune.Result, search: Search, epochs: int, root: str) -
         checkpoint, metrics = min(checkpoints, key=lambda cm: sign * cm[1][search.metric[0]])
     kept = (*RESULT_METRICS, *family(config["model"]).extra_metrics)
     return {**outcome, "state": state, "metrics": {k: metrics[k] for k in kept if k in metrics},
-            "checkpoint": posixpath.relpath(f"{checkpoint.path}/checkpoint.pt", root)}
+            "checkpoint": posixpath.relpath(posixpath.join(checkpoint.path, CHECKPOINT_FILE), root)}
 
 
 def summarise(grid: list[tune.Result], variant: Variant, search: Search, epochs: int, root: str,
@@ -81,6 +83,12 @@ def summarise(grid: list[tune.Result], variant: Variant, search: Search, epochs:
         return VariantResult(None, {}, {}, None, None, pick_rule=rule, **described)
     return VariantResult(pick["trial_id"], pick["config"], pick["metrics"], pick["checkpoint"], pick["trial_dir"],
                          pick_rule=rule, front=front_rows, **described)
+
+
+def _on_storage(checkpoint: tune.Checkpoint) -> bool:
+    """Tune's record can name a checkpoint that a driver killed before its next snapshot had deleted already."""
+    info = checkpoint.filesystem.get_file_info(posixpath.join(checkpoint.path, CHECKPOINT_FILE))
+    return info.type != FileType.NotFound
 
 
 def _finite(metrics: dict[str, Any], names: tuple[str, ...]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from aetune.experiment import VARIANT_KEY
+from aetune.experiment import REPLAYED, VARIANT_KEY
 from aetune.spaces import Search, SearchSpace
 
 
@@ -36,7 +36,10 @@ class PerVariantScheduler(FIFOScheduler):
         self._of(trial).on_trial_error(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
-        return self._of(trial).on_trial_result(tune_controller, trial, result)
+        decision = self._of(trial).on_trial_result(tune_controller, trial, result)  # fills the rungs either way
+        # An epoch told again after a resume, with a later checkpoint on disk: the run that trained it went on.
+        # (ASHA's brackets are not in Tune's snapshot; a restored ASHA could stop the trial on thinner rungs.)
+        return TrialScheduler.CONTINUE if result.get(REPLAYED) else decision
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         self._of(trial).on_trial_complete(tune_controller, trial, result)

@@ -45,8 +45,7 @@ class PrunedOptunaSearch(OptunaSearch):
             try:
                 self._ot_trials[trial_id].report(value, int(result["epoch"]))
             except optuna.exceptions.UpdateFinishedTrialError:
-                # Told before a driver crash; the restored trial reports what the last snapshot missed again.
-                self._completed_trials.add(trial_id)
+                pass  # told before a driver crash; the restored trial reports what the last snapshot missed again
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:

@@ -13,7 +13,7 @@ from ray import tune
 
 from aetune.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from aetune.config import TrialConfig
-from aetune.experiment import CHECKPOINT_RANK, DIVERGED, VARIANT_KEY
+from aetune.experiment import CHECKPOINT_RANK, DIVERGED, REPLAYED, VARIANT_KEY
 from aetune.tb import TrialLogger
 from aetune.train import is_finite, trainer_for
 
@@ -51,7 +51,7 @@ def newest_bundle(trial_dir: Path | None, restored: dict[str, Any] | None) -> di
 
 def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by: dict[str, tuple[str, str]],
                 experiment: str | None = None, image_every: int = 5) -> None:
-    """Train until `epochs`, resuming from Tune's checkpoint after a crash or `--resume`. `config` is the trial
+    """Train until `epochs`, going on from the newest checkpoint after a crash or `--resume`. `config` is the trial
     config plus the variant's name (searchers.VARIANT_KEY); `rank_by` maps each variant to how its checkpoints rank.
 
     A non-finite loss ends the trial with `diverged: True` in its last result (no checkpoint), so the search
@@ -68,35 +68,36 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
     bundle = newest_bundle(trial_dir, restored)
     if bundle:
         trainer.load_state_dict(bundle)
-    told = restored["epoch"] if restored else 0  # the epochs Tune's snapshot has seen (if unknown, all told again)
+    restore_epoch = restored["epoch"] if restored else 0  # Tune may not know what came after it
 
-    def report(metrics: dict[str, float]) -> None:
+    def report(metrics: dict[str, float], checkpoint: bool = True, replayed: bool = False) -> None:
+        """Every result has the same keys (progress.csv takes its columns from the first row a driver writes)."""
+        result = {**metrics, **node, DIVERGED: not is_finite(metrics), REPLAYED: replayed,
+                  CHECKPOINT_RANK: checkpoint_rank(metrics, rank_by[variant])}
+        if not checkpoint:
+            tune.report(result)
+            return
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(Path(folder) / CHECKPOINT_FILE)
-            rank = checkpoint_rank(metrics, rank_by[variant])
-            tune.report({**metrics, **node, DIVERGED: False, CHECKPOINT_RANK: rank},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
     # The trial's working directory is synced to the experiment folder with its checkpoints (sync_artifacts).
     # The writer's purge step drops what an earlier run logged after Tune's restore point, logged again here.
-    logger = TrialLogger(Path.cwd(), trainer.config, trainer.data.val_x[:8], start_epoch=told,
+    logger = TrialLogger(Path.cwd(), trainer.config, trainer.data.val_x[:8], start_epoch=restore_epoch,
                          image_every=image_every)
     with logger:
-        # Epochs on disk that the snapshot missed: Tune, its scheduler and searcher hear of them again from the
-        # checkpoint's history (the result files keep each epoch once; tune_callbacks.py), not trained twice.
-        for metrics in trainer.history[told:]:
+        # Epochs on disk after Tune's restore point: Tune, its scheduler and searcher hear of them again from the
+        # checkpoint's history (the result files keep each epoch once: tune_callbacks.py), not trained twice.
+        for metrics in trainer.history[restore_epoch:]:
             latest = metrics is trainer.history[-1]
             logger.log_epoch(metrics, trainer.model, images=latest)  # an earlier epoch's model is gone
-            if latest:
-                report(metrics)
-            else:
-                tune.report({**metrics, **node, DIVERGED: False})
+            report(metrics, checkpoint=latest, replayed=not latest)
         while trainer.epoch < trainer.config.epochs:
             metrics = trainer.run_epoch()
             if not is_finite(metrics):
                 logger.log_epoch(_finite_or_inf(metrics), trainer.model)
                 logger.close("failure")
-                tune.report({**metrics, **node, DIVERGED: True})
+                report(metrics, checkpoint=False)
                 return
             logger.log_epoch(metrics, trainer.model)
             report(metrics)

@@ -41,7 +41,7 @@ class _EachEpochOnce:
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         if trial not in self._logged:
             if trial not in self._trial_files:
-                self._open(trial)  # Tune's own set-up first: it fetches the file of a trial kept in a bucket
+                self._open(trial)  # Tune's own set-up first: it fetches the stored file of a restored trial
             self._logged[trial] = self.logged_epochs(Path(trial.local_path) / self.file_name)
         epoch = result.get("epoch")
         if epoch in self._logged[trial]:
@@ -49,6 +49,10 @@ class _EachEpochOnce:
         if epoch is not None:
             self._logged[trial].add(epoch)
         super().log_trial_result(iteration, trial, result)
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        super().log_trial_end(trial, failed)
+        self._logged.pop(trial, None)  # a retry opens the file again, maybe the stored (older) copy of it
 
     def _open(self, trial) -> None:
         raise NotImplementedError
@@ -71,10 +75,10 @@ class JsonResults(_EachEpochOnce, JsonLoggerCallback):
     @staticmethod
     def logged_epochs(path: Path) -> set[int]:
         epochs = set()
-        for line in path.read_text().splitlines() if path.is_file() else ():
+        for line in whole_lines(path):
             try:
                 epochs.add(json.loads(line)["epoch"])
-            except (ValueError, KeyError):  # a line cut by a kill is not logged
+            except (ValueError, KeyError):
                 continue
         return epochs
 
@@ -82,25 +86,38 @@ class JsonResults(_EachEpochOnce, JsonLoggerCallback):
 class CsvResults(_EachEpochOnce, CSVLoggerCallback):
     file_name = EXPR_PROGRESS_FILE
 
+    def _setup_trial(self, trial) -> None:
+        super()._setup_trial(trial)
+        path = Path(trial.local_path) / self.file_name
+        drop_cut_line(path)
+        header = next(csv.reader(whole_lines(path)), None)
+        if header:  # go on under the file's own columns: Tune's keys differ between results (should_checkpoint)
+            self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header)
+
     def _open(self, trial) -> None:
         self._setup_trial(trial)
 
     @staticmethod
     def logged_epochs(path: Path) -> set[int]:
-        if not path.is_file():
-            return set()
         epochs = set()
-        with path.open(newline="") as file:
-            for row in csv.DictReader(file):
-                try:
-                    epochs.add(int(float(row["epoch"])))
-                except (ValueError, KeyError, TypeError):  # a row cut by a kill is not logged
-                    continue
+        for row in csv.DictReader(whole_lines(path)):
+            if None in row or None in row.values():  # fields missing or extra: not a record
+                continue
+            try:
+                epochs.add(int(float(row["epoch"])))
+            except (ValueError, KeyError):
+                continue
         return epochs
 
 
+def whole_lines(path: Path) -> list[str]:
+    """The file's lines but a last one that a kill cut short (no newline at its end)."""
+    text = path.read_text() if path.is_file() else ""
+    return text[:text.rfind("\n") + 1].splitlines()
+
+
 def drop_cut_line(path: Path) -> None:
-    """Truncate a last line that a kill cut short (no newline at its end)."""
+    """Truncate a last line that a kill cut short."""
     if not path.is_file():
         return
     data = path.read_bytes()

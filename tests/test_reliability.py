@@ -515,16 +515,14 @@ def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, 
 
     run = run_search("--storage", storage, "--name", "tpe", "--study-storage", study, "--resume", "--quiet")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    trials = trial_dirs(experiment, "dense")
-    assert len(trials) == 5  # TPE asked for no extra trial after either restore
-    for trial in trials:
-        epochs = epochs_of(trial)
-        assert epochs == list(range(1, len(epochs) + 1)), trial  # no gap, no epoch twice
+    best = Summary.read(tmp_path / "tpe").variants["dense"]
+    assert best.trials == 5 and best.checkpoint and not best.errored  # the budget, through both restores
+    for result in best.trial_results:
+        epochs = epochs_of(experiment / f"dense-{result['trial_id']}")
+        assert epochs == list(range(1, len(epochs) + 1)), result  # no gap, no epoch twice
     for name, epochs in before.items():
         if len(epochs) == 4:  # finished before the kill: not run again
             assert epochs_of(experiment / name) == epochs
-    best = Summary.read(tmp_path / "tpe").variants["dense"]
-    assert best.trials == 5 and best.checkpoint and not best.errored
     # The same Optuna study went on through both restores: every Ray trial told once, in its true state, and no
     # trial left RUNNING by the kills.
     states = {t.user_attrs["ray_trial_id"]: t.state.name

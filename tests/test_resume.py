@@ -3,32 +3,40 @@ its newest checkpoint on disk, tells Tune again what the snapshot missed, and ev
 (result.json, progress.csv, TensorBoard, the Optuna study); last, a real run resumed from a snapshot far behind."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
+import textwrap
 from pathlib import Path
 
 import optuna
 import pytest
 import ray
 import torch
+import yaml
 from optuna.trial import TrialState
 from ray import tune
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
 
 from aetune.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from aetune.config import TrialConfig
-from aetune.experiment import Summary
+from aetune.experiment import REPLAYED, VARIANT_KEY, Summary
 from aetune.models import build_model
-from aetune.tune_callbacks import CsvResults, JsonResults
+from aetune.results import trial_outcome
+from aetune.schedulers import make_schedulers
 from aetune.searchers import make_searcher
 from aetune.spaces import parse_space
 from aetune.tb import IMAGE_TAG, TrialLogger
 from aetune.trainable import newest_bundle, restore_point
+from aetune.tune_callbacks import CsvResults, JsonResults
 from conftest import run_search, write_space
 from test_reliability import SMALL, events, reported_epochs, start_driver, study_url, trainer, val_steps, wait_until
 from test_search import epochs_of, kill_processes_with, trial_dirs
+
+CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
 
 def checkpoints_by_epoch(mnist, epochs: int) -> list[dict]:
@@ -43,7 +51,7 @@ def checkpoints_by_epoch(mnist, epochs: int) -> list[dict]:
 
 def save_in(trial_dir: Path, index: int, bundle: dict) -> Path:
     """Where Tune persists a trial's checkpoint number `index`."""
-    return save_checkpoint(bundle, trial_dir / f"checkpoint_{index:06d}" / CHECKPOINT_FILE)
+    return save_checkpoint(bundle, trial_dir / StorageContext._make_checkpoint_dir_name(index) / CHECKPOINT_FILE)
 
 
 def test_a_trial_goes_on_from_its_newest_complete_checkpoint_never_behind_tunes(mnist, tmp_path):
@@ -68,7 +76,40 @@ def test_a_checkpoint_tune_deleted_after_its_last_snapshot_is_no_restore_point(m
     kept = save_in(tmp_path, 0, bundle).parent
     assert restore_point(tune.Checkpoint.from_directory(str(kept)))["epoch"] == 1
     assert restore_point(tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000001"))) is None
+    (tmp_path / "checkpoint_000002").mkdir()  # what RestorableCheckpoints puts in a deleted one's place
+    assert restore_point(tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000002"))) is None
     assert restore_point(None) is None
+
+
+def test_the_summary_never_picks_a_checkpoint_deleted_after_the_snapshot_that_names_it(mnist, tmp_path):
+    first, second = checkpoints_by_epoch(mnist, 2)
+    space = parse_space(BEHIND_SPACE_RAW, "test")
+    kept = tune.Checkpoint.from_directory(str(save_in(tmp_path, 1, second).parent))
+    gone = tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000000"))  # better, but deleted
+    config = {**TrialConfig.from_dict({**SMALL, "epochs": 2}).to_dict(), VARIANT_KEY: "dense"}
+    metrics = [{**h, "trial_id": "0001", "config": config} for h in (first["history"][0], second["history"][1])]
+    metrics[0]["val_loss"] = 0.0
+    result = tune.Result(metrics=metrics[1], checkpoint=kept, error=None, path=str(tmp_path),
+                         best_checkpoints=[(gone, metrics[0]), (kept, metrics[1])])
+    outcome = trial_outcome(result, space.search(space.variants["dense"]), 2, str(tmp_path))
+    assert outcome["checkpoint"] == "checkpoint_000001/checkpoint.pt" and outcome["metrics"]["epoch"] == 2
+
+
+def test_an_epoch_told_again_goes_on_whatever_a_restored_asha_thinks_and_fills_its_rung():
+    space = parse_space({"epochs": 4, "samples": 4, "searcher": "random", "scheduler": "asha",
+                         "asha": {"grace_period": 1, "reduction_factor": 2},
+                         "variants": {"dense": {"model": "dense", "lr": {"loguniform": [1e-4, 1e-2]}}}}, "test")
+    scheduler = make_schedulers(space)
+    trials = [Trial("train_trial", config={VARIANT_KEY: "dense"}, stub=True) for _ in range(4)]
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+
+    def decide(trial: Trial, val_loss: float, replayed: bool = False) -> str:
+        return scheduler.on_trial_result(None, trial, {"epoch": 1, "val_loss": val_loss, REPLAYED: replayed})
+
+    assert (decide(trials[0], 0.1), decide(trials[1], 0.2)) == (CONTINUE, STOP)  # ASHA's own cut-off
+    assert decide(trials[2], 0.9, replayed=True) == CONTINUE  # the run that trained it went on
+    assert decide(trials[3], 0.17) == CONTINUE  # above the rung's median once the told-again 0.9 is in it
 
 
 @pytest.fixture(scope="module")
@@ -83,23 +124,29 @@ def test_result_files_keep_each_epoch_once_when_a_restored_trial_reports_again(l
     trial = Trial("train_trial", config={}, storage=storage, stub=True)
     trial.init_local_path()
 
-    def driver_logs(*epochs: int) -> None:  # each driver (new or restored) has its own logger callbacks
-        loggers = [JsonResults(), CsvResults()]
+    def driver_logs(*epochs: int, keys: tuple[str, ...] = ("val_bce", "should_checkpoint")) -> None:
+        loggers = [JsonResults(), CsvResults()]  # each driver (new or restored) has its own
         for epoch in epochs:
-            for logger in loggers:
-                logger.log_trial_result(epoch, trial, {"epoch": epoch, "val_bce": 1 / epoch})
+            result = {"epoch": epoch, "val_bce": 1 / epoch, "should_checkpoint": True}
+            for logger in loggers:  # Tune's keys differ from one result to the next
+                logger.log_trial_result(epoch, trial, {k: v for k, v in result.items() if k in ("epoch", *keys)})
         for logger in loggers:
             logger.log_trial_end(trial)
 
-    driver_logs(1, 2, 3)
-    with (Path(trial.local_path) / "result.json").open("a") as file:
-        file.write('{"epoch": 4, "val_b')  # the first driver died mid-line
-    driver_logs(2, 3, 4, 4, 5)  # told again from a checkpoint's history, then trained on
     folder = Path(trial.local_path)
-    assert JsonResults.logged_epochs(folder / "result.json") == {1, 2, 3, 4, 5}
+    driver_logs(1, 2, 3)
+    with (folder / "result.json").open("a") as file:
+        file.write('{"epoch": 4, "val_b')  # the first driver died mid-line
+    with (folder / "progress.csv").open("a") as file:
+        file.write("4,0.2")
+    assert JsonResults.logged_epochs(folder / "result.json") == CsvResults.logged_epochs(folder / "progress.csv") \
+        == {1, 2, 3}
+    driver_logs(2, 3, 4, 4, 5, keys=("val_bce",))  # told again from a checkpoint's history, then trained on
     assert [json.loads(line)["epoch"] for line in (folder / "result.json").read_text().splitlines()] == [1, 2, 3, 4, 5]
-    assert [row.split(",")[0] for row in (folder / "progress.csv").read_text().splitlines()] == \
-        ["epoch", "1", "2", "3", "4", "5"]
+    with (folder / "progress.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(int(r["epoch"]), float(r["val_bce"])) for r in rows] == [(e, pytest.approx(1 / e)) for e in range(1, 6)]
+    assert all(None not in r and None not in r.values() for r in rows)  # every row whole, under its header
 
 
 def test_a_study_told_before_the_crash_takes_the_restored_trials_reports_without_error(tmp_path):
@@ -156,6 +203,9 @@ BEHIND_SPACE = """\
 """
 
 
+BEHIND_SPACE_RAW = yaml.safe_load(textwrap.dedent(BEHIND_SPACE))
+
+
 def snapshot_files(experiment: Path) -> set[str]:
     """Tune's experiment snapshot: the trials' states, the searcher's, the trial generator's (one set per driver)."""
     return {p.name for p in experiment.glob("*state-*")}
@@ -187,6 +237,7 @@ def test_a_resume_from_a_snapshot_far_behind_its_trials_tells_every_epoch_once(t
     kill_processes_with(marker)
     assert first.returncode == 130
     kept = snapshot_files(experiment)
+    stored = {p: p.read_bytes() for p in experiment.glob("dense-*/*") if p.name in ("result.json", "progress.csv")}
 
     second = start_driver(tmp_path, "behind", "--resume")
     wait_until(lambda: finished_in_study(study) >= 1 or second.poll() is not None)
@@ -196,8 +247,13 @@ def test_a_resume_from_a_snapshot_far_behind_its_trials_tells_every_epoch_once(t
     kill_processes_with(marker)
     assert second.returncode == -signal.SIGKILL and finished_in_study(study) < 3  # killed mid-run
     assert snapshot_files(experiment) > kept
-    for name in snapshot_files(experiment) - kept:  # as if it had died before its first snapshot
+    # As if it had died before its first snapshot: the result files are synced with the snapshot (the checkpoints
+    # and TensorBoard files are written by the trials themselves).
+    for name in snapshot_files(experiment) - kept:
         (experiment / name).unlink()
+    for path in experiment.glob("dense-*/*"):
+        if path.name in ("result.json", "progress.csv"):
+            path.write_bytes(stored[path]) if path in stored else path.unlink()
 
     run = run_search("--storage", tmp_path.as_uri(), "--name", "behind", "--study-storage", study, "--resume",
                      "--quiet")
@@ -206,8 +262,9 @@ def test_a_resume_from_a_snapshot_far_behind_its_trials_tells_every_epoch_once(t
     assert [t["state"] for t in summary.trial_results] == ["completed"] * 3
     for trial in trial_dirs(experiment, "dense"):
         assert epochs_of(trial) == [1, 2, 3, 4], trial
-        assert sorted(CsvResults.logged_epochs(trial / "progress.csv")) == [1, 2, 3, 4]
-        assert len((trial / "progress.csv").read_text().splitlines()) == 1 + 4
+        with (trial / "progress.csv").open(newline="") as file:
+            rows = list(csv.DictReader(file))
+        assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4] and all(None not in r.values() for r in rows)
         assert val_steps(trial) == [1, 2, 3, 4], trial  # TensorBoard
     told = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="dense", storage=study).trials}
     assert {t.state for t in told.values()} == {TrialState.COMPLETE}
@@ -215,5 +272,7 @@ def test_a_resume_from_a_snapshot_far_behind_its_trials_tells_every_epoch_once(t
         last = json.loads((experiment / f"dense-{result['trial_id']}" / "result.json").read_text().splitlines()[-1])
         trial = told[result["trial_id"]]  # the study holds what the trial reported, each epoch once
         assert sorted(trial.intermediate_values) == [1, 2, 3, 4] and trial.value == pytest.approx(last["val_loss"])
-        # The picked checkpoint's folder holds the epoch Tune filed it under, though folders were written twice.
+        # The pick is the trial's best epoch, and its folder holds that epoch, though folders were written twice.
+        logged = [json.loads(line) for line in (experiment / f"dense-{result['trial_id']}" / "result.json").open()]
+        assert result["metrics"]["epoch"] == min(logged, key=lambda r: r["val_loss"])["epoch"]
         assert load_checkpoint(experiment / result["checkpoint"])["epoch"] == result["metrics"]["epoch"]
