@@ -37,16 +37,18 @@ def restore_point(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
 def newest_bundle(trial_dir: Path | None, restored: dict[str, Any] | None) -> dict[str, Any] | None:
     """Where this trial goes on from: the newest complete checkpoint in its folder, never one behind Tune's restore
     point. A driver killed between a trial's report and Tune's next experiment snapshot leaves the snapshot behind
-    the folder, and the restored trial writes its next checkpoints into folders named by the snapshot's count,
-    replacing ones that result.json logged: only the newest one on disk is sure to exist. Local storage only
-    (`trial_dir`): elsewhere Tune's restore point stands."""
-    bundles = [restored] if restored else []
+    the folder, and the restored trial writes its next checkpoints into folders numbered from the snapshot's count,
+    over ones that result.json may have logged: the newest whole one on disk is the furthest any run got. Local
+    storage only (`trial_dir`): elsewhere Tune's restore point stands."""
+    newest = restored
     for path in sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if trial_dir else ():
         try:
-            bundles.append(load_checkpoint(path))
+            bundle = load_checkpoint(path)
         except CheckpointError:  # an incomplete or foreign file is not a place to resume from
             continue
-    return max(bundles, key=lambda b: b["epoch"], default=None)
+        if newest is None or bundle["epoch"] > newest["epoch"]:
+            newest = bundle
+    return newest
 
 
 def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by: dict[str, tuple[str, str]],

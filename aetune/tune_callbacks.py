@@ -20,8 +20,8 @@ from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
 
 class RestorableCheckpoints(Callback):
     """Tune refuses to restore a trial whose snapshot's checkpoint folder is gone (the trial errors, every retry
-    alike). An empty folder in its place lets it start; train_trial then finds no checkpoint in it, goes on from the
-    newest one on disk and tells Tune every epoch again."""
+    alike). An empty folder in its place lets it start; train_trial then finds no checkpoint in it and goes on from
+    the newest one on local storage (on a bucket: from the start), telling Tune every epoch again."""
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         checkpoint = trial.checkpoint

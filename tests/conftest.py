@@ -29,11 +29,18 @@ def mnist(data_root: Path) -> ImageData:
     return load_data("mnist", str(data_root), TRAIN_SIZE, TEST_SIZE, download=False)
 
 
+SEARCH = (sys.executable, "-m", "aetune.search")  # as a user runs it
+
+
+def search_env(**extra: str) -> dict[str, str]:
+    """The environment of a search under test: the shared MNIST, unbuffered output, and `extra`."""
+    return {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "PYTHONUNBUFFERED": "1", **extra}
+
+
 def run_search(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m aetune.search ARGS` in a subprocess, as a user runs it."""
-    env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "aetune.search", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
+    """`python -m aetune.search ARGS` in a subprocess, to its end."""
+    return subprocess.run([*SEARCH, *args], capture_output=True, text=True, env=search_env(), timeout=timeout,
+                          cwd=REPO)
 
 
 def write_space(path: Path, text: str) -> Path:

@@ -37,7 +37,7 @@ from aetune.models import build_model
 from aetune.spaces import parse_space, space_to_yaml
 from aetune.tb import IMAGE_TAG, TrialLogger
 from aetune.train import Trainer
-from conftest import DATA_ROOT, REPO, run_search, write_space
+from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, write_space
 from test_search import crash_once_after_two_epochs, epochs_of, kill_processes_with, trial_dirs
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -471,10 +471,10 @@ def start_driver(tmp_path: Path, name: str, *args: str) -> subprocess.Popen:
     """`python -m aetune.search` on experiment `name` under tmp_path (given as a file:// URI, as a bucket is), its
     Optuna studies in tmp_path/studies.db. The driver and the local Ray it starts carry tmp_path in their
     environment (kill_processes_with finds them), and get a session of their own (a terminal's Ctrl-C: killpg)."""
-    env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "AETUNE_TEST_DRIVER": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "aetune.search", "--storage", tmp_path.as_uri(), "--name", name,
-                             "--study-storage", study_url(tmp_path), "--quiet", *args], cwd=REPO, env=env,
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([*SEARCH, "--storage", tmp_path.as_uri(), "--name", name, "--study-storage",
+                             study_url(tmp_path), "--quiet", *args], cwd=REPO,
+                            env=search_env(AETUNE_TEST_DRIVER=str(tmp_path)), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def study_url(tmp_path: Path) -> str:

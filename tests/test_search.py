@@ -23,7 +23,7 @@ from aetune.pareto import dominates, pick
 from aetune.results import RESULT_METRICS
 from aetune.searchers import VariantRouter
 from aetune.tb import IMAGE_TAG, SCALAR_TAGS, extra_tag
-from conftest import DATA_ROOT, REPO, run_search, write_space
+from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, write_space
 
 pytestmark = pytest.mark.slow
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers run this file's wrapped trainables
@@ -242,11 +242,10 @@ def test_resume_after_sigkill_finishes_without_rerunning_anything(tmp_path):
             model: dense
             seed: {grid: [4, 8]}
         """)
-    args = ["-m", "aetune.search", "--space", str(space), "--storage", str(tmp_path), "--name", "killed", "--quiet"]
+    args = ["--space", str(space), "--storage", str(tmp_path), "--name", "killed", "--quiet"]
     marker = f"AETUNE_TEST_DRIVER={tmp_path}"  # inherited by the local Ray it starts: how we find all of it
-    env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "AETUNE_TEST_DRIVER": str(tmp_path)}
-    driver = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen([*SEARCH, *args], cwd=REPO, env=search_env(AETUNE_TEST_DRIVER=str(tmp_path)),
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     experiment = tmp_path / "killed"
     deadline = time.time() + 300
     while time.time() < deadline:  # kill once one trial has finished and others have not
