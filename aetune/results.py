@@ -86,7 +86,8 @@ def summarise(grid: list[tune.Result], variant: Variant, search: Search, epochs:
 
 
 def _on_storage(checkpoint: tune.Checkpoint) -> bool:
-    """Tune's record can name a checkpoint that a driver killed before its next snapshot had deleted already."""
+    """Whether the checkpoint file is there: a restored Tune can list a checkpoint that the killed driver deleted
+    after its last snapshot (its folder gone, or left empty by tune_callbacks.RestorableCheckpoints)."""
     info = checkpoint.filesystem.get_file_info(posixpath.join(checkpoint.path, CHECKPOINT_FILE))
     return info.type != FileType.NotFound
 

@@ -59,8 +59,9 @@ def connect(address: str | None, worker_env: dict[str, str]) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no second set of TensorBoard files
     # The experiment snapshot is what --resume restores. Tune takes one every ~10 s (or every num_to_keep trial
     # checkpoints) and meanwhile deletes checkpoints that fell out of the best num_to_keep: a driver killed in
-    # between leaves a snapshot behind its trials (trainable.py and tune_callbacks.py make up for it). With every
-    # trial reporting at once, snapshot after every step of the loop (a small local file) to keep that lag short.
+    # between leaves a snapshot behind its trials (trainable.py, tune_callbacks.py and results.py make up for it).
+    # With every trial reporting at once, snapshot after every step of the loop (a small local file) to keep that
+    # lag short.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

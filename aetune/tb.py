@@ -62,7 +62,8 @@ class TrialLogger:
         # Fixed noise, so the noisy row is the same picture at every epoch.
         noise = torch.Generator().manual_seed(config.seed)
         self.noisy = add_noise(self.digits, config.noise_factor, noise) if config.noise_factor else None
-        if not start_epoch:  # a trial with a restore point wrote its HParams entry before
+        if not start_epoch:  # a restored trial wrote its HParams entry before (one without a restore point may
+            # write it again: the same values, harmless)
             metrics = {SCALAR_TAGS[m]: 0.0 for m in HPARAM_METRICS}
             experiment, start, _ = hparams(hparam_values(config), metrics)
             self.writer.file_writer.add_summary(experiment)

@@ -73,7 +73,7 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
     restore_epoch = restored["epoch"] if restored else 0  # Tune may not know what came after it
 
     def report(metrics: dict[str, float], checkpoint: bool = True, replayed: bool = False) -> None:
-        """Every result has the same keys (progress.csv takes its columns from the first row a driver writes)."""
+        """Every result has the same keys of ours (Tune's own differ: tune_callbacks.CsvResults copes)."""
         result = {**metrics, **node, DIVERGED: not is_finite(metrics), REPLAYED: replayed,
                   CHECKPOINT_RANK: checkpoint_rank(metrics, rank_by[variant])}
         if not checkpoint:
@@ -90,6 +90,8 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
     with logger:
         # Epochs on disk after Tune's restore point: Tune, its scheduler and searcher hear of them again from the
         # checkpoint's history (the result files keep each epoch once: tune_callbacks.py), not trained twice.
+        # (A retry whose driver had logged the newest epoch but not yet filed its checkpoint tells it twice: ASHA
+        # records a trial once per rung, Optuna keeps a step's first value, the result files skip it.)
         for metrics in trainer.history[restore_epoch:]:
             latest = metrics is trainer.history[-1]
             logger.log_epoch(metrics, trainer.model, images=latest)  # an earlier epoch's model is gone

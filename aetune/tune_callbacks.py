@@ -52,7 +52,13 @@ class _EachEpochOnce:
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
         super().log_trial_end(trial, failed)
-        self._logged.pop(trial, None)  # a retry opens the file again, maybe the stored (older) copy of it
+        self._logged.pop(trial, None)  # a retry opens the file again
+
+    def _restore_from_remote(self, file_name: str, trial) -> None:
+        # Tune fetches the stored copy of the file whenever a trial with a checkpoint starts, a retry too; this
+        # driver's own copy is the whole one (the stored copy is synced in the background and may lag it).
+        if not (Path(trial.local_path) / file_name).exists():
+            super()._restore_from_remote(file_name, trial)
 
     def _open(self, trial) -> None:
         raise NotImplementedError
@@ -78,7 +84,7 @@ class JsonResults(_EachEpochOnce, JsonLoggerCallback):
         for line in whole_lines(path):
             try:
                 epochs.add(json.loads(line)["epoch"])
-            except (ValueError, KeyError):
+            except (ValueError, KeyError, TypeError):
                 continue
         return epochs
 
@@ -91,6 +97,7 @@ class CsvResults(_EachEpochOnce, CSVLoggerCallback):
         path = Path(trial.local_path) / self.file_name
         drop_cut_line(path)
         header = next(csv.reader(whole_lines(path)), None)
+        self._trial_continue[trial] = header is not None  # a cut first line was all there was: write a header
         if header:  # go on under the file's own columns: Tune's keys differ between results (should_checkpoint)
             self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header)
 
@@ -101,8 +108,6 @@ class CsvResults(_EachEpochOnce, CSVLoggerCallback):
     def logged_epochs(path: Path) -> set[int]:
         epochs = set()
         for row in csv.DictReader(whole_lines(path)):
-            if None in row or None in row.values():  # fields missing or extra: not a record
-                continue
             try:
                 epochs.add(int(float(row["epoch"])))
             except (ValueError, KeyError):

@@ -85,7 +85,8 @@ def test_the_summary_never_picks_a_checkpoint_deleted_after_the_snapshot_that_na
     first, second = checkpoints_by_epoch(mnist, 2)
     space = parse_space(BEHIND_SPACE_RAW, "test")
     kept = tune.Checkpoint.from_directory(str(save_in(tmp_path, 1, second).parent))
-    gone = tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000000"))  # better, but deleted
+    (tmp_path / "checkpoint_000000").mkdir()  # better, but deleted: RestorableCheckpoints left it empty
+    gone = tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000000"))
     config = {**TrialConfig.from_dict({**SMALL, "epochs": 2}).to_dict(), VARIANT_KEY: "dense"}
     metrics = [{**h, "trial_id": "0001", "config": config} for h in (first["history"][0], second["history"][1])]
     metrics[0]["val_loss"] = 0.0
@@ -147,6 +148,32 @@ def test_result_files_keep_each_epoch_once_when_a_restored_trial_reports_again(l
         rows = list(csv.DictReader(file))
     assert [(int(r["epoch"]), float(r["val_bce"])) for r in rows] == [(e, pytest.approx(1 / e)) for e in range(1, 6)]
     assert all(None not in r and None not in r.values() for r in rows)  # every row whole, under its header
+
+
+def test_the_result_files_are_read_again_when_a_retry_reopens_them_and_a_cut_header_is_written_again(local_ray,
+                                                                                                     tmp_path):
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="dense-0002")
+    trial = Trial("train_trial", config={}, storage=storage, stub=True)
+    trial.init_local_path()
+    folder = Path(trial.local_path)
+    (folder / "progress.csv").write_text("epo")  # the first row of a new file, cut
+    loggers = [JsonResults(), CsvResults()]  # one driver: a trial, its retry
+
+    def log(*epochs: int) -> None:
+        for epoch in epochs:
+            for logger in loggers:
+                logger.log_trial_result(epoch, trial, {"epoch": epoch, "val_bce": 1 / epoch})
+        for logger in loggers:
+            logger.log_trial_end(trial, failed=True)
+
+    log(1, 2)
+    for name in ("result.json", "progress.csv"):  # the retry starts from an older copy of the files
+        lines = (folder / name).read_text().splitlines(keepends=True)
+        (folder / name).write_text("".join(lines[:-1]))
+    log(2, 3)
+    assert sorted(JsonResults.logged_epochs(folder / "result.json")) == [1, 2, 3]
+    with (folder / "progress.csv").open(newline="") as file:
+        assert [int(row["epoch"]) for row in csv.DictReader(file)] == [1, 2, 3]
 
 
 def test_a_study_told_before_the_crash_takes_the_restored_trials_reports_without_error(tmp_path):
