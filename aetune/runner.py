@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from aetune.schedulers import make_schedulers
 from aetune.searchers import make_router
 from aetune.spaces import IMAGE_SHAPE, SearchSpace, space_to_yaml
 from aetune.trainable import train_trial
-from aetune.tune_callbacks import CsvResults, JsonResults, RestorableCheckpoints
+from aetune.tune_callbacks import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
 
 KEEP_CHECKPOINTS = 2  # the best two by the variant's metric; Ray always keeps the latest as well, for resuming
 MAX_FAILURES = 2  # a crashed trial is retried from its last checkpoint this many times
@@ -132,6 +133,10 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
         tune.with_parameters(trainable, data_root=experiment.data_root, threads=threads, rank_by=rank_by,
                              experiment=local_path(experiment.path)),
         {"cpu": space.cpus, "gpu": space.gpus})
+    folder = local_path(experiment.path)
+    if resume and folder:
+        for name in restore_cut_snapshot(Path(folder)):
+            print(f"aetune: {name} was cut by the kill; resuming from its backup", file=sys.stderr)
     if resume and tune.Tuner.can_restore(experiment.path):
         return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)
     return tune.Tuner(
@@ -147,7 +152,8 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
                                                     checkpoint_score_order="max"),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # the trials' TensorBoard files
-            callbacks=[JsonResults(), CsvResults(), RestorableCheckpoints()],
+            callbacks=[JsonResults(), CsvResults(), RestorableCheckpoints(),
+                       *([SnapshotBackup(folder)] if folder else [])],
             progress_reporter=progress_reporter(space) if verbose else None,
         ),
     )

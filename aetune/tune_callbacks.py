@@ -1,7 +1,8 @@
 """The driver's Tune callbacks that keep a resumed search exact when the driver died before Tune's experiment
 snapshot caught up with its trials.
 
-Tune's result files (result.json, progress.csv) log each epoch once: a restored trial reports again what the
+A snapshot that the kill cut is put back from a backup taken every second. Tune's result files (result.json,
+progress.csv) never log an epoch twice: a restored trial reports again what the
 snapshot missed (trainable.py), and these loggers skip an epoch already in their file. A trial whose last snapshot
 names a checkpoint that Tune deleted since (no longer among the best few) still restores.
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,58 @@ from pyarrow.fs import FileType
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
+
+from aetune.experiment import write_bytes
+
+
+SNAPSHOT_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")  # Tune's, per driver
+BACKUP = ".bak"
+
+
+class SnapshotBackup(Callback):
+    """Tune rewrites its experiment snapshot in place and copies it to storage in the background: a kill at the
+    wrong moment leaves a cut file that --resume cannot read. At most every `every_s`, after Tune's save, a whole
+    copy of the driver's snapshot goes beside it in the experiment folder (`<file>.bak`, written atomically);
+    `restore_cut_snapshot` puts it back. Local storage only: a bucket stores each object whole or not at all."""
+
+    def __init__(self, experiment_dir: str, every_s: float = 1.0):
+        self.experiment_dir, self.every_s = experiment_dir, every_s
+        self._last = -math.inf
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if not trials or time.monotonic() - self._last < self.every_s:
+            return
+        staging = Path(trials[0].storage.experiment_driver_staging_path)  # complete: Tune saved it in this step
+        for pattern in SNAPSHOT_FILES:
+            for path in staging.glob(pattern):
+                write_bytes(str(Path(self.experiment_dir, path.name + BACKUP)), path.read_bytes())
+        self._last = time.monotonic()
+
+    def __getstate__(self) -> dict:  # pickled with the Tuner: no clock of this driver's
+        return {**self.__dict__, "_last": -math.inf}
+
+
+def restore_cut_snapshot(experiment_dir: Path) -> list[str]:
+    """Put the backup in place of every snapshot file that does not read back whole; the names it replaced."""
+    replaced = []
+    for backup in sorted(experiment_dir.glob(f"*{BACKUP}")):
+        target = backup.with_suffix("")
+        if not _whole(target) and _whole(backup):
+            write_bytes(str(target), backup.read_bytes())
+            replaced.append(target.name)
+    return replaced
+
+
+def _whole(path: Path) -> bool:
+    """Reads back whole: JSON that parses; a pickle that ends in its STOP opcode (loading it would open the study)."""
+    try:
+        data = path.read_bytes()
+        if path.name.removesuffix(BACKUP).endswith(".json"):
+            json.loads(data)
+            return True
+        return data.endswith(b".")
+    except (OSError, ValueError):
+        return False
 
 
 class RestorableCheckpoints(Callback):

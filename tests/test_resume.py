@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import signal
 import textwrap
 from pathlib import Path
@@ -31,7 +32,7 @@ from aetune.searchers import make_searcher
 from aetune.spaces import parse_space
 from aetune.tb import IMAGE_TAG, TrialLogger
 from aetune.trainable import newest_bundle, restore_point
-from aetune.tune_callbacks import CsvResults, JsonResults
+from aetune.tune_callbacks import CsvResults, JsonResults, SnapshotBackup, restore_cut_snapshot
 from conftest import run_search, write_space
 from test_reliability import SMALL, events, reported_epochs, start_driver, study_url, trainer, val_steps, wait_until
 from test_search import epochs_of, kill_processes_with, trial_dirs
@@ -174,6 +175,31 @@ def test_the_result_files_are_read_again_when_a_retry_reopens_them_and_a_cut_hea
     assert sorted(JsonResults.logged_epochs(folder / "result.json")) == [1, 2, 3]
     with (folder / "progress.csv").open(newline="") as file:
         assert [int(row["epoch"]) for row in csv.DictReader(file)] == [1, 2, 3]
+
+
+def test_a_snapshot_cut_by_the_kill_is_put_back_from_its_backup(local_ray, tmp_path):
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="dense-0003")
+    trial = Trial("train_trial", config={}, storage=storage, stub=True)
+    staging, experiment = Path(storage.experiment_driver_staging_path), tmp_path / "exp"
+    staging.mkdir(parents=True, exist_ok=True)
+    experiment.mkdir(exist_ok=True)
+    saved = {"experiment_state-2026-12-01_10-00-00.json": json.dumps({"trial_data": [1, 2]}).encode(),
+             "searcher-state-2026-12-01_10-00-00.pkl": pickle.dumps({"searcher": 1})}
+    for name, data in saved.items():  # what Tune saved in this step, and copied to storage
+        (staging / name).write_bytes(data)
+        (experiment / name).write_bytes(data)
+    backup = SnapshotBackup(str(experiment), every_s=60)
+    backup.on_step_end(1, [trial])
+    (staging / "experiment_state-2026-12-01_10-00-00.json").write_text("{}")
+    backup.on_step_end(2, [trial])  # within every_s: no new copy
+    assert {p.name: p.read_bytes() for p in experiment.glob("*.bak")} == {f"{n}.bak": d for n, d in saved.items()}
+    assert restore_cut_snapshot(experiment) == []  # nothing cut
+    (experiment / "experiment_state-2026-12-01_10-00-00.json").write_bytes(b"")  # the kill, mid-copy
+    searcher = "searcher-state-2026-12-01_10-00-00.pkl"
+    (experiment / searcher).write_bytes(saved[searcher][:9])
+    assert restore_cut_snapshot(experiment) == ["experiment_state-2026-12-01_10-00-00.json",
+                                                "searcher-state-2026-12-01_10-00-00.pkl"]
+    assert {n: (experiment / n).read_bytes() for n in saved} == saved
 
 
 def test_a_study_told_before_the_crash_takes_the_restored_trials_reports_without_error(tmp_path):
