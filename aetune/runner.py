@@ -152,8 +152,7 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
                                                     checkpoint_score_order="max"),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # the trials' TensorBoard files
-            callbacks=[JsonResults(), CsvResults(), RestorableCheckpoints(),
-                       *([SnapshotBackup(folder)] if folder else [])],
+            callbacks=[JsonResults(), CsvResults(), RestorableCheckpoints(), SnapshotBackup()],
             progress_reporter=progress_reporter(space) if verbose else None,
         ),
     )

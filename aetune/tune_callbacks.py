@@ -33,17 +33,20 @@ class SnapshotBackup(Callback):
     copy of the driver's snapshot goes beside it in the experiment folder (`<file>.bak`, written atomically);
     `restore_cut_snapshot` puts it back. Local storage only: a bucket stores each object whole or not at all."""
 
-    def __init__(self, experiment_dir: str, every_s: float = 1.0):
-        self.experiment_dir, self.every_s = experiment_dir, every_s
+    def __init__(self, every_s: float = 1.0):
+        self.every_s = every_s
         self._last = -math.inf
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if not trials or time.monotonic() - self._last < self.every_s:
             return
-        staging = Path(trials[0].storage.experiment_driver_staging_path)  # complete: Tune saved it in this step
+        storage = trials[0].storage  # where this run keeps the experiment (it may have moved since it was made)
+        if storage.storage_filesystem.type_name != "local":
+            return
+        staging = Path(storage.experiment_driver_staging_path)  # complete: Tune saved it in this step
         for pattern in SNAPSHOT_FILES:
             for path in staging.glob(pattern):
-                write_bytes(str(Path(self.experiment_dir, path.name + BACKUP)), path.read_bytes())
+                write_bytes(str(Path(storage.experiment_fs_path, path.name + BACKUP)), path.read_bytes())
         self._last = time.monotonic()
 
     def __getstate__(self) -> dict:  # pickled with the Tuner: no clock of this driver's

@@ -188,7 +188,7 @@ def test_a_snapshot_cut_by_the_kill_is_put_back_from_its_backup(local_ray, tmp_p
     for name, data in saved.items():  # what Tune saved in this step, and copied to storage
         (staging / name).write_bytes(data)
         (experiment / name).write_bytes(data)
-    backup = SnapshotBackup(str(experiment), every_s=60)
+    backup = SnapshotBackup(every_s=60)
     backup.on_step_end(1, [trial])
     (staging / "experiment_state-2026-12-01_10-00-00.json").write_text("{}")
     backup.on_step_end(2, [trial])  # within every_s: no new copy
