@@ -129,11 +129,11 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
     rank_by = {v.name: ("epoch", "max") if space.search(v).multi_objective else
                (space.search(v).metric[0], space.search(v).mode[0]) for v in runs}
     threads = max(1, int(space.cpus))
+    folder = local_path(experiment.path)
     trainable = tune.with_resources(
         tune.with_parameters(trainable, data_root=experiment.data_root, threads=threads, rank_by=rank_by,
-                             experiment=local_path(experiment.path)),
+                             experiment=folder),
         {"cpu": space.cpus, "gpu": space.gpus})
-    folder = local_path(experiment.path)
     if resume and folder:
         for name in restore_cut_snapshot(Path(folder)):
             print(f"aetune: {name} was cut by the kill; resuming from its backup", file=sys.stderr)

@@ -35,7 +35,7 @@ class SnapshotBackup(Callback):
 
     def __init__(self, every_s: float = 1.0):
         self.every_s = every_s
-        self._last = -math.inf
+        self._last, self._copied = -math.inf, {}  # file name -> the mtime of the save it last copied
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if not trials or time.monotonic() - self._last < self.every_s:
@@ -46,11 +46,14 @@ class SnapshotBackup(Callback):
         staging = Path(storage.experiment_driver_staging_path)  # complete: Tune saved it in this step
         for pattern in SNAPSHOT_FILES:
             for path in staging.glob(pattern):
-                write_bytes(str(Path(storage.experiment_fs_path, path.name + BACKUP)), path.read_bytes())
+                saved = path.stat().st_mtime_ns
+                if self._copied.get(path.name) != saved:  # a file Tune did not save again needs no new copy
+                    write_bytes(str(Path(storage.experiment_fs_path, path.name + BACKUP)), path.read_bytes())
+                    self._copied[path.name] = saved
         self._last = time.monotonic()
 
-    def __getstate__(self) -> dict:  # pickled with the Tuner: no clock of this driver's
-        return {**self.__dict__, "_last": -math.inf}
+    def __getstate__(self) -> dict:  # pickled with the Tuner: nothing of this driver's
+        return {**self.__dict__, "_last": -math.inf, "_copied": {}}
 
 
 def restore_cut_snapshot(experiment_dir: Path) -> list[str]:

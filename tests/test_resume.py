@@ -183,23 +183,35 @@ def test_a_snapshot_cut_by_the_kill_is_put_back_from_its_backup(local_ray, tmp_p
     staging, experiment = Path(storage.experiment_driver_staging_path), tmp_path / "exp"
     staging.mkdir(parents=True, exist_ok=True)
     experiment.mkdir(exist_ok=True)
-    saved = {"experiment_state-2026-12-01_10-00-00.json": json.dumps({"trial_data": [1, 2]}).encode(),
-             "searcher-state-2026-12-01_10-00-00.pkl": pickle.dumps({"searcher": 1})}
-    for name, data in saved.items():  # what Tune saved in this step, and copied to storage
+    state, searcher = "experiment_state-2026-12-01_10-00-00.json", "searcher-state-2026-12-01_10-00-00.pkl"
+    saved = {state: json.dumps({"trial_data": [1, 2]}).encode(), searcher: pickle.dumps({"searcher": 1})}
+
+    def tune_saves(name: str, data: bytes) -> None:  # into its staging folder, then copied to storage
         (staging / name).write_bytes(data)
         (experiment / name).write_bytes(data)
+
+    def backups() -> dict[str, bytes]:
+        return {p.name.removesuffix(".bak"): p.read_bytes() for p in experiment.glob("*.bak")}
+
+    for name, data in saved.items():
+        tune_saves(name, data)
     backup = SnapshotBackup(every_s=60)
     backup.on_step_end(1, [trial])
-    (staging / "experiment_state-2026-12-01_10-00-00.json").write_text("{}")
-    backup.on_step_end(2, [trial])  # within every_s: no new copy
-    assert {p.name: p.read_bytes() for p in experiment.glob("*.bak")} == {f"{n}.bak": d for n, d in saved.items()}
+    assert backups() == saved
+    tune_saves(state, b'{"trial_data": [1, 2, 3]}')
+    backup.on_step_end(2, [trial])
+    assert backups() == saved  # within every_s: no new copy
+    backup.every_s = 0
+    (experiment / f"{searcher}.bak").write_bytes(b"copied before")
+    backup.on_step_end(3, [trial])  # a new copy of what Tune saved again, and only of that
+    assert backups() == {state: b'{"trial_data": [1, 2, 3]}', searcher: b"copied before"}
+
+    (experiment / f"{searcher}.bak").write_bytes(saved[searcher])
     assert restore_cut_snapshot(experiment) == []  # nothing cut
-    (experiment / "experiment_state-2026-12-01_10-00-00.json").write_bytes(b"")  # the kill, mid-copy
-    searcher = "searcher-state-2026-12-01_10-00-00.pkl"
+    (experiment / state).write_bytes(b"")  # the kill, mid-copy
     (experiment / searcher).write_bytes(saved[searcher][:9])
-    assert restore_cut_snapshot(experiment) == ["experiment_state-2026-12-01_10-00-00.json",
-                                                "searcher-state-2026-12-01_10-00-00.pkl"]
-    assert {n: (experiment / n).read_bytes() for n in saved} == saved
+    assert restore_cut_snapshot(experiment) == [state, searcher]
+    assert {n: (experiment / n).read_bytes() for n in saved} == backups()
 
 
 def test_a_study_told_before_the_crash_takes_the_restored_trials_reports_without_error(tmp_path):
