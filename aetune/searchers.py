@@ -3,12 +3,17 @@ storage; or the enumerated configs of a random or grid search), and the router t
 every variant at once."""
 from __future__ import annotations
 
+import json
 import math
 import pickle
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import optuna
-from ray.tune.search import Searcher
+from ray.tune.execution.tune_controller import TuneController
+from ray.tune.experiment import Trial
+from ray.tune.search import SearchGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from aetune.errors import UsageError, first_line
@@ -41,7 +46,7 @@ class PrunedOptunaSearch(OptunaSearch):
         if isinstance(self.metric, list) or trial_id in self._completed_trials:
             return
         value = result.get(self.metric)
-        if value is not None and math.isfinite(value):
+        if value is not None and math.isfinite(value) and trial_id in self._ot_trials:
             try:
                 self._ot_trials[trial_id].report(value, int(result["epoch"]))
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -59,6 +64,21 @@ class PrunedOptunaSearch(OptunaSearch):
         if state == STATES.COMPLETE:
             values = [result[m] for m in self.metric] if isinstance(self.metric, list) else result[self.metric]
         self._ot_study.tell(ot_trial, values, state=state)
+
+    def forget(self, trial_id: str) -> None:
+        """A trial that the experiment state Tune restored never saved: no Ray trial will finish it (fail_orphans
+        then marks it FAIL)."""
+        self._ot_trials.pop(trial_id, None)
+        self._completed_trials.discard(trial_id)
+
+    def adopt(self, trial_id: str, config: dict) -> None:
+        """A trial Tune restored that the searcher's snapshot missed: its study trial, found by its Ray trial id."""
+        for frozen in self._ot_study.get_trials(deepcopy=False):
+            if frozen.user_attrs.get("ray_trial_id") == trial_id:
+                self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
+                if frozen.state.is_finished():
+                    self._completed_trials.add(trial_id)
+                return
 
     def fail_orphans(self) -> None:
         """After a crash the storage may hold trials asked after the last snapshot: no Ray trial will ever finish
@@ -102,16 +122,31 @@ class EnumeratedSearch(Searcher):
     def __init__(self, configs: list[dict[str, Any]]):
         super().__init__()
         self.configs = configs
-        self.handed_out = 0
+        self.handed: dict[str, int] = {}  # trial id -> the index of its config
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        if self.handed_out == len(self.configs):
+        index = next(self._free(), None)
+        if index is None:
             return Searcher.FINISHED
-        self.handed_out += 1
-        return dict(self.configs[self.handed_out - 1])
+        self.handed[trial_id] = index
+        return dict(self.configs[index])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass
+
+    def forget(self, trial_id: str) -> None:
+        """A trial that the experiment state Tune restored never saved: its config is handed out again."""
+        self.handed.pop(trial_id, None)
+
+    def adopt(self, trial_id: str, config: dict) -> None:
+        """A trial Tune restored that the searcher's snapshot missed: its config is not handed out again."""
+        index = next((i for i in self._free() if self.configs[i].items() <= config.items()), None)
+        if index is not None:
+            self.handed[trial_id] = index
+
+    def _free(self):
+        taken = set(self.handed.values())
+        return (i for i in range(len(self.configs)) if i not in taken)
 
 
 def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None) -> Searcher:
@@ -178,12 +213,48 @@ class VariantRouter(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+
+    def reconcile(self, trials: dict[str, Trial]) -> None:
+        """Agree with the trials Tune restored, whichever moment the searcher's snapshot is from: a trial asked
+        after the experiment state Tune restored is forgotten (its budget is free again), one the searcher's
+        snapshot missed is adopted; what is in flight is what Tune will run."""
+        for trial_id in set(self.variant_of) - set(trials):
+            self.searchers[self.variant_of.pop(trial_id)].forget(trial_id)
+        for trial_id, trial in trials.items():
+            if trial_id not in self.variant_of:
+                self.variant_of[trial_id] = trial.config[VARIANT_KEY]
+                self.searchers[trial.config[VARIANT_KEY]].adopt(trial_id, trial.config)
+        finished = [self.variant_of[i] for i, t in trials.items() if t.status in (Trial.TERMINATED, Trial.ERROR)]
+        asked, done = Counter(self.variant_of.values()), Counter(finished)
+        self.asked = {name: asked[name] for name in self.searchers}
+        self.done = {name: done[name] for name in self.searchers}
         for searcher in self.searchers.values():
             if isinstance(searcher, PrunedOptunaSearch):
                 searcher.fail_orphans()
 
 
-def make_router(space: SearchSpace, storage_url: str | None, costs: dict[str, float]) -> VariantRouter:
+class RoutedSearch(SearchGenerator):
+    """Tune's trial generator around the router, restored in step with Tune's trials. Tune copies its snapshot
+    files to storage one by one, in the background, and a cut one is put back from an older backup: after a kill
+    the searcher's and the generator's snapshots may count trials that the experiment state Tune restores never
+    saved, and Tune would end the search that many trials short of its budget, on every --resume."""
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        super().restore_from_dir(dirpath)
+        trials = restored_trials(Path(dirpath))
+        self.searcher.reconcile(trials)
+        self._counter, self._finished = len(trials), False  # the router says when the budget is spent
+
+
+def restored_trials(folder: Path) -> dict[str, Trial]:
+    """The trials of the experiment state Tune restores: the newest in the folder it restores the searcher from
+    (Tune's rule for both: the newest name)."""
+    newest = max(folder.glob(TuneController.CKPT_FILE_TMPL.format("*")))
+    trial_data = json.loads(newest.read_text())["trial_data"]
+    return {t.trial_id: t for t in (Trial.from_json_state(state, stub=True) for state, _ in trial_data)}
+
+
+def make_router(space: SearchSpace, storage_url: str | None, costs: dict[str, float]) -> RoutedSearch:
     runs = space.runs()
-    return VariantRouter({v.name: make_searcher(space, v, storage_url) for v in runs},
-                         {v.name: space.trial_count(v) for v in runs}, costs)
+    return RoutedSearch(VariantRouter({v.name: make_searcher(space, v, storage_url) for v in runs},
+                                      {v.name: space.trial_count(v) for v in runs}, costs))

@@ -9,6 +9,7 @@ import os
 import pickle
 import signal
 import textwrap
+import time
 from pathlib import Path
 
 import optuna
@@ -21,6 +22,8 @@ from ray import tune
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
+from ray.tune.execution.placement_groups import PlacementGroupFactory
+from ray.tune.search import Searcher
 
 from aetune.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from aetune.config import TrialConfig
@@ -28,7 +31,7 @@ from aetune.experiment import REPLAYED, VARIANT_KEY, Summary
 from aetune.models import build_model
 from aetune.results import trial_outcome
 from aetune.schedulers import make_schedulers
-from aetune.searchers import make_searcher
+from aetune.searchers import make_router, make_searcher, restored_trials
 from aetune.spaces import parse_space
 from aetune.tb import IMAGE_TAG, TrialLogger
 from aetune.trainable import newest_bundle, restore_point
@@ -236,6 +239,76 @@ def test_a_study_told_before_the_crash_takes_the_restored_trials_reports_without
     assert told.intermediate_values == {1: pytest.approx(0.3), 2: pytest.approx(0.15)}
 
 
+def tune_trials(statuses: dict[str, str], configs: dict[str, dict]) -> dict[str, Trial]:
+    """The trials of an experiment state Tune restores, read back from a real one written the way Tune writes it."""
+    trials = []
+    for trial_id, status in statuses.items():
+        trial = Trial("train_trial", config=configs[trial_id], trial_id=trial_id, stub=True)
+        trial.placement_group_factory = PlacementGroupFactory([{"CPU": 1}])  # what Tune sets as it creates one
+        trial.set_status(status)
+        trials.append(trial.get_json_state())
+    return {"trial_data": trials}
+
+
+def restored_from(tmp_path: Path, state: dict) -> dict[str, Trial]:
+    (tmp_path / "experiment_state-2026-12-01_09-00-00.json").write_text("{}")  # older: Tune takes the newest
+    (tmp_path / "experiment_state-2026-12-01_10-00-00.json").write_text(json.dumps(state))
+    return restored_trials(tmp_path)
+
+
+def router_and_snapshot(space, storage: str | None, snapshot: Path, asked_before: int, asked_after: int):
+    """A router that saved its snapshot after `asked_before` trials and asked `asked_after` more; its configs."""
+    router = make_router(space, storage, {}).searcher
+    configs = {}
+    for i in range(asked_before + asked_after):
+        if i == asked_before:
+            router.save(str(snapshot))
+        configs[f"t{i}"] = router.suggest(f"t{i}")
+    if not asked_after:
+        router.save(str(snapshot))
+    restored = make_router(space, storage, {}).searcher
+    restored.restore(str(snapshot))
+    return restored, configs
+
+
+def test_a_restored_router_agrees_with_the_trials_tune_restored_whichever_moment_its_snapshot_is_from(tmp_path):
+    """Tune copies its snapshot files one by one: after a kill the searcher's may be ahead of the experiment state
+    Tune restores (it asked a trial Tune never saved) or behind it (Tune runs a trial the searcher never saw)."""
+    optuna_space = parse_space({**BEHIND_SPACE_RAW, "samples": 3}, "test")
+    running, done = Trial.RUNNING, Trial.TERMINATED
+
+    # Ahead: t2 was asked after the experiment state; its budget is free again and its study trial FAIL.
+    ahead = f"sqlite:///{tmp_path / 'ahead.db'}"
+    router, configs = router_and_snapshot(optuna_space, ahead, tmp_path / "ahead.pkl", 3, 0)
+    router.reconcile(restored_from(tmp_path, tune_trials({"t0": done, "t1": running}, configs)))
+    assert (router.asked, router.done) == ({"dense": 2}, {"dense": 1})
+    assert router.suggest("t3") and router.suggest("t4") == Searcher.FINISHED  # three trials, as the budget says
+    states = {t.user_attrs["ray_trial_id"]: t.state for t in optuna.load_study(study_name="dense", storage=ahead).trials}
+    assert states == {"t0": TrialState.RUNNING, "t1": TrialState.RUNNING, "t2": TrialState.FAIL,
+                      "t3": TrialState.RUNNING}
+
+    # Behind: t1 was asked after the searcher's snapshot; it is adopted (not failed as an orphan) and told.
+    behind = f"sqlite:///{tmp_path / 'behind.db'}"
+    router, configs = router_and_snapshot(optuna_space, behind, tmp_path / "behind.pkl", 1, 1)
+    router.reconcile(restored_from(tmp_path, tune_trials({"t0": running, "t1": running}, configs)))
+    assert (router.asked, router.done) == ({"dense": 2}, {"dense": 0})
+    router.on_trial_result("t1", {"epoch": 1, "val_loss": 0.2})
+    router.on_trial_complete("t1", {"epoch": 4, "val_loss": 0.1})
+    told = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="dense", storage=behind).trials}
+    assert told["t1"].state == TrialState.COMPLETE and told["t1"].intermediate_values == {1: pytest.approx(0.2)}
+    assert told["t0"].state == TrialState.RUNNING
+
+    # A grid hands out a lost trial's config again, never an adopted trial's.
+    grid_space = parse_space({**BEHIND_SPACE_RAW, "searcher": "grid", "samples": 1,
+                              "variants": {"dense": {"model": "dense", "lr": {"grid": [1e-3, 2e-3, 3e-3]}}}}, "test")
+    router, configs = router_and_snapshot(grid_space, None, tmp_path / "grid-ahead.pkl", 3, 0)
+    router.reconcile(restored_from(tmp_path, tune_trials({"t0": done, "t1": running}, configs)))
+    assert router.suggest("t3")["lr"] == configs["t2"]["lr"] and router.suggest("t4") == Searcher.FINISHED
+    router, configs = router_and_snapshot(grid_space, None, tmp_path / "grid-behind.pkl", 1, 1)
+    router.reconcile(restored_from(tmp_path, tune_trials({"t0": done, "t1": running}, configs)))
+    assert router.suggest("t2")["lr"] == 3e-3 and router.suggest("t3") == Searcher.FINISHED
+
+
 def test_epochs_told_again_from_a_history_reach_tensorboard_once_with_images_only_of_the_model_at_hand(tmp_path):
     config = TrialConfig.from_dict({**SMALL, "epochs": 5})
     model, digits = build_model(config, (1, 28, 28)), torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
@@ -254,13 +327,15 @@ def test_epochs_told_again_from_a_history_reach_tensorboard_once_with_images_onl
 
 # --- end to end: a snapshot far behind the trial folders ------------------------------------------------------------
 
+# One trial at a time (2 CPUs each on a 2-core machine), so that Tune knows two trials at first and asks the third
+# only when the first has finished.
 BEHIND_SPACE = """\
     epochs: 4
     samples: 3
     searcher: optuna
     scheduler: fifo
-    resources: {cpus: 1}
-    defaults: {train_size: 1000, test_size: 200, hidden_layers: [32], code_size: 8, batch_size: 64}
+    resources: {cpus: 2}
+    defaults: {train_size: 3000, test_size: 200, hidden_layers: [32], code_size: 8, batch_size: 64}
     variants:
       dense:
         model: dense
@@ -272,16 +347,18 @@ BEHIND_SPACE_RAW = yaml.safe_load(textwrap.dedent(BEHIND_SPACE))
 
 
 def snapshot_files(experiment: Path) -> set[str]:
-    """Tune's experiment snapshot: the trials' states, the searcher's, the trial generator's (one set per driver)."""
+    """Tune's experiment snapshot: the trials' states, the searcher's, the trial generator's (one set per driver),
+    and the backups of them."""
     return {p.name for p in experiment.glob("*state-*")}
 
 
-def snapshot_trials(experiment: Path) -> int:
-    newest = max(experiment.glob("experiment_state-*.json"), default=None)
+def snapshot_trials(experiment: Path, name: str | None = None) -> set[str]:
+    """The trial ids in an experiment state file (the newest by default)."""
+    path = experiment / name if name else max(experiment.glob("experiment_state-*.json"), default=None)
     try:
-        return len(json.loads(newest.read_text())["trial_data"]) if newest else 0
-    except ValueError:  # being written
-        return 0
+        return {json.loads(t)["trial_id"] for t, _ in json.loads(path.read_text())["trial_data"]} if path else set()
+    except (OSError, ValueError):  # being written
+        return set()
 
 
 def finished_in_study(study: str) -> int:
@@ -289,33 +366,40 @@ def finished_in_study(study: str) -> int:
 
 
 @pytest.mark.slow
-def test_a_resume_from_a_snapshot_far_behind_its_trials_tells_every_epoch_once(tmp_path):
-    """The worst a kill leaves: the last snapshot (the first driver's, at Ctrl-C) misses all that a second driver
-    did before it died without a snapshot of its own: a trial finished and told to the study, checkpoints ahead of
-    the snapshot's (the restored trials write theirs into the same folders), result.json lines it never saw."""
+def test_a_resume_from_a_snapshot_far_behind_its_trials_and_its_searcher_tells_every_epoch_once(tmp_path):
+    """The worst a kill leaves: the experiment state Tune restores (the first driver's, at Ctrl-C) misses all that a
+    second driver did before it died without one of its own: a trial finished and told to the study, checkpoints
+    ahead of the snapshot's (the restored trials write theirs into the same folders), result.json lines it never
+    saw, and a trial asked that only the second driver's searcher snapshot knows (Tune copies the snapshot files to
+    storage one by one): the search still spends its whole budget."""
     space = write_space(tmp_path / "behind.yaml", BEHIND_SPACE)
     experiment, study, marker = tmp_path / "behind", study_url(tmp_path), f"AETUNE_TEST_DRIVER={tmp_path}"
     first = start_driver(tmp_path, "behind", "--space", str(space))
-    wait_until(lambda: reported_epochs(experiment) >= 1 and snapshot_trials(experiment) == 3)  # every trial known
+    wait_until(lambda: reported_epochs(experiment) >= 1)
     os.killpg(first.pid, signal.SIGINT)
     first.communicate(timeout=180)
     kill_processes_with(marker)
     assert first.returncode == 130
     kept = snapshot_files(experiment)
+    [restored_state] = [n for n in kept if n.startswith("experiment_state-") and n.endswith(".json")]
     stored = {p: p.read_bytes() for p in experiment.glob("dense-*/*") if p.name in ("result.json", "progress.csv")}
 
     second = start_driver(tmp_path, "behind", "--resume")
-    wait_until(lambda: finished_in_study(study) >= 1 or second.poll() is not None)
+    wait_until(lambda: (finished_in_study(study) >= 1 and len(snapshot_trials(experiment)) == 3)
+               or second.poll() is not None)
+    time.sleep(1)  # Tune saves its snapshot every step: let the searcher's catch up with the third trial
     os.killpg(second.pid, signal.SIGKILL)
     second.wait()
     second.stdout.close()
     kill_processes_with(marker)
     assert second.returncode == -signal.SIGKILL and finished_in_study(study) < 3  # killed mid-run
-    assert snapshot_files(experiment) > kept
-    # As if it had died before its first snapshot: the result files are synced with the snapshot (the checkpoints
-    # and TensorBoard files are written by the trials themselves).
+    lost = snapshot_trials(experiment) - snapshot_trials(experiment, restored_state)
+    assert len(lost) == 1  # asked by the second driver only
+    # As if it had died before its experiment state reached storage, its searcher's did: the result files are
+    # synced with the experiment state (the checkpoints and TensorBoard files are written by the trials themselves).
     for name in snapshot_files(experiment) - kept:
-        (experiment / name).unlink()
+        if name.startswith("experiment_state-"):
+            (experiment / name).unlink()
     for path in experiment.glob("dense-*/*"):
         if path.name in ("result.json", "progress.csv"):
             path.write_bytes(stored[path]) if path in stored else path.unlink()
@@ -324,15 +408,19 @@ def test_a_resume_from_a_snapshot_far_behind_its_trials_tells_every_epoch_once(t
                      "--quiet")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     summary = Summary.read(experiment).variants["dense"]
-    assert [t["state"] for t in summary.trial_results] == ["completed"] * 3
-    for trial in trial_dirs(experiment, "dense"):
+    assert [t["state"] for t in summary.trial_results] == ["completed"] * 3  # the budget, with the lost one asked again
+    ran = {result["trial_id"] for result in summary.trial_results}
+    assert not ran & lost
+    for trial_id in ran:
+        trial = experiment / f"dense-{trial_id}"
         assert epochs_of(trial) == [1, 2, 3, 4], trial
         with (trial / "progress.csv").open(newline="") as file:
             rows = list(csv.DictReader(file))
         assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4] and all(None not in r.values() for r in rows)
         assert val_steps(trial) == [1, 2, 3, 4], trial  # TensorBoard
     told = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="dense", storage=study).trials}
-    assert {t.state for t in told.values()} == {TrialState.COMPLETE}
+    assert {i: t.state for i, t in told.items()} == {**dict.fromkeys(ran, TrialState.COMPLETE),
+                                                      **dict.fromkeys(lost, TrialState.FAIL)}
     for result in summary.trial_results:
         last = json.loads((experiment / f"dense-{result['trial_id']}" / "result.json").read_text().splitlines()[-1])
         trial = told[result["trial_id"]]  # the study holds what the trial reported, each epoch once
