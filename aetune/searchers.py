@@ -4,6 +4,7 @@ every variant at once."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import pickle
 from collections import Counter
@@ -21,6 +22,7 @@ from aetune.experiment import VARIANT_KEY
 from aetune.spaces import OptunaSampler, SearchSpace, Variant, enumerated_configs
 
 STATES = optuna.trial.TrialState
+log = logging.getLogger(__name__)
 
 
 class PrunedOptunaSearch(OptunaSearch):
@@ -67,7 +69,7 @@ class PrunedOptunaSearch(OptunaSearch):
 
     def forget(self, trial_id: str) -> None:
         """A trial that the experiment state Tune restored never saved: no Ray trial will finish it (fail_orphans
-        then marks it FAIL)."""
+        then marks its study trial FAIL, if it was still running)."""
         self._ot_trials.pop(trial_id, None)
         self._completed_trials.discard(trial_id)
 
@@ -79,6 +81,8 @@ class PrunedOptunaSearch(OptunaSearch):
                 if frozen.state.is_finished():
                     self._completed_trials.add(trial_id)
                 return
+        log.warning("aetune: study %s has no trial for Ray trial %s; its results will not reach the study",
+                    self._ot_study.study_name, trial_id)
 
     def fail_orphans(self) -> None:
         """After a crash the storage may hold trials asked after the last snapshot: no Ray trial will ever finish
@@ -124,6 +128,11 @@ class EnumeratedSearch(Searcher):
         self.configs = configs
         self.handed: dict[str, int] = {}  # trial id -> the index of its config
 
+    def __setstate__(self, state: dict) -> None:  # saved by an earlier aetune: the first `handed_out` configs
+        if "handed_out" in state:
+            state["handed"] = {f"handed out before {i}": i for i in range(state.pop("handed_out"))}
+        self.__dict__.update(state)
+
     def suggest(self, trial_id: str) -> dict | str | None:
         index = next(self._free(), None)
         if index is None:
@@ -141,7 +150,9 @@ class EnumeratedSearch(Searcher):
     def adopt(self, trial_id: str, config: dict) -> None:
         """A trial Tune restored that the searcher's snapshot missed: its config is not handed out again."""
         index = next((i for i in self._free() if self.configs[i].items() <= config.items()), None)
-        if index is not None:
+        if index is None:
+            log.warning("aetune: Ray trial %s has none of the configs left to hand out; one may run twice", trial_id)
+        else:
             self.handed[trial_id] = index
 
     def _free(self):
@@ -214,6 +225,10 @@ class VariantRouter(Searcher):
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
 
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        super().restore_from_dir(checkpoint_dir)  # the newest searcher snapshot in the folder
+        self.reconcile(restored_trials(Path(checkpoint_dir)))
+
     def reconcile(self, trials: dict[str, Trial]) -> None:
         """Agree with the trials Tune restored, whichever moment the searcher's snapshot is from: a trial asked
         after the experiment state Tune restored is forgotten (its budget is free again), one the searcher's
@@ -228,6 +243,9 @@ class VariantRouter(Searcher):
         asked, done = Counter(self.variant_of.values()), Counter(finished)
         self.asked = {name: asked[name] for name in self.searchers}
         self.done = {name: done[name] for name in self.searchers}
+        self.fail_orphans()
+
+    def fail_orphans(self) -> None:
         for searcher in self.searchers.values():
             if isinstance(searcher, PrunedOptunaSearch):
                 searcher.fail_orphans()
@@ -240,15 +258,16 @@ class RoutedSearch(SearchGenerator):
     saved, and Tune would end the search that many trials short of its budget, on every --resume."""
 
     def restore_from_dir(self, dirpath: str) -> None:
-        super().restore_from_dir(dirpath)
-        trials = restored_trials(Path(dirpath))
-        self.searcher.reconcile(trials)
-        self._counter, self._finished = len(trials), False  # the router says when the budget is spent
+        super().restore_from_dir(dirpath)  # the router reconciles itself with Tune's trials
+        self._counter, self._finished = sum(self.searcher.asked.values()), False  # the router says when it is done
 
 
 def restored_trials(folder: Path) -> dict[str, Trial]:
-    """The trials of the experiment state Tune restores: the newest in the folder it restores the searcher from
-    (Tune's rule for both: the newest name)."""
+    """The trials of the newest experiment state in the folder Tune restores the searcher from: a copy of the
+    storage's snapshot files, whose newest experiment state is the one Tune restores. (On a cluster that outlives
+    its drivers the folder may also hold the files of a driver killed before its first copy reached storage: Tune
+    restores the searcher from them too, that resume may end short of the budget, saying so, and the next one
+    completes it.)"""
     newest = max(folder.glob(TuneController.CKPT_FILE_TMPL.format("*")))
     trial_data = json.loads(newest.read_text())["trial_data"]
     return {t.trial_id: t for t in (Trial.from_json_state(state, stub=True) for state, _ in trial_data)}

@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import optuna
 import pytest
 
 from aetune.data import ImageData, load_data
@@ -46,6 +47,16 @@ def run_search(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 def write_space(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def study_trials(storage: str, name: str) -> dict[str, optuna.trial.FrozenTrial]:
+    """A variant's Optuna study by the Ray trial id each of its trials was asked for."""
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    return {t.user_attrs["ray_trial_id"]: t for t in trials if "ray_trial_id" in t.user_attrs}
+
+
+def study_states(storage: str, name: str) -> dict[str, optuna.trial.TrialState]:
+    return {trial_id: t.state for trial_id, t in study_trials(storage, name).items()}
 
 
 SMALL_SPACE = """\

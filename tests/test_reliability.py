@@ -37,7 +37,7 @@ from aetune.models import build_model
 from aetune.spaces import parse_space, space_to_yaml
 from aetune.tb import IMAGE_TAG, TrialLogger
 from aetune.train import Trainer
-from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, write_space
+from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, study_states, write_space
 from test_search import crash_once_after_two_epochs, epochs_of, kill_processes_with, trial_dirs
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -525,8 +525,7 @@ def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, 
             assert epochs_of(experiment / name) == epochs
     # The same Optuna study went on through both restores: every Ray trial told once, in its true state, and no
     # trial left RUNNING by the kills.
-    states = {t.user_attrs["ray_trial_id"]: t.state.name
-              for t in optuna.load_study(study_name="dense", storage=study).trials if "ray_trial_id" in t.user_attrs}
+    states = {trial_id: state.name for trial_id, state in study_states(study, "dense").items()}
     orphans = [t for t in optuna.load_study(study_name="dense", storage=study).trials if t.state.name == "RUNNING"]
     assert not orphans
     # What Optuna was told is what the summary records of each trial: finished ones COMPLETE, stopped ones PRUNED;

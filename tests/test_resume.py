@@ -9,7 +9,6 @@ import os
 import pickle
 import signal
 import textwrap
-import time
 from pathlib import Path
 
 import optuna
@@ -17,13 +16,12 @@ import pytest
 import ray
 import torch
 import yaml
+from ray._private.utils import get_num_cpus  # what a local Ray takes: the cores it may use
 from optuna.trial import TrialState
 from ray import tune
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
-from ray.tune.execution.placement_groups import PlacementGroupFactory
-from ray.tune.search import Searcher
 
 from aetune.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from aetune.config import TrialConfig
@@ -31,14 +29,14 @@ from aetune.experiment import REPLAYED, VARIANT_KEY, Summary
 from aetune.models import build_model
 from aetune.results import trial_outcome
 from aetune.schedulers import make_schedulers
-from aetune.searchers import make_router, make_searcher, restored_trials
+from aetune.searchers import make_router, make_searcher
 from aetune.spaces import parse_space
 from aetune.tb import IMAGE_TAG, TrialLogger
 from aetune.trainable import newest_bundle, restore_point
 from aetune.tune_callbacks import CsvResults, JsonResults, SnapshotBackup, restore_cut_snapshot
-from conftest import run_search, write_space
+from conftest import run_search, study_states, study_trials, write_space
 from test_reliability import SMALL, events, reported_epochs, start_driver, study_url, trainer, val_steps, wait_until
-from test_search import epochs_of, kill_processes_with, trial_dirs
+from test_search import epochs_of, kill_processes_with
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
@@ -239,74 +237,87 @@ def test_a_study_told_before_the_crash_takes_the_restored_trials_reports_without
     assert told.intermediate_values == {1: pytest.approx(0.3), 2: pytest.approx(0.15)}
 
 
-def tune_trials(statuses: dict[str, str], configs: dict[str, dict]) -> dict[str, Trial]:
-    """The trials of an experiment state Tune restores, read back from a real one written the way Tune writes it."""
-    trials = []
-    for trial_id, status in statuses.items():
-        trial = Trial("train_trial", config=configs[trial_id], trial_id=trial_id, stub=True)
-        trial.placement_group_factory = PlacementGroupFactory([{"CPU": 1}])  # what Tune sets as it creates one
-        trial.set_status(status)
-        trials.append(trial.get_json_state())
-    return {"trial_data": trials}
+TWO_VARIANTS = {"epochs": 4, "samples": 2, "searcher": "optuna", "scheduler": "fifo", "variants": {
+    "dense": {"model": "dense", "lr": {"loguniform": [1e-4, 1e-2]}},
+    "deep": {"model": "dense", "hidden_layers": [64, 32], "lr": {"loguniform": [1e-4, 1e-2]}}}}
+GRID = {"epochs": 4, "samples": 1, "searcher": "grid", "scheduler": "fifo",
+        "variants": {"dense": {"model": "dense", "lr": {"grid": [1e-3, 2e-3, 3e-3]}}}}
 
 
-def restored_from(tmp_path: Path, state: dict) -> dict[str, Trial]:
-    (tmp_path / "experiment_state-2026-12-01_09-00-00.json").write_text("{}")  # older: Tune takes the newest
-    (tmp_path / "experiment_state-2026-12-01_10-00-00.json").write_text(json.dumps(state))
-    return restored_trials(tmp_path)
+def idle(config: dict) -> None:
+    """A trainable for a trial generator that never runs its trials."""
 
 
-def router_and_snapshot(space, storage: str | None, snapshot: Path, asked_before: int, asked_after: int):
-    """A router that saved its snapshot after `asked_before` trials and asked `asked_after` more; its configs."""
-    router = make_router(space, storage, {}).searcher
-    configs = {}
-    for i in range(asked_before + asked_after):
-        if i == asked_before:
-            router.save(str(snapshot))
-        configs[f"t{i}"] = router.suggest(f"t{i}")
-    if not asked_after:
-        router.save(str(snapshot))
-    restored = make_router(space, storage, {}).searcher
-    restored.restore(str(snapshot))
-    return restored, configs
+def restored_search(raw_space: dict, study: str | None, folder: Path, searcher_after: int, state_after: int):
+    """A search whose generator asked its whole budget (the first trial finished at once), its snapshot files
+    from different moments, as a kill can leave them in storage: the searcher's and the generator's saved after
+    `searcher_after` trials, Tune's experiment state after `state_after`. The generator restored from them, and
+    the trials asked."""
+    space = parse_space(raw_space, "test")
+    budget = sum(map(space.trial_count, space.runs()))
+    experiment = tune.Experiment("exp", run=idle, num_samples=budget, storage_path=str(folder))
+    generator, trials = make_router(space, study, {}), []
+    generator.add_configurations([experiment])
+    for asked in range(budget + 1):
+        if asked == searcher_after:
+            generator.save_to_dir(str(folder), session_str="2026-12-01_10-00-00")
+        if asked == budget:
+            break
+        trials.append(generator.next_trial())
+        trials[-1].create_placement_group_factory()  # as Tune does when it adds the trial
+        if asked == 0:
+            generator.on_trial_complete(trials[0].trial_id, {"epoch": 4, "val_loss": 0.1})
+            trials[0].set_status(Trial.TERMINATED)
+    assert generator.next_trial() is None and generator.is_finished()
+    (folder / "experiment_state-2026-12-01_09-00-00.json").write_text("{}")  # older: Tune takes the newest
+    state = {"trial_data": [t.get_json_state() for t in trials[:state_after]]}  # what Tune's save_to_dir writes
+    (folder / "experiment_state-2026-12-01_10-00-00.json").write_text(json.dumps(state))
+    restored = make_router(space, study, {})
+    restored.restore_from_dir(str(folder))
+    return restored, trials
 
 
-def test_a_restored_router_agrees_with_the_trials_tune_restored_whichever_moment_its_snapshot_is_from(tmp_path):
-    """Tune copies its snapshot files one by one: after a kill the searcher's may be ahead of the experiment state
-    Tune restores (it asked a trial Tune never saved) or behind it (Tune runs a trial the searcher never saw)."""
-    optuna_space = parse_space({**BEHIND_SPACE_RAW, "samples": 3}, "test")
-    running, done = Trial.RUNNING, Trial.TERMINATED
+def variant(trial) -> str:
+    return trial.config[VARIANT_KEY]
 
-    # Ahead: t2 was asked after the experiment state; its budget is free again and its study trial FAIL.
-    ahead = f"sqlite:///{tmp_path / 'ahead.db'}"
-    router, configs = router_and_snapshot(optuna_space, ahead, tmp_path / "ahead.pkl", 3, 0)
-    router.reconcile(restored_from(tmp_path, tune_trials({"t0": done, "t1": running}, configs)))
-    assert (router.asked, router.done) == ({"dense": 2}, {"dense": 1})
-    assert router.suggest("t3") and router.suggest("t4") == Searcher.FINISHED  # three trials, as the budget says
-    states = {t.user_attrs["ray_trial_id"]: t.state for t in optuna.load_study(study_name="dense", storage=ahead).trials}
-    assert states == {"t0": TrialState.RUNNING, "t1": TrialState.RUNNING, "t2": TrialState.FAIL,
-                      "t3": TrialState.RUNNING}
 
-    # Behind: t1 was asked after the searcher's snapshot; it is adopted (not failed as an orphan) and told.
-    behind = f"sqlite:///{tmp_path / 'behind.db'}"
-    router, configs = router_and_snapshot(optuna_space, behind, tmp_path / "behind.pkl", 1, 1)
-    router.reconcile(restored_from(tmp_path, tune_trials({"t0": running, "t1": running}, configs)))
-    assert (router.asked, router.done) == ({"dense": 2}, {"dense": 0})
-    router.on_trial_result("t1", {"epoch": 1, "val_loss": 0.2})
-    router.on_trial_complete("t1", {"epoch": 4, "val_loss": 0.1})
-    told = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="dense", storage=behind).trials}
-    assert told["t1"].state == TrialState.COMPLETE and told["t1"].intermediate_values == {1: pytest.approx(0.2)}
-    assert told["t0"].state == TrialState.RUNNING
+def test_a_search_whose_searcher_snapshot_asked_a_trial_tune_never_saved_asks_it_again(tmp_path):
+    """Tune copies its snapshot files to storage one by one: after a kill the searcher's may count a trial that the
+    experiment state Tune restores never saved. The restored search spends its whole budget all the same."""
+    study = f"sqlite:///{tmp_path / 'studies.db'}"
+    restored, trials = restored_search(TWO_VARIANTS, study, tmp_path, searcher_after=4, state_after=3)
+    assert [variant(t) for t in trials] == ["dense", "dense", "deep", "deep"]
+    assert not restored.is_finished()
+    assert (restored.searcher.asked, restored.searcher.done) == ({"dense": 2, "deep": 1}, {"dense": 1, "deep": 0})
+    again = restored.next_trial()
+    assert variant(again) == "deep" and restored.next_trial() is None and restored.is_finished()
+    lost = {trials[3].trial_id: TrialState.FAIL}  # no Ray trial will finish it
+    assert study_states(study, "deep") == {trials[2].trial_id: TrialState.RUNNING, **lost,
+                                           again.trial_id: TrialState.RUNNING}
+    assert study_states(study, "dense") == {trials[0].trial_id: TrialState.COMPLETE,
+                                            trials[1].trial_id: TrialState.RUNNING}
 
-    # A grid hands out a lost trial's config again, never an adopted trial's.
-    grid_space = parse_space({**BEHIND_SPACE_RAW, "searcher": "grid", "samples": 1,
-                              "variants": {"dense": {"model": "dense", "lr": {"grid": [1e-3, 2e-3, 3e-3]}}}}, "test")
-    router, configs = router_and_snapshot(grid_space, None, tmp_path / "grid-ahead.pkl", 3, 0)
-    router.reconcile(restored_from(tmp_path, tune_trials({"t0": done, "t1": running}, configs)))
-    assert router.suggest("t3")["lr"] == configs["t2"]["lr"] and router.suggest("t4") == Searcher.FINISHED
-    router, configs = router_and_snapshot(grid_space, None, tmp_path / "grid-behind.pkl", 1, 1)
-    router.reconcile(restored_from(tmp_path, tune_trials({"t0": done, "t1": running}, configs)))
-    assert router.suggest("t2")["lr"] == 3e-3 and router.suggest("t3") == Searcher.FINISHED
+    grid, trials = restored_search(GRID, None, tmp_path / "grid", searcher_after=3, state_after=2)
+    assert grid.next_trial().config["lr"] == trials[2].config["lr"] and grid.next_trial() is None
+
+
+def test_a_search_whose_searcher_snapshot_missed_a_trial_tune_saved_adopts_it(tmp_path):
+    study = f"sqlite:///{tmp_path / 'studies.db'}"
+    restored, trials = restored_search(TWO_VARIANTS, study, tmp_path, searcher_after=1, state_after=4)
+    assert restored.next_trial() is None and restored.is_finished()  # the budget is spent
+    adopted = trials[3].trial_id
+    assert study_states(study, "deep")[adopted] == TrialState.RUNNING  # not failed as an orphan
+    restored.on_trial_result(adopted, {"epoch": 1, "val_loss": 0.2})
+    restored.on_trial_complete(adopted, {"epoch": 4, "val_loss": 0.1})
+    told = study_trials(study, "deep")[adopted]
+    assert told.state == TrialState.COMPLETE and told.intermediate_values == {1: pytest.approx(0.2)}
+
+    grid, _ = restored_search(GRID, None, tmp_path / "grid", searcher_after=1, state_after=3)
+    assert grid.next_trial() is None  # no config handed out twice
+    searcher = grid.searcher.searchers["dense"]  # one saved by an earlier aetune counted what it handed out
+    searcher.__dict__.pop("handed")
+    searcher.__dict__["handed_out"] = 2
+    assert pickle.loads(pickle.dumps(searcher)).suggest("t9")["lr"] == 3e-3
 
 
 def test_epochs_told_again_from_a_history_reach_tensorboard_once_with_images_only_of_the_model_at_hand(tmp_path):
@@ -327,19 +338,19 @@ def test_epochs_told_again_from_a_history_reach_tensorboard_once_with_images_onl
 
 # --- end to end: a snapshot far behind the trial folders ------------------------------------------------------------
 
-# One trial at a time (2 CPUs each on a 2-core machine), so that Tune knows two trials at first and asks the third
-# only when the first has finished.
-BEHIND_SPACE = """\
+# One trial at a time (each takes every CPU the local Ray finds), so that Tune knows two trials at first and asks the
+# third only when the first has finished.
+BEHIND_SPACE = f"""\
     epochs: 4
     samples: 3
     searcher: optuna
     scheduler: fifo
-    resources: {cpus: 2}
-    defaults: {train_size: 3000, test_size: 200, hidden_layers: [32], code_size: 8, batch_size: 64}
+    resources: {{cpus: {get_num_cpus()}}}
+    defaults: {{train_size: 3000, test_size: 200, hidden_layers: [32], code_size: 8, batch_size: 64}}
     variants:
       dense:
         model: dense
-        lr: {loguniform: [1.0e-4, 1.0e-2]}
+        lr: {{loguniform: [1.0e-4, 1.0e-2]}}
 """
 
 
@@ -359,6 +370,15 @@ def snapshot_trials(experiment: Path, name: str | None = None) -> set[str]:
         return {json.loads(t)["trial_id"] for t, _ in json.loads(path.read_text())["trial_data"]} if path else set()
     except (OSError, ValueError):  # being written
         return set()
+
+
+def trials_counted(path: Path) -> int:
+    """How many trials a snapshot of the router or of Tune's trial generator counts (0 while it is written)."""
+    try:
+        state = pickle.loads(path.read_bytes())
+    except Exception:  # cut, or being written
+        return 0
+    return state["counter"] if "counter" in state else len(state["variant_of"])
 
 
 def finished_in_study(study: str) -> int:
@@ -384,17 +404,22 @@ def test_a_resume_from_a_snapshot_far_behind_its_trials_and_its_searcher_tells_e
     [restored_state] = [n for n in kept if n.startswith("experiment_state-") and n.endswith(".json")]
     stored = {p: p.read_bytes() for p in experiment.glob("dense-*/*") if p.name in ("result.json", "progress.csv")}
 
-    second = start_driver(tmp_path, "behind", "--resume")
-    wait_until(lambda: (finished_in_study(study) >= 1 and len(snapshot_trials(experiment)) == 3)
-               or second.poll() is not None)
-    time.sleep(1)  # Tune saves its snapshot every step: let the searcher's catch up with the third trial
+    second, asked = start_driver(tmp_path, "behind", "--resume"), set()
+
+    def second_asked_the_third_trial() -> bool:  # and every copy of its searcher's snapshot, cut or not, says so
+        asked.update(snapshot_trials(experiment))
+        counted = [trials_counted(experiment / n) for n in snapshot_files(experiment) - kept
+                   if not n.startswith("experiment_state-")]
+        return len(asked) == 3 and finished_in_study(study) >= 1 and counted == [3] * 4
+
+    wait_until(lambda: second_asked_the_third_trial() or second.poll() is not None)
     os.killpg(second.pid, signal.SIGKILL)
     second.wait()
     second.stdout.close()
     kill_processes_with(marker)
     assert second.returncode == -signal.SIGKILL and finished_in_study(study) < 3  # killed mid-run
-    lost = snapshot_trials(experiment) - snapshot_trials(experiment, restored_state)
-    assert len(lost) == 1  # asked by the second driver only
+    lost = asked - snapshot_trials(experiment, restored_state)
+    assert len(lost) == 1
     # As if it had died before its experiment state reached storage, its searcher's did: the result files are
     # synced with the experiment state (the checkpoints and TensorBoard files are written by the trials themselves).
     for name in snapshot_files(experiment) - kept:
@@ -418,7 +443,7 @@ def test_a_resume_from_a_snapshot_far_behind_its_trials_and_its_searcher_tells_e
             rows = list(csv.DictReader(file))
         assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4] and all(None not in r.values() for r in rows)
         assert val_steps(trial) == [1, 2, 3, 4], trial  # TensorBoard
-    told = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="dense", storage=study).trials}
+    told = study_trials(study, "dense")
     assert {i: t.state for i, t in told.items()} == {**dict.fromkeys(ran, TrialState.COMPLETE),
                                                       **dict.fromkeys(lost, TrialState.FAIL)}
     for result in summary.trial_results:

@@ -23,7 +23,7 @@ from aetune.pareto import dominates, pick
 from aetune.results import RESULT_METRICS
 from aetune.searchers import VariantRouter
 from aetune.tb import IMAGE_TAG, SCALAR_TAGS, extra_tag
-from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, write_space
+from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, study_states, study_trials, write_space
 
 pytestmark = pytest.mark.slow
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers run this file's wrapped trainables
@@ -94,7 +94,7 @@ def test_a_multi_objective_variant_records_its_pareto_front_and_picks_the_knee(s
         assert bundle["epoch"] == 3 and bundle["config"] == member["config"]
     optuna_study = study(searched, "sparse")
     assert optuna_study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
-    told = {t.user_attrs["ray_trial_id"]: tuple(t.values) for t in optuna_study.trials}
+    told = {trial_id: tuple(t.values) for trial_id, t in study_trials(f"sqlite:///{searched / 'optuna.db'}", "sparse").items()}
     assert told == {trial_id: pytest.approx(point) for trial_id, point in points.items()}
 
 
@@ -205,8 +205,7 @@ def test_asha_stopped_trials_are_pruned_in_the_optuna_study(tmp_path):
         """)
     run = run_search("--space", str(space), "--storage", str(tmp_path), "--name", "asha", "--quiet")
     assert run.returncode == 0, run.stderr[-2000:]
-    study = optuna.load_study(study_name="dense", storage=f"sqlite:///{tmp_path / 'asha' / 'optuna.db'}")
-    state = {t.user_attrs["ray_trial_id"]: t.state.name for t in study.trials}
+    state = {i: s.name for i, s in study_states(f"sqlite:///{tmp_path / 'asha' / 'optuna.db'}", "dense").items()}
     epochs = {t.name.removeprefix("dense-"): epochs_of(t) for t in trial_dirs(tmp_path / "asha", "dense")}
     assert len(state) == len(epochs) == 8
     stopped = [t for t, e in epochs.items() if e[-1] < 4]
