@@ -128,11 +128,6 @@ class EnumeratedSearch(Searcher):
         self.configs = configs
         self.handed: dict[str, int] = {}  # trial id -> the index of its config
 
-    def __setstate__(self, state: dict) -> None:  # saved by an earlier aetune: the first `handed_out` configs
-        if "handed_out" in state:
-            state["handed"] = {f"handed out before {i}": i for i in range(state.pop("handed_out"))}
-        self.__dict__.update(state)
-
     def suggest(self, trial_id: str) -> dict | str | None:
         index = next(self._free(), None)
         if index is None:
@@ -209,7 +204,9 @@ class VariantRouter(Searcher):
         return {**config, VARIANT_KEY: name}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.searchers[self.variant_of[trial_id]].on_trial_result(trial_id, result)
+        name = self.variant_of.get(trial_id)
+        if name is not None:
+            self.searchers[name].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         name = self.variant_of.get(trial_id)
@@ -224,10 +221,17 @@ class VariantRouter(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        for name, searcher in self.searchers.items():
+            handed_out = searcher.__dict__.pop("handed_out", None)
+            if handed_out is not None:  # an EnumeratedSearch of an earlier aetune counted the configs it handed out
+                asked = [trial_id for trial_id, variant in self.variant_of.items() if variant == name]
+                searcher.handed = dict(zip(asked, range(handed_out)))
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
         super().restore_from_dir(checkpoint_dir)  # the newest searcher snapshot in the folder
-        self.reconcile(restored_trials(Path(checkpoint_dir)))
+        trials = restored_trials(Path(checkpoint_dir))
+        if trials is not None:  # None: a searcher reused outside a Tune run
+            self.reconcile(trials)
 
     def reconcile(self, trials: dict[str, Trial]) -> None:
         """Agree with the trials Tune restored, whichever moment the searcher's snapshot is from: a trial asked
@@ -262,13 +266,15 @@ class RoutedSearch(SearchGenerator):
         self._counter, self._finished = sum(self.searcher.asked.values()), False  # the router says when it is done
 
 
-def restored_trials(folder: Path) -> dict[str, Trial]:
+def restored_trials(folder: Path) -> dict[str, Trial] | None:
     """The trials of the newest experiment state in the folder Tune restores the searcher from: a copy of the
     storage's snapshot files, whose newest experiment state is the one Tune restores. (On a cluster that outlives
     its drivers the folder may also hold the files of a driver killed before its first copy reached storage: Tune
-    restores the searcher from them too, that resume may end short of the budget, saying so, and the next one
-    completes it.)"""
-    newest = max(folder.glob(TuneController.CKPT_FILE_TMPL.format("*")))
+    restores the searcher from them too, and that resume may end short of the budget with "interrupted; continue
+    with ... --resume"; the next one completes it.)"""
+    newest = max(folder.glob(TuneController.CKPT_FILE_TMPL.format("*")), default=None)
+    if newest is None:
+        return None
     trial_data = json.loads(newest.read_text())["trial_data"]
     return {t.trial_id: t for t in (Trial.from_json_state(state, stub=True) for state, _ in trial_data)}
 

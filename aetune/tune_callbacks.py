@@ -68,10 +68,11 @@ def restore_cut_snapshot(experiment_dir: Path) -> list[str]:
 
 
 def _whole(path: Path) -> bool:
-    """Reads back whole: JSON that parses; a pickle that ends in its STOP opcode (loading it would open the study)."""
+    """Reads back whole: the experiment state, JSON that parses; the others (pickles, search_gen_state-*.json
+    too), a pickle that ends in its STOP opcode (loading the searcher's would open the study)."""
     try:
         data = path.read_bytes()
-        if path.name.removesuffix(BACKUP).endswith(".json"):
+        if path.name.startswith("experiment_state-"):
             json.loads(data)
             return True
         return data.endswith(b".")

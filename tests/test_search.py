@@ -46,7 +46,12 @@ VARIANTS = {*SWEEP, "denoising", "sparse", "conv", "vae"}
 
 
 def study(experiment: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{experiment / 'optuna.db'}")
+    return optuna.load_study(study_name=name, storage=study_storage(experiment))
+
+
+def study_storage(experiment: Path) -> str:
+    """Where an experiment keeps its Optuna studies by default."""
+    return f"sqlite:///{experiment / 'optuna.db'}"
 
 
 def test_summary_names_a_loadable_pick_per_variant(searched):
@@ -75,7 +80,7 @@ def test_a_sweep_runs_one_study_per_value(searched):
         assert member.sweep == {"code_size": size} and member.base == "dense"
         assert {t["config"]["code_size"] for t in member.trial_results} == {size} == {member.metrics["code_size"]}
         assert len(study(searched, name).trials) == 2
-    assert set(optuna.get_all_study_names(f"sqlite:///{searched / 'optuna.db'}")) == VARIANTS
+    assert set(optuna.get_all_study_names(study_storage(searched))) == VARIANTS
 
 
 def test_a_multi_objective_variant_records_its_pareto_front_and_picks_the_knee(searched):
@@ -94,7 +99,7 @@ def test_a_multi_objective_variant_records_its_pareto_front_and_picks_the_knee(s
         assert bundle["epoch"] == 3 and bundle["config"] == member["config"]
     optuna_study = study(searched, "sparse")
     assert optuna_study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
-    told = {trial_id: tuple(t.values) for trial_id, t in study_trials(f"sqlite:///{searched / 'optuna.db'}", "sparse").items()}
+    told = {trial_id: tuple(t.values) for trial_id, t in study_trials(study_storage(searched), "sparse").items()}
     assert told == {trial_id: pytest.approx(point) for trial_id, point in points.items()}
 
 
@@ -205,7 +210,7 @@ def test_asha_stopped_trials_are_pruned_in_the_optuna_study(tmp_path):
         """)
     run = run_search("--space", str(space), "--storage", str(tmp_path), "--name", "asha", "--quiet")
     assert run.returncode == 0, run.stderr[-2000:]
-    state = {i: s.name for i, s in study_states(f"sqlite:///{tmp_path / 'asha' / 'optuna.db'}", "dense").items()}
+    state = {i: s.name for i, s in study_states(study_storage(tmp_path / "asha"), "dense").items()}
     epochs = {t.name.removeprefix("dense-"): epochs_of(t) for t in trial_dirs(tmp_path / "asha", "dense")}
     assert len(state) == len(epochs) == 8
     stopped = [t for t, e in epochs.items() if e[-1] < 4]
