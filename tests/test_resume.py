@@ -359,7 +359,7 @@ def test_epochs_told_again_from_a_history_reach_tensorboard_once_with_images_onl
 
 BEHIND_SPACE = """\
     epochs: 4
-    samples: 3
+    samples: 4
     searcher: optuna
     scheduler: fifo
     resources: {cpus: 1}
@@ -372,8 +372,8 @@ BEHIND_SPACE = """\
 
 
 def one_trial_at_a_time(space: str) -> str:
-    """Each trial takes every CPU a local Ray finds (Ray's own count: a trial asking for more would never start),
-    so that Tune knows two trials at first and asks the third only when the first has finished."""
+    """Each trial takes every CPU a local Ray finds (Ray's own count: a trial asking for more would never start):
+    Tune knows one trial running and one waiting, and asks the next as the waiting one starts."""
     from ray._private.utils import get_num_cpus
 
     return space.replace("cpus: 1", f"cpus: {get_num_cpus()}")
@@ -415,7 +415,7 @@ def test_a_resume_from_a_snapshot_far_behind_its_trials_and_its_searcher_tells_e
     """The worst a kill leaves: the experiment state Tune restores (the first driver's, at Ctrl-C) misses all that a
     second driver did before it died without one of its own: a trial finished and told to the study, checkpoints
     ahead of the snapshot's (the restored trials write theirs into the same folders), result.json lines it never
-    saw, and a trial asked that only the second driver's searcher snapshot knows (Tune copies the snapshot files to
+    saw, and trials asked that only the second driver's searcher snapshot knows (Tune copies the snapshot files to
     storage one by one): the search still spends its whole budget."""
     space = write_space(tmp_path / "behind.yaml", one_trial_at_a_time(BEHIND_SPACE))
     experiment, study, marker = tmp_path / "behind", study_url(tmp_path), f"AETUNE_TEST_DRIVER={tmp_path}"
@@ -431,21 +431,21 @@ def test_a_resume_from_a_snapshot_far_behind_its_trials_and_its_searcher_tells_e
 
     second, asked = start_driver(tmp_path, "behind", "--resume"), set()
 
-    def second_asked_the_third_trial() -> bool:  # and every copy of its searcher's snapshot, cut or not, says so
+    def second_asked_the_last_trial() -> bool:  # and every copy of its searcher's snapshot, cut or not, says so
         asked.update(snapshot_trials(experiment))
-        if len(asked) < 3 or finished_in_study(study) < 1:
+        if len(asked) < 4:
             return False
         searchers = [n for n in snapshot_files(experiment) - kept if n.startswith(("search_gen_state-", "searcher-"))]
-        return len(searchers) == 4 and all(trials_counted(experiment / n) == 3 for n in sorted(searchers))
+        return len(searchers) == 4 and all(trials_counted(experiment / n) == 4 for n in sorted(searchers))
 
-    wait_until(lambda: second_asked_the_third_trial() or second.poll() is not None)
+    wait_until(lambda: second_asked_the_last_trial() or second.poll() is not None)
     os.killpg(second.pid, signal.SIGKILL)
     second.wait()
     second.stdout.close()
     kill_processes_with(marker)
-    assert second.returncode == -signal.SIGKILL and finished_in_study(study) < 3  # killed mid-run
+    assert second.returncode == -signal.SIGKILL and 1 <= finished_in_study(study) < 4  # killed mid-run
     lost = asked - snapshot_trials(experiment, restored_state)
-    assert len(lost) == 1
+    assert lost  # asked by the second driver only (the last trial, and the one before it if the first had not)
     # As if it had died before its experiment state reached storage, its searcher's did: the result files are
     # synced with the experiment state (the checkpoints and TensorBoard files are written by the trials themselves).
     for name in snapshot_files(experiment) - kept:
@@ -459,7 +459,7 @@ def test_a_resume_from_a_snapshot_far_behind_its_trials_and_its_searcher_tells_e
                      "--quiet")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     summary = Summary.read(experiment).variants["dense"]
-    assert [t["state"] for t in summary.trial_results] == ["completed"] * 3  # the budget, with the lost one asked again
+    assert [t["state"] for t in summary.trial_results] == ["completed"] * 4  # the budget, new trials for the lost
     ran = {result["trial_id"] for result in summary.trial_results}
     assert not ran & lost
     for trial_id in ran:
