@@ -180,26 +180,30 @@ class VariantRouter(Searcher):
     def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int], costs: dict[str, float]):
         super().__init__()
         self.searchers, self.budgets, self.costs = searchers, budgets, costs
-        self.asked = dict.fromkeys(searchers, 0)
         self.done = dict.fromkeys(searchers, 0)
-        self.variant_of: dict[str, str] = {}
+        self.variant_of: dict[str, str] = {}  # trial id -> its variant, for every trial asked
+
+    @property
+    def asked(self) -> dict[str, int]:
+        counts = Counter(self.variant_of.values())
+        return {name: counts[name] for name in self.searchers}
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
         return True  # every sub-searcher has its own metric and mode
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        open_variants = [n for n in self.searchers if self.asked[n] < self.budgets[n]]
+        asked = self.asked
+        open_variants = [n for n in self.searchers if asked[n] < self.budgets[n]]
         if not open_variants:
             return Searcher.FINISHED
-        in_flight = {n: self.asked[n] - self.done[n] for n in open_variants}
+        in_flight = {n: asked[n] - self.done[n] for n in open_variants}
         name = min(open_variants, key=lambda n: (in_flight[n], -self.costs.get(n, 0.0)))  # ties: the space's order
         config = self.searchers[name].suggest(trial_id)
         if config == Searcher.FINISHED:  # fewer configs than the budget said: that variant is done
-            self.budgets[name] = self.asked[name]
+            self.budgets[name] = asked[name]
             return self.suggest(trial_id)
         if config is None:
             return None
-        self.asked[name] += 1
         self.variant_of[trial_id] = name
         return {**config, VARIANT_KEY: name}
 
@@ -221,6 +225,7 @@ class VariantRouter(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        self.__dict__.pop("asked", None)  # an earlier aetune kept the counts the property now derives
         for name, searcher in self.searchers.items():
             handed_out = searcher.__dict__.pop("handed_out", None)
             if handed_out is not None:  # an EnumeratedSearch of an earlier aetune counted the configs it handed out
@@ -243,10 +248,8 @@ class VariantRouter(Searcher):
             if trial_id not in self.variant_of:
                 self.variant_of[trial_id] = trial.config[VARIANT_KEY]
                 self.searchers[trial.config[VARIANT_KEY]].adopt(trial_id, trial.config)
-        finished = [self.variant_of[i] for i, t in trials.items() if t.status in (Trial.TERMINATED, Trial.ERROR)]
-        asked, done = Counter(self.variant_of.values()), Counter(finished)
-        self.asked = {name: asked[name] for name in self.searchers}
-        self.done = {name: done[name] for name in self.searchers}
+        finished = Counter(self.variant_of[i] for i, t in trials.items() if t.status in (Trial.TERMINATED, Trial.ERROR))
+        self.done = {name: finished[name] for name in self.searchers}
         self.fail_orphans()
 
     def fail_orphans(self) -> None:

@@ -172,7 +172,7 @@ class CsvResults(_EachEpochOnce, CSVLoggerCallback):
         for row in csv.DictReader(whole_lines(path)):
             try:
                 epochs.add(int(float(row["epoch"])))
-            except (ValueError, KeyError):
+            except (ValueError, KeyError, TypeError):  # a row without its epoch (None) is not logged
                 continue
         return epochs
 
