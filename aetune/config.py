@@ -82,7 +82,7 @@ def _positive(name: str, value: int) -> None:
 
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}
-DATASETS = get_args(DatasetName)  # the torchvision datasets aetune.data reads
+DATASETS = get_args(DatasetName)  # the torchvision datasets aetune.train.data reads
 _CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": DATASETS,
             "activation": get_args(ActivationName), "decoder": get_args(DecoderName), "val_split": get_args(ValSplit)}
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from aetune.data import add_noise, to_float
 from aetune.models import build_model
+from aetune.train.data import add_noise, to_float
 
 
 class BareLoop:

@@ -38,9 +38,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import _common
+import numpy as np
 
 
 class Asha:
@@ -183,7 +182,7 @@ def epoch_seconds(args: argparse.Namespace, space) -> dict[str, tuple[list[float
 
 
 def plans_of(space, seconds: dict[str, tuple[list[float], str]]) -> list[Plan]:
-    from aetune.runner import trial_costs
+    from aetune.search.tuner import trial_costs
 
     costs = trial_costs(space)
     plans = []
@@ -217,7 +216,7 @@ def design_rows(plans: list[Plan], workers: int, seeds: int) -> list[list[object
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from aetune.spaces import load_space
+    from aetune.search.spaces import load_space
 
     space = load_space(args.space)
     seconds = epoch_seconds(args, space)

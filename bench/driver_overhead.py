@@ -30,9 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 import _common
+import yaml
 
 TARGETS = {"quick": 0.70, "seeds": 0.90}  # busy fraction, issue #10
 
@@ -75,7 +74,7 @@ def bare_epoch(args: argparse.Namespace) -> list[float]:
     import torch
     from bare import BareLoop
 
-    from aetune.data import load_data
+    from aetune.train.data import load_data
 
     torch.set_num_threads(max(1, int(args.cpus_per_trial)))
     data = load_data("mnist", _common.data_root(args.data_root), args.train_size, download=False, test=False)

@@ -77,7 +77,7 @@ def _subset(args: argparse.Namespace) -> dict:
 
 def amp(args: argparse.Namespace, device: str, name: str, data) -> list[list[object]]:
     from aetune.config import TrialConfig
-    from aetune.train import Trainer
+    from aetune.train.trainer import Trainer
 
     rows = []
     for use_amp in (False, True):
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{torch.version.cuda or 'none'}); it measures GPU sharing, bf16 AMP and GPU-resident data, so it needs "
               "an NVIDIA GPU (--smoke-cpu checks the script on a CPU)", file=sys.stderr)
         return 1
-    from aetune.data import load_data
+    from aetune.train.data import load_data
 
     _common.header()
     where = torch.cuda.get_device_name(0) if device == "cuda" else "the CPU (smoke test: numbers mean nothing)"

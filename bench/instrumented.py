@@ -34,7 +34,7 @@ def stamping(path: str):
         ids = {"trial": tune.get_context().get_trial_id(), "node": ray.get_runtime_context().get_node_id()}
         stamp(path, "trial_start", **ids)
         try:
-            from aetune.trainable import train_trial
+            from aetune.search.trainable import train_trial
 
             train_trial(config, **kwargs)
         finally:
@@ -92,7 +92,7 @@ def main(path: str, argv: list[str]) -> int:
 
     sys.meta_path.insert(0, ImportStamps(path, {"torch": lambda m: None, "ray": on_ray,
                                                 "ray.tune.tuner": on_tuner}))
-    from aetune import search
+    import aetune.search.__main__ as search
 
     stamp(path, "aetune_search_imported")
     try:

@@ -78,7 +78,12 @@ def loop(kind: str, config: dict, data_root: str, size: int | None):
     first `size` training images of its loader (None: all of them)."""
     import dataclasses
 
-    from aetune.data import load_data
+    try:  # this checkout's layout, or a baseline revision's flat one (before aetune/train/)
+        from aetune.train.data import load_data
+        from aetune.train.trainer import Trainer
+    except ModuleNotFoundError:
+        from aetune.data import load_data
+        from aetune.train import Trainer
 
     # Every revision's loader takes (name, root, train_size, test_size, download) and returns a frozen dataclass;
     # earlier ones hold no validation images out of the training images, later ones 10%.
@@ -90,7 +95,6 @@ def loop(kind: str, config: dict, data_root: str, size: int | None):
         bare = BareLoop(config, data.train_x, channels_last=True)
         return bare.epoch, bare.model.trainable_params, len(data.train_x)
     from aetune.config import TrialConfig
-    from aetune.train import Trainer
 
     trainer = Trainer(TrialConfig.from_dict(config), data, "cpu")
     params = None if kind == "baseline" else trainer.params  # the same model: this checkout's count stands
@@ -128,7 +132,8 @@ class Child:
 def measure(args: argparse.Namespace, name: str, baseline: Path | None) -> dict:
     """Rounds of one epoch of every loop of one model."""
     import _common
-    from aetune.search import WORKER_ENV
+
+    from aetune.search.__main__ import WORKER_ENV
 
     config = {**_common.MODELS[name], "batch_size": args.batch_size, "lr": 1e-3, "seed": 0}
     env = _common.python_env(None if args.glibc_default else WORKER_ENV, drop=tuple(WORKER_ENV))

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from aetune.data import ImageData, load_data
+from aetune.train.data import ImageData, load_data
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("AETUNE_DATA") or REPO.parent / "shared" / "data").resolve()

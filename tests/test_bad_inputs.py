@@ -18,18 +18,18 @@ from typing import Callable
 
 import pytest
 import torch
+from conftest import DATA_ROOT, REPO
 
-from aetune.checkpoint import FORMAT_VERSION
 from aetune.config import TrialConfig
 from aetune.experiment import Summary, VariantResult
 from aetune.models import build_model
-from conftest import DATA_ROOT, REPO
+from aetune.train.checkpoint import FORMAT_VERSION
 
 FORK_SERVER = r"""
 import json, os, runpy, sys, traceback
 import matplotlib, optuna, ray, ray.tune, torch, torchvision, yaml
-import aetune.baselines, aetune.checkpoint, aetune.data, aetune.experiment, aetune.figures, aetune.plots
-import aetune.spaces, aetune.tb
+import aetune.evaluate.baselines, aetune.train.checkpoint, aetune.train.data, aetune.experiment, aetune.evaluate.model_figures, aetune.evaluate.plots
+import aetune.search.spaces, aetune.train.logger
 for line in sys.stdin:
     case = json.loads(line)
     pid = os.fork()

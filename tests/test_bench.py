@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import DATA_ROOT, REPO
 
 sys.path.insert(0, str(REPO / "bench"))

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from aetune.checkpoint import load_checkpoint
-from aetune.experiment import Summary
 from conftest import DATA_ROOT, REPO, write_space
 from test_launch import local_cluster  # noqa: F401  (the module's cluster)
+
+from aetune.experiment import Summary
+from aetune.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 # Conv trials last seconds: long enough that the worker node's actor (which takes ~10 s to import torch) gets some.

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from aetune.data import DataError, add_noise, load_data, resolve_data_root, to_float, validation_indices
+from aetune.train.data import DataError, add_noise, load_data, resolve_data_root, to_float, validation_indices
 
 
 def test_mnist_loads_as_uint8_tensors_with_labels(mnist):

@@ -18,15 +18,15 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from aetune.baselines import EPS, PCA, PCA_FIT_IMAGES, pca_components
-from aetune.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from aetune.config import TrialConfig
-from aetune.data import ImageData, load_data, to_float, trial_data
-from aetune.evaluate import main, resolve_test_size, write_tables
+from aetune.evaluate.__main__ import main, resolve_test_size, write_tables
+from aetune.evaluate.baselines import EPS, PCA, PCA_FIT_IMAGES, pca_components
+from aetune.evaluate.model_figures import slug
+from aetune.evaluate.plots import DPI, WIDTH
+from aetune.evaluate.scoring import EvalImages, Variant, score_checkpoint
 from aetune.experiment import Summary, VariantResult
-from aetune.figures import slug
-from aetune.plots import DPI, WIDTH
-from aetune.scoring import EvalImages, Variant, score_checkpoint
+from aetune.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from aetune.train.data import ImageData, load_data, to_float, trial_data
 
 SWEEP = ("dense@code_size=8", "dense@code_size=16")  # conftest's SMALL_SPACE, run by the search driver
 VARIANTS = (*SWEEP, "denoising", "sparse", "conv", "vae")

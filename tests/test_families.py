@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from aetune.baselines import PCA
-from aetune.checkpoint import load_checkpoint, model_from_checkpoint
 from aetune.config import ConfigError, TrialConfig
-from aetune.data import ImageData, to_float
+from aetune.evaluate.baselines import PCA
 from aetune.models import build_model
-from aetune.spaces import load_space
-from aetune.train import Trainer, _parser
+from aetune.search.spaces import load_space
+from aetune.train.checkpoint import load_checkpoint, model_from_checkpoint
+from aetune.train.data import ImageData, to_float
+from aetune.train.__main__ import _parser
+from aetune.train.trainer import Trainer
 
 COURSE = {  # the course notebook's models
     "stacked_selu": {"model": "dense", "hidden_layers": [100], "code_size": 30, "activation": "selu"},
@@ -259,8 +260,8 @@ def test_course_space_builds_the_course_models():
 
 def test_evaluation_figures_render_for_every_new_family(small):
     """One short training each, the evaluation's test pass, then every figure: a manifold for the generative ones."""
-    from aetune.figures import figures, slug
-    from aetune.scoring import EvalImages, Variant, score_checkpoint
+    from aetune.evaluate.model_figures import figures, slug
+    from aetune.evaluate.scoring import EvalImages, Variant, score_checkpoint
 
     shown = ["stacked_selu", "linear", "conv_transpose", "lstm", "conv_vae", "beta_vae"]
     variants, images = [], EvalImages.build(small, 0.5)

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from aetune import study
-from aetune.baselines import PCA
-from aetune.data import to_float
-from aetune.findings import findings
-from aetune.probe import probe_accuracy
+from aetune.evaluate import study
+from aetune.evaluate.baselines import PCA
+from aetune.evaluate.findings import findings
+from aetune.evaluate.probe import probe_accuracy
+from aetune.train.data import to_float
 
 
 def trial(tid: str, config: dict, state: str = "completed", **metrics) -> dict:
@@ -208,15 +208,16 @@ def test_every_package_the_probe_imports_is_declared():
     import ast
     import re
     import sys
-    import tomllib
     from pathlib import Path
 
-    import aetune.probe
+    import tomllib
+
+    import aetune.evaluate.probe
 
     root = Path(__file__).resolve().parents[1]
     declared = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0].lower()
                 for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]}
-    tree = ast.parse(Path(aetune.probe.__file__).read_text())
+    tree = ast.parse(Path(aetune.evaluate.probe.__file__).read_text())
     imported = {(node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
                 for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
                 for alias in node.names}

@@ -22,23 +22,24 @@ import pytest
 import ray.cloudpickle
 import torch
 import yaml
+from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, study_states, write_space
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+from test_search import crash_once_after_two_epochs, epochs_of, kill_processes_with, trial_dirs
 
-from aetune import search, train
-from aetune.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+import aetune.search.__main__ as search
+import aetune.train.__main__ as train
 from aetune.config import TrialConfig
-from aetune.data import ImageData
 from aetune.errors import UsageError
-from aetune.evaluate import main as evaluate
+from aetune.evaluate.__main__ import main as evaluate
 from aetune.experiment import Summary, VariantResult, write_text
 from aetune.models import build_model
-from aetune.spaces import parse_space, space_to_yaml
-from aetune.tb import IMAGE_TAG, TrialLogger
-from aetune.train import Trainer
-from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, study_states, write_space
-from test_search import crash_once_after_two_epochs, epochs_of, kill_processes_with, trial_dirs
+from aetune.search.spaces import parse_space, space_to_yaml
+from aetune.train.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from aetune.train.data import ImageData
+from aetune.train.logger import IMAGE_TAG, TrialLogger
+from aetune.train.trainer import Trainer
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -144,7 +145,7 @@ RACE_SPACE = """\
 
 
 def test_two_searches_creating_one_experiment_at_once_cannot_both_win(tmp_path):
-    from aetune.runner import Experiment
+    from aetune.search.tuner import Experiment
 
     space = parse_space(yaml.safe_load(textwrap.dedent(RACE_SPACE)), "race.yaml")
     for attempt in range(20):
@@ -204,7 +205,7 @@ def test_concurrent_writers_of_one_file_never_collide_or_mix(tmp_path, writer):
 
 def test_resume_reads_the_saved_space_from_a_bucket_uri(tmp_path):
     """The bucket code path with a URI pyarrow serves locally: create, refuse a second create, resume."""
-    from aetune.runner import Experiment
+    from aetune.search.tuner import Experiment
 
     storage = (tmp_path / "runs").as_uri()
     space = parse_space(yaml.safe_load(textwrap.dedent(RACE_SPACE)), "race.yaml")

@@ -16,27 +16,27 @@ import pytest
 import ray
 import torch
 import yaml
+from conftest import run_search, study_states, study_trials, write_space
 from optuna.trial import TrialState
 from ray import tune
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
+from test_reliability import SMALL, events, reported_epochs, start_driver, study_url, trainer, val_steps, wait_until
+from test_search import epochs_of, kill_processes_with
 
-from aetune.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from aetune.config import TrialConfig
 from aetune.experiment import REPLAYED, VARIANT_KEY, Summary
 from aetune.models import build_model
-from aetune.results import trial_outcome
-from aetune.schedulers import make_schedulers
-from aetune.searchers import make_router, make_searcher
-from aetune.spaces import parse_space
-from aetune.tb import IMAGE_TAG, TrialLogger
-from aetune.trainable import newest_bundle, restore_point
-from aetune.tune_callbacks import CsvResults, JsonResults, SnapshotBackup, restore_cut_snapshot
-from conftest import run_search, study_states, study_trials, write_space
-from test_reliability import SMALL, events, reported_epochs, start_driver, study_url, trainer, val_steps, wait_until
-from test_search import epochs_of, kill_processes_with
+from aetune.search.picks import trial_outcome
+from aetune.search.resume import CsvResults, JsonResults, SnapshotBackup, restore_cut_snapshot
+from aetune.search.schedulers import make_schedulers
+from aetune.search.searchers import make_router, make_searcher
+from aetune.search.spaces import parse_space
+from aetune.search.trainable import newest_bundle, restore_point
+from aetune.train.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from aetune.train.logger import IMAGE_TAG, TrialLogger
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 

@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 import yaml
-
-from aetune.spaces import SpaceError, parse_space, space_to_yaml
 from conftest import SMALL_SPACE
+
+from aetune.search.spaces import SpaceError, parse_space, space_to_yaml
 
 
 def small(**top) -> dict:
@@ -16,7 +16,7 @@ def small(**top) -> dict:
 
 
 def test_sampler_settings_are_parsed_saved_and_reach_the_tpe_sampler():
-    from aetune.searchers import make_searcher
+    from aetune.search.searchers import make_searcher
 
     space = parse_space(small(sampler={"n_startup_trials": 4, "multivariate": False}), "test")
     assert space.sampler == {"n_startup_trials": 4, "multivariate": False}

@@ -13,17 +13,18 @@ import optuna
 import pytest
 import ray.cloudpickle
 import torch
+from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, study_states, study_trials, write_space
 from ray.tune.search import Searcher
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from aetune import search, trainable
+import aetune.search.__main__ as search
+from aetune.search import trainable
 from aetune.experiment import Summary
 from aetune.models import build_model
 from aetune.pareto import dominates, pick
-from aetune.results import RESULT_METRICS
-from aetune.searchers import VariantRouter
-from aetune.tb import IMAGE_TAG, SCALAR_TAGS, extra_tag
-from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, study_states, study_trials, write_space
+from aetune.search.picks import RESULT_METRICS
+from aetune.search.searchers import VariantRouter
+from aetune.train.logger import IMAGE_TAG, SCALAR_TAGS, extra_tag
 
 pytestmark = pytest.mark.slow
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers run this file's wrapped trainables

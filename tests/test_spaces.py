@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 import yaml
-
-from aetune import search
-from aetune.spaces import SpaceError, load_space, parse_space, space_to_yaml
 from conftest import REPO, SMALL_SPACE
+
+import aetune.search.__main__ as search
+from aetune.search.spaces import SpaceError, load_space, parse_space, space_to_yaml
 
 SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
 VALID = yaml.safe_load(textwrap.dedent(SMALL_SPACE))
@@ -199,7 +199,7 @@ def test_optuna_sampler_returns_list_values_and_valid_configs():
     import optuna
 
     from aetune.config import TrialConfig
-    from aetune.spaces import OptunaSampler
+    from aetune.search.spaces import OptunaSampler
 
     space = load_space(REPO / "search_spaces" / "quick.yaml")
     for variant in space.runs():
@@ -217,7 +217,7 @@ def test_help_and_a_mistyped_space_import_neither_torch_nor_ray(tmp_path):
     """Start-up is paid only once the input is good: --help and structural errors answer without PyTorch or Ray."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(mutate("variants.dense.code_sise", 8)))
-    probe = ("import sys\nfrom aetune import search\n"
+    probe = ("import sys\nimport aetune.search.__main__ as search\n"
              f"assert search.main(['--space', {str(bad)!r}]) == 2\n"
              "try:\n    search.main(['--help'])\nexcept SystemExit:\n    pass\n"
              "print(sorted(m for m in ('torch', 'torchvision', 'ray') if m in sys.modules))")

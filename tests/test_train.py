@@ -6,11 +6,11 @@ import copy
 import pytest
 import torch
 
-from aetune.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from aetune.config import TrialConfig
 from aetune.models import build_model
 from aetune.models.conv import UpsampledConv2d
-from aetune.train import Trainer
+from aetune.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from aetune.train.trainer import Trainer
 
 VARIANTS = {
     "dense": {"model": "dense", "hidden_layers": [128, 64], "code_size": 32},

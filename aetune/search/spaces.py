@@ -24,7 +24,7 @@ SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
 MODES = ("min", "max")
 DOMAIN_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
-# What a trial reports each epoch, all on the validation split (aetune.train.Trainer.evaluate); a family's
+# What a trial reports each epoch, all on the validation split (aetune.train.trainer.Trainer.evaluate); a family's
 # extra_metrics (the VAE's kl) come on top.
 METRICS = ("val_loss", "val_bce", "val_mse", "val_denoise_bce", "train_loss", "code_l1", "code_size", "params")
 NOT_SEARCHABLE = ("epochs", "dataset", "eval_noise")  # set once for the whole space, at the top level

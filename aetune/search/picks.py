@@ -10,14 +10,14 @@ from typing import Any
 from pyarrow.fs import FileType
 from ray import tune
 
-from aetune.checkpoint import CHECKPOINT_FILE
 from aetune.config import TrialConfig
 from aetune.errors import first_line
 from aetune.experiment import DIVERGED, VARIANT_KEY, VariantResult
 from aetune.models import family
 from aetune.pareto import front
 from aetune.pareto import pick as pick_member
-from aetune.spaces import Search, Variant
+from aetune.search.spaces import Search, Variant
+from aetune.train.checkpoint import CHECKPOINT_FILE
 
 # Metrics a trial reports that are results (not timings): what summary.json keeps, so that two runs of the same
 # search on the same data write the same summary.

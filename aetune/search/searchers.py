@@ -14,12 +14,12 @@ from typing import Any
 import optuna
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment import Trial
-from ray.tune.search import SearchGenerator, Searcher
+from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from aetune.errors import UsageError, first_line
 from aetune.experiment import VARIANT_KEY
-from aetune.spaces import OptunaSampler, SearchSpace, Variant, enumerated_configs
+from aetune.search.spaces import OptunaSampler, SearchSpace, Variant, enumerated_configs
 
 STATES = optuna.trial.TrialState
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def open_study_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 class EnumeratedSearch(Searcher):
-    """Random and grid search: hands out the variant's enumerated configs in order (aetune.spaces)."""
+    """Random and grid search: hands out the variant's enumerated configs in order (aetune.search.spaces)."""
 
     def __init__(self, configs: list[dict[str, Any]]):
         super().__init__()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from aetune import study
-from aetune.spaces import BIASED
-from aetune.study import Record, finite, fmt
+from aetune.evaluate import study
+from aetune.evaluate.study import Record, finite, fmt
+from aetune.search.spaces import BIASED
 
 Row = dict[str, Any]
 Finding = dict[str, str]  # {"text": ..., "split": "validation" | "test" | "validation and test"}

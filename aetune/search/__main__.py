@@ -10,11 +10,11 @@ import yaml
 
 from aetune.errors import UsageError, cli, exit_now, first_line
 from aetune.experiment import SPACE_FILE, is_uri, join, read_text
-from aetune.spaces import SearchSpace, load_space, parse_space
+from aetune.search.spaces import SearchSpace, load_space, parse_space
 
 DEFAULT_SPACE = Path("search_spaces") / "quick.yaml"
 # Run from the checkout, or anywhere once installed in editable mode: fall back to the repository's copy.
-BUNDLED_SPACE = Path(__file__).resolve().parent.parent / DEFAULT_SPACE
+BUNDLED_SPACE = Path(__file__).resolve().parents[2] / DEFAULT_SPACE
 # glibc returns multi-MB conv activations to the OS each step and page-faults them back; keeping them mapped
 # makes the conv models ~1.5x faster. Workers only see it through the job's runtime_env.
 WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "268435456"}
@@ -130,7 +130,7 @@ def _splits(space: SearchSpace, data_root: Path, resume: bool) -> dict[str, dict
     starts. A resumed experiment downloads nothing: its trials already read the dataset, so a missing one means
     the data root moved."""
     from aetune.config import TrialConfig
-    from aetune.data import DataError, trial_data
+    from aetune.train.data import DataError, trial_data
 
     try:
         return {v.name: trial_data(TrialConfig.from_dict(space.base_config(v)), data_root, download=not resume).split
@@ -147,7 +147,7 @@ def _checked_input(space: SearchSpace, source: str, args: argparse.Namespace) ->
     """The checks that need PyTorch: every model builds and fits the images; the dataset is there (downloaded
     once, here) and splits. Returns the data root and each variant's split."""
     space.check_models(source)
-    from aetune.data import resolve_data_root
+    from aetune.train.data import resolve_data_root
 
     data_root = resolve_data_root(args.data_root)
     return data_root, _splits(space, data_root, args.resume)
@@ -161,23 +161,23 @@ def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = 
     # Then the checks that need PyTorch, before Ray. (Run in a thread while Ray started, they made no difference
     # on 2 cores: both are imports and process start-ups competing for the same cores and the GIL.)
     data_root, splits = _checked_input(space, source, args)
-    from aetune import runner
+    from aetune.search import tuner
 
-    storage = runner.storage_location(args.storage)
-    experiment = runner.Experiment(space, name, storage, str(data_root), study_url(args, space, storage, name),
+    storage = tuner.storage_location(args.storage)
+    experiment = tuner.Experiment(space, name, storage, str(data_root), study_url(args, space, storage, name),
                                    splits)
     if args.study_storage and experiment.study_storage:
-        from aetune.searchers import open_study_storage
+        from aetune.search.searchers import open_study_storage
 
         open_study_storage(experiment.study_storage)  # a bad URL fails here, in one line, before anything is written
     if not args.resume:
         experiment.create()
-    runner.connect(args.address, WORKER_ENV)
+    tuner.connect(args.address, WORKER_ENV)
     try:
-        summary = runner.run(experiment, resume=args.resume, trainable=trainable, verbose=0 if args.quiet else 1)
+        summary = tuner.run(experiment, resume=args.resume, trainable=trainable, verbose=0 if args.quiet else 1)
     finally:
-        runner.disconnect()
-    runner.print_summary(summary, experiment)
+        tuner.disconnect()
+    tuner.print_summary(summary, experiment)
     return 1 if any(v.errored for v in summary.variants.values()) else 0
 
 

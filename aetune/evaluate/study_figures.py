@@ -6,11 +6,11 @@ from typing import Any, Iterator
 
 import torch
 
-from aetune import plots, study
-from aetune.data import to_float
-from aetune.figures import Artifact, render, showcase
-from aetune.scoring import EvalImages, PCACurve, Variant
-from aetune.study import Record, fmt
+from aetune.evaluate import plots, study
+from aetune.evaluate.model_figures import Artifact, render, showcase
+from aetune.evaluate.study import Record, fmt
+from aetune.evaluate.scoring import EvalImages, PCACurve, Variant
+from aetune.train.data import to_float
 
 FRONT_ROWS = 5  # front members whose reconstructions are shown, spread along the front
 SECTION = "study"

@@ -13,7 +13,7 @@ from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 from aetune.config import TrialConfig
-from aetune.data import add_noise, to_float
+from aetune.train.data import add_noise, to_float
 
 # Every metric once, under one tag; the HParams dashboard reads the same tags (no duplicate "hparams/" copies).
 SCALAR_TAGS = {

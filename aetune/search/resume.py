@@ -22,7 +22,6 @@ from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
 
 from aetune.experiment import write_bytes
 
-
 SNAPSHOT_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")  # Tune's, per driver
 BACKUP = ".bak"
 

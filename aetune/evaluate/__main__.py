@@ -3,8 +3,8 @@
 Reads runs/<name>/summary.json, loads every picked checkpoint (and every Pareto-front member of a multi-objective
 variant) with weights_only=True (a checkpoint never runs code), scores it on the test split beside the validation
 scores the search reported for the same checkpoint, the mean-image, PCA and raw-pixel baselines and a linear probe,
-draws what each model learned (aetune.figures) and what the study found over all its trials (aetune.study_figures),
-writes the findings (aetune.findings) and runs/<name>/eval/: leaderboard.csv (picks ranked by the validation BCE
+draws what each model learned (aetune.evaluate.model_figures) and what the study found over all its trials (aetune.evaluate.study_figures),
+writes the findings (aetune.evaluate.findings) and runs/<name>/eval/: leaderboard.csv (picks ranked by the validation BCE
 they were selected on, never by a test score), metrics.json, figures/*.png, report.html (self-contained) and
 tensorboard/ (the same figures). A variant whose checkpoint is missing, truncated,
 unsafe or does not fit its config is skipped and the report says why; with none left it exits 2.
@@ -25,18 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from aetune import study
-from aetune.baselines import PCA_FIT_IMAGES
-from aetune.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from aetune.config import TrialConfig
-from aetune.data import load_data, trial_data
 from aetune.errors import UsageError, cli
-from aetune.experiment import EVAL_DIR, Summary, VariantResult, _finite_or_null, is_uri, write_bytes, write_text
-from aetune.figures import Artifact, figures
-from aetune.findings import findings
-from aetune.probe import C_GRID, HELD_OUT
-from aetune.report import Evaluation, write_report
-from aetune.scoring import (
+from aetune.evaluate.baselines import PCA_FIT_IMAGES
+from aetune.evaluate.findings import findings
+from aetune.evaluate.model_figures import Artifact, figures
+from aetune.evaluate.probe import C_GRID, HELD_OUT
+from aetune.evaluate import study
+from aetune.evaluate.study import Record
+from aetune.evaluate.report import Evaluation, write_report
+from aetune.evaluate.scoring import (
     LEADERBOARD,
     RANKED_BY,
     RANKING,
@@ -50,10 +48,11 @@ from aetune.scoring import (
     score_checkpoint,
     variant_row,
 )
-from aetune.study import Record
-from aetune.study_figures import study_figures
-from aetune.train import pick_device
-
+from aetune.evaluate.study_figures import study_figures
+from aetune.experiment import EVAL_DIR, Summary, VariantResult, _finite_or_null, is_uri, write_bytes, write_text
+from aetune.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from aetune.train.data import load_data, trial_data
+from aetune.train.trainer import pick_device
 
 # --- loading ---------------------------------------------------------------------------------------------------
 
@@ -65,7 +64,7 @@ def select(summary: Summary, wanted: list[str] | None) -> list[str]:
 
 
 def record_of(result: VariantResult) -> Record:
-    """The variant's entry in summary.json's own shape (aetune.study reads it): a summary written before a field
+    """The variant's entry in summary.json's own shape (aetune.evaluate.study reads it): a summary written before a field
     existed reads as the field being empty. One without a recorded split predates the validation split, so which
     split picked it is unknown (its val_* were then measured on the test split)."""
     record = asdict(result)
@@ -248,7 +247,7 @@ def load_test_images(variants: list[Variant], args, skipped: dict[str, str]) -> 
 
 
 def validation_key(config: TrialConfig) -> tuple:
-    """What decides a trial's validation images (aetune.data.trial_data)."""
+    """What decides a trial's validation images (aetune.train.data.trial_data)."""
     return (config.dataset, config.train_size, config.val_size, config.val_split,
             config.test_size if config.val_size == 0 else None)
 

@@ -11,11 +11,11 @@ import ray
 import torch
 from ray import tune
 
-from aetune.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from aetune.config import TrialConfig
 from aetune.experiment import CHECKPOINT_RANK, DIVERGED, REPLAYED, VARIANT_KEY
-from aetune.tb import TrialLogger
-from aetune.train import is_finite, trainer_for
+from aetune.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
+from aetune.train.logger import TrialLogger
+from aetune.train.trainer import is_finite, trainer_for
 
 
 def checkpoint_rank(metrics: dict[str, float], rank_by: tuple[str, str]) -> float:

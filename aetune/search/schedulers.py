@@ -6,7 +6,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from aetune.experiment import REPLAYED, VARIANT_KEY
-from aetune.spaces import Search, SearchSpace
+from aetune.search.spaces import Search, SearchSpace
 
 
 def make_scheduler(search: Search, epochs: int) -> TrialScheduler:

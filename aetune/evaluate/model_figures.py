@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from aetune import plots, study
-from aetune.baselines import PCA
-from aetune.data import ImageData, to_float
+from aetune.evaluate import plots, study
+from aetune.evaluate.baselines import PCA
+from aetune.train.data import ImageData, to_float
 
 if TYPE_CHECKING:
-    from aetune.scoring import EvalImages, Variant
+    from aetune.evaluate.scoring import EvalImages, Variant
 
 SHOW, TOP, STEPS, GRID, SCATTER = 10, 12, 9, 15, 5000  # strip width, anomalies, interpolation steps, manifold n, points
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from aetune.baselines import PCA, PCA_FIT_IMAGES, image_mse, mean_image, pca_components, psnr, score, summarise
 from aetune.config import TrialConfig
-from aetune.data import ImageData, add_noise, to_float
+from aetune.evaluate.baselines import PCA, PCA_FIT_IMAGES, image_mse, mean_image, pca_components, psnr, score, summarise
+from aetune.evaluate.probe import probe_accuracy
+from aetune.evaluate.study import finite
 from aetune.models.base import Autoencoder
-from aetune.probe import probe_accuracy
-from aetune.study import finite
-from aetune.train import EVAL_BATCH, EVAL_NOISE_SEED
+from aetune.train.data import ImageData, add_noise, to_float
+from aetune.train.trainer import EVAL_BATCH, EVAL_NOISE_SEED
 
 VALIDATION = ("val_loss", "val_bce", "val_mse", "val_denoise_bce")  # reported by every trial; code_l1 too
 LEADERBOARD = ["rank", "name", "kind", "selected_on", "dataset", "model", "code", "params", "epoch", "trial_id",
@@ -166,7 +166,7 @@ class PCACurve:
 
 
 def pca_curve(data: ImageData, sizes: list[int], split: str, source: str, same_images: bool) -> PCACurve:
-    """`data`: aetune.data.trial_data of a pick's config: its training part and validation images."""
+    """`data`: aetune.train.data.trial_data of a pick's config: its training part and validation images."""
     train, val = to_float(data.train_x[:PCA_FIT_IMAGES]), to_float(data.val_x)
     pca = PCA.fit(train)
     scores = {k: score(pca.top(k).reconstruct, val)["test_bce"] for k in sizes if k < val[0].numel()}

@@ -16,12 +16,12 @@ from ray import tune
 from aetune.errors import UsageError, first_line
 from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, is_uri, join, write_text
 from aetune.models import family
-from aetune.results import summarise
-from aetune.schedulers import make_schedulers
-from aetune.searchers import make_router
-from aetune.spaces import IMAGE_SHAPE, SearchSpace, space_to_yaml
-from aetune.trainable import train_trial
-from aetune.tune_callbacks import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
+from aetune.search.picks import summarise
+from aetune.search.resume import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
+from aetune.search.schedulers import make_schedulers
+from aetune.search.searchers import make_router
+from aetune.search.spaces import IMAGE_SHAPE, SearchSpace, space_to_yaml
+from aetune.search.trainable import train_trial
 
 KEEP_CHECKPOINTS = 2  # the best two by the variant's metric; Ray always keeps the latest as well, for resuming
 MAX_FAILURES = 2  # a crashed trial is retried from its last checkpoint this many times
