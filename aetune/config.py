@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 
 from aetune.errors import UsageError
 from aetune.models import REGISTRY  # model names only: importing it loads no torch
+from aetune.numbers import is_int
 
 LossName = Literal["bce", "mse"]
 ActivationName = Literal["relu", "selu", "tanh", "linear"]
@@ -94,7 +95,7 @@ def _coerce(name: str, value: Any) -> Any:
             raise ConfigError(f"{name}: unknown value {value!r}; choose one of {', '.join(_CHOICES[name])}")
         return value
     if name in ("hidden_layers", "filters"):
-        if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+        if not isinstance(value, (list, tuple)) or not all(is_int(v) for v in value):
             raise ConfigError(f"{name}: must be a list of integers, e.g. [128, 64], got {value!r}")
         if any(v <= 0 for v in value):
             raise ConfigError(f"{name}: every layer size must be > 0, got {list(value)}")
@@ -109,10 +110,6 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ConfigError(f"{name}: must be a number, got {value!r}")
         return float(value)
-    if not _is_int(value):
+    if not is_int(value):
         raise ConfigError(f"{name}: must be an integer, got {value!r}")
     return int(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -1,6 +1,8 @@
 """The on-disk layout of an experiment, and summary.json: the search's output and the evaluation's input.
 
 runs/<name>/space.yaml               the search space actually used
+runs/<name>/experiment.json          what made the experiment: aetune's version and the package layout its
+                                     snapshots name (aetune 0.1.0 wrote none)
 runs/<name>/<variant>-<trial id>/    one folder per trial (Ray Tune's: result.json, event files, checkpoints);
                                      runs/<name> itself is the Ray Tune experiment every variant shares
 runs/<name>/optuna.db                every variant's Optuna study
@@ -9,16 +11,15 @@ runs/<name>/eval/                    figures, leaderboard and report.html
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
-import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
+from aetune import __version__
 from aetune.errors import UsageError, first_line
+from aetune.storage import join, read_text, write_text
 
 VARIANT_KEY = "variant"  # the one key a Ray trial's config has beyond the trial config: the variant it belongs to
 DIVERGED = "diverged"  # a trial's result key: True in the last result of a trial whose loss turned NaN/inf
@@ -26,6 +27,9 @@ CHECKPOINT_RANK = "checkpoint_rank"  # a trial's result key, higher is better: w
 REPLAYED = "replayed"  # a trial's result key: True for an epoch told again from a checkpoint's history, not its last
 SUMMARY_FILE = "summary.json"
 SPACE_FILE = "space.yaml"
+MANIFEST_FILE = "experiment.json"
+LAYOUT = 2  # 2: one package per command (aetune.search.*); 1 (aetune 0.1.0, no manifest): the flat aetune.* modules
+LAST_FLAT_RELEASE = "aetune 0.1.0 (commit 3248cc6)"
 EVAL_DIR = "eval"
 
 
@@ -109,90 +113,26 @@ def _null_as_nan(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: math.nan if v is None else v for k, v in metrics.items()}
 
 
-# --- local paths and bucket URIs (s3://, gs://, ...) alike ----------------------------------------------------------
-
-def is_uri(location: str) -> bool:
-    return "://" in location
-
-
-def join(location: str, *parts: str) -> str:
-    return "/".join([location.rstrip("/"), *parts]) if is_uri(location) else str(Path(location, *parts))
+def write_manifest(experiment_dir: str) -> None:
+    """What made this experiment, beside its space: a later aetune reads it before it resumes anything."""
+    document = {"aetune": __version__, "layout": LAYOUT}
+    write_text(join(experiment_dir, MANIFEST_FILE), json.dumps(document, indent=2) + "\n")
 
 
-def read_text(location: str) -> str | None:
-    """The file's text, or None when it does not exist."""
-    if not is_uri(location):
-        return Path(location).read_text() if Path(location).is_file() else None
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
-
-
-class StorageError(UsageError):
-    """A file could not be written (disk full, quota, permissions); the message names the file."""
-
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def write_text(location: str, text: str, exclusive: bool = False) -> str:
-    return write_bytes(location, text.encode(), exclusive)
-
-
-def write_bytes(location: str, data: bytes | memoryview, exclusive: bool = False) -> str:
-    """The package's one writer: the file appears complete or not at all.
-
-    Locally: a uniquely named temp file in the target's folder, fsynced, then renamed over the target — or, with
-    `exclusive`, hard-linked to it, which fails with FileExistsError when the target exists (an atomic create that
-    two processes cannot both win). Buckets replace whole objects anyway; there `exclusive` is check-then-write.
-    """
-    try:
-        if is_uri(location):
-            _write_object(location, data, exclusive)
-        else:
-            _write_local(Path(location), data, exclusive)
-    except FileExistsError:
-        raise
-    except OSError as err:
-        fix = ("free space on that disk, then continue with --resume" if err.errno in DISK_FULL
-               else "check that its folder is a writable directory")
-        raise StorageError(f"cannot write {location}: {err.strerror or first_line(err)}; {fix}") from None
-    return location
-
-
-def _write_local(target: Path, data: bytes, exclusive: bool) -> None:
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a file where a folder should be: not "the target exists"
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target.parent)) from None
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # unique name; mode from the umask
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if exclusive:
-            os.link(tmp, target)
-        else:
-            os.replace(tmp, target)
-    finally:
+def check_resumable(experiment_dir: str) -> None:
+    """Refuse to resume an experiment whose Ray and searcher snapshots name another package layout's modules:
+    unpickling them would fail half way, after Ray has started."""
+    text = read_text(join(experiment_dir, MANIFEST_FILE))
+    if text is None:
+        layout, made_by = 1, LAST_FLAT_RELEASE
+    else:
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:  # renamed over the target
-            pass
-
-
-def _write_object(location: str, data: bytes, exclusive: bool) -> None:
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    if exclusive and fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-        raise FileExistsError(errno.EEXIST, "exists", location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(data)
+            manifest = json.loads(text)
+            layout, made_by = manifest["layout"], f"aetune {manifest['aetune']}"
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"{join(experiment_dir, MANIFEST_FILE)} is damaged; restore it, or start a new "
+                             "experiment with another --name") from None
+    if layout != LAYOUT:
+        raise UsageError(f"{experiment_dir} was made by {made_by}, whose snapshots name modules this aetune "
+                         f"{__version__} does not have; resume it with that version, or start a new --name "
+                         f"(python -m aetune.evaluate {experiment_dir} reads it as it is)")

@@ -21,7 +21,7 @@ import torch
 from conftest import DATA_ROOT, REPO
 
 from aetune.config import TrialConfig
-from aetune.experiment import Summary, VariantResult
+from aetune.experiment import Summary, VariantResult, write_manifest
 from aetune.models import build_model
 from aetune.train.checkpoint import FORMAT_VERSION
 
@@ -113,6 +113,7 @@ def experiment(ws: Path, summary: dict | None = None, space: str = SPACE) -> Pat
     (root / "dense" / "trial_1").mkdir(parents=True)
     (root / "space.yaml").write_text(textwrap.dedent(space) if space == SPACE else space)
     (root / "dense" / "trial_1" / "result.json").write_text('{"epoch": 1}\n')
+    write_manifest(str(root))
     if summary is not None:
         (root / "summary.json").write_text(json.dumps(summary))
     return root

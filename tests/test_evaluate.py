@@ -20,7 +20,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from aetune.config import TrialConfig
 from aetune.evaluate.__main__ import main, resolve_test_size, write_tables
-from aetune.evaluate.baselines import EPS, PCA, PCA_FIT_IMAGES, pca_components
+from aetune.evaluate.baselines import PCA, PCA_FIT_IMAGES, pca_components
+from aetune.models.base import EPSILON as EPS
 from aetune.evaluate.model_figures import slug
 from aetune.evaluate.plots import DPI, WIDTH
 from aetune.evaluate.scoring import EvalImages, Variant, score_checkpoint

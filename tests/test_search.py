@@ -18,10 +18,10 @@ from ray.tune.search import Searcher
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import aetune.search.__main__ as search
-from aetune.search import trainable
 from aetune.experiment import Summary
 from aetune.models import build_model
 from aetune.pareto import dominates, pick
+from aetune.search import trainable
 from aetune.search.picks import RESULT_METRICS
 from aetune.search.searchers import VariantRouter
 from aetune.train.logger import IMAGE_TAG, SCALAR_TAGS, extra_tag

@@ -199,7 +199,7 @@ def test_optuna_sampler_returns_list_values_and_valid_configs():
     import optuna
 
     from aetune.config import TrialConfig
-    from aetune.search.spaces import OptunaSampler
+    from aetune.search.domains import OptunaSampler
 
     space = load_space(REPO / "search_spaces" / "quick.yaml")
     for variant in space.runs():

@@ -27,12 +27,11 @@ import torch
 
 from aetune.config import TrialConfig
 from aetune.errors import UsageError, cli
+from aetune.evaluate import study
 from aetune.evaluate.baselines import PCA_FIT_IMAGES
 from aetune.evaluate.findings import findings
 from aetune.evaluate.model_figures import Artifact, figures
 from aetune.evaluate.probe import C_GRID, HELD_OUT
-from aetune.evaluate import study
-from aetune.evaluate.study import Record
 from aetune.evaluate.report import Evaluation, write_report
 from aetune.evaluate.scoring import (
     LEADERBOARD,
@@ -48,8 +47,10 @@ from aetune.evaluate.scoring import (
     score_checkpoint,
     variant_row,
 )
+from aetune.evaluate.study import Record
 from aetune.evaluate.study_figures import study_figures
-from aetune.experiment import EVAL_DIR, Summary, VariantResult, _finite_or_null, is_uri, write_bytes, write_text
+from aetune.experiment import EVAL_DIR, Summary, VariantResult, _finite_or_null
+from aetune.storage import is_uri, write_bytes, write_text
 from aetune.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from aetune.train.data import load_data, trial_data
 from aetune.train.trainer import pick_device

@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from aetune.models.base import pixel_bce
 
 PCA_FIT_IMAGES = 10_000  # 10k x 784 in float64: a fraction of a second on 2 cores
-EPS = 1e-7  # Keras' epsilon: probabilities are clipped to [EPS, 1 - EPS] before BCE's logarithms
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,7 @@ def pca_components(code_numel: int, pixels: int) -> int:
 
 def image_bce(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image mean BCE of probabilities (baselines: no logits), clipped like Keras."""
-    pixel = F.binary_cross_entropy(probs.clamp(EPS, 1 - EPS), target, reduction="none")
-    return pixel.flatten(1).mean(1)
+    return pixel_bce(probs, target, linear_head=True).flatten(1).mean(1)
 
 
 def image_mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 from aetune.evaluate import study
-from aetune.evaluate.study import Record, finite, fmt
-from aetune.search.spaces import BIASED
+from aetune.evaluate.study import Record, fmt
+from aetune.metrics import BIASED
+from aetune.numbers import is_finite
 
 Row = dict[str, Any]
 Finding = dict[str, str]  # {"text": ..., "split": "validation" | "test" | "validation and test"}
@@ -41,7 +42,7 @@ def finding(text: str, split: str) -> Finding:
 
 def picks(rows: list[Row], key: str) -> list[Row]:
     """The picked models (not baselines or front members) that have a finite `key`."""
-    return [r for r in rows if r["kind"] == "model" and finite(r.get(key))]
+    return [r for r in rows if r["kind"] == "model" and is_finite(r.get(key))]
 
 
 def by_name(rows: list[Row]) -> dict[str, Row]:
@@ -70,7 +71,7 @@ def selected_on_test(records: dict[str, Record]) -> Iterator[Finding]:
 def best_reconstruction(rows: list[Row], records: dict[str, Record]) -> Iterator[Finding]:
     """The winner by the score it was selected on (val_bce), its test score beside: naming it by test BCE would
     choose on the split meant to report it. Older picks without a val_bce take no part."""
-    models = [r for r in picks(rows, "val_bce") if finite(r.get("test_bce"))]
+    models = [r for r in picks(rows, "val_bce") if is_finite(r.get("test_bce"))]
     if not models:
         return
     best, table = min(models, key=lambda r: r["val_bce"]), by_name(rows)
@@ -127,7 +128,7 @@ def by_code_size(records: dict[str, Record], pca: dict[int, float]) -> Iterator[
 
 def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
     """A swept knob: each member's pick, on the variant's own (single) metric. A knob whose best on that metric is
-    known before the study ran (spaces.BIASED: a larger code always reconstructs better) gets its curve, value by
+    known before the study ran (aetune.metrics.BIASED: a larger code always reconstructs better) gets its curve, value by
     value, never a "best" — the answer the search guard exists to refuse."""
     for base, names in study.groups(records).items():
         members = [(records[n]["sweep"], records[n]) for n in names if len(records[n].get("sweep") or {}) == 1]
@@ -137,7 +138,7 @@ def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
         metric, mode = next(iter(pairs))[0]
         key = next(iter(members[0][0]))
         scored = sorted(((s[key], r["metrics"][metric]) for s, r in members
-                         if key in s and finite((r.get("metrics") or {}).get(metric))), key=lambda p: p[0])
+                         if key in s and is_finite((r.get("metrics") or {}).get(metric))), key=lambda p: p[0])
         if len(scored) < 2:
             continue
         split = study.selection_split(r for _, r in members)
@@ -157,7 +158,7 @@ def knobs(records: dict[str, Record], eval_noise: float | None) -> Iterator[Find
     """What each single-objective search found over the knobs it turned (sweep members: see sweeps)."""
     for name, record in records.items():
         trials = [t for t in record.get("trial_results") or [] if study.objectives(record)
-                  and finite((t.get("metrics") or {}).get(study.objectives(record)[0][0]))]
+                  and is_finite((t.get("metrics") or {}).get(study.objectives(record)[0][0]))]
         best = study.best_trial(record)
         turned = study.varying_keys(t.get("config") or {} for t in trials)
         if record.get("sweep") or best is None or len(trials) < 3 or not turned:
@@ -178,9 +179,9 @@ def knobs(records: dict[str, Record], eval_noise: float | None) -> Iterator[Find
 
 def at_edge(key: str, best: Record, trials: list[Record]) -> str | None:
     """'l1 1e-06 is the lowest value tried' when a numeric knob's best sits on the edge of 3+ tried values."""
-    values = sorted({t["config"][key] for t in trials if finite((t.get("config") or {}).get(key))})
+    values = sorted({t["config"][key] for t in trials if is_finite((t.get("config") or {}).get(key))})
     value = best["config"].get(key)
-    if len(values) < 3 or not finite(value) or values[0] < value < values[-1]:
+    if len(values) < 3 or not is_finite(value) or values[0] < value < values[-1]:
         return None
     return f"{key} {fmt(value)} is the {'lowest' if value == values[0] else 'highest'} value tried"
 
@@ -209,7 +210,7 @@ def fronts(records: dict[str, Record], rows: list[Row]) -> Iterator[Finding]:
                       f"{', '.join(moves[1:])}{chosen}.", split)
         ends = [tested.get(first.get("trial_id")), tested.get(last.get("trial_id"))]
         measured = [(study.test_metric(m), m) for m, _ in pairs
-                    if all(end is not None and finite(end.get(study.test_metric(m))) for end in ends)]
+                    if all(end is not None and is_finite(end.get(study.test_metric(m))) for end in ends)]
         if None not in ends and measured:
             text = ", ".join(f"{key} {num(ends[0][key])} -> {num(ends[1][key])}" for key, _ in measured)
             yield finding(f"{name} front re-scored on the test split, same two ends: {text}.", "test")
@@ -225,7 +226,7 @@ def robustness(rows: list[Row], eval_noise: float | None) -> Iterator[Finding]:
     pca = table.get(models[0].get("pca_baseline"), {})
     noise = f" with noise {fmt(eval_noise)}" if eval_noise is not None else ""
     listed = ", ".join(f"{r['name']} {num(r['test_denoise_bce'])}" for r in models)
-    baseline = f"; {pca['name']} {num(pca['test_denoise_bce'])}" if finite(pca.get("test_denoise_bce")) else ""
+    baseline = f"; {pca['name']} {num(pca['test_denoise_bce'])}" if is_finite(pca.get("test_denoise_bce")) else ""
     yield finding(f"Denoising on the test split, BCE of clean digits recovered from inputs{noise}: {listed}"
                   f"{baseline}.", "test")
 
@@ -239,7 +240,7 @@ def probe(rows: list[Row], probe_images: int | None) -> Iterator[Finding]:
     for r in models:
         pca = table.get(r.get("pca_baseline"), {})
         parts.append(f"{r['name']} ({r['code']} numbers) {percent(r['test_probe'])}" +
-                     (f" vs {pca['name']} {percent(pca['test_probe'])}" if finite(pca.get("test_probe")) else ""))
+                     (f" vs {pca['name']} {percent(pca['test_probe'])}" if is_finite(pca.get("test_probe")) else ""))
     pixels = [table[name] for name in {r.get("pixels_baseline") for r in models} if name in table]
     fitted = f" of {probe_images} training images" if probe_images else " of training images"
     yield finding(f"Linear probe (logistic regression on the frozen codes{fitted}), accuracy on the test split: "
@@ -249,7 +250,7 @@ def probe(rows: list[Row], probe_images: int | None) -> Iterator[Finding]:
 
 def generalisation(rows: list[Row]) -> Iterator[Finding]:
     """How far the test BCE of checkpoints picked on validation moves from their validation BCE."""
-    models = [r for r in picks(rows, "test_bce") if r.get("selected_on") == "validation" and finite(r.get("val_bce"))]
+    models = [r for r in picks(rows, "test_bce") if r.get("selected_on") == "validation" and is_finite(r.get("val_bce"))]
     if not models:
         return
 

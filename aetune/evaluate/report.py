@@ -11,10 +11,10 @@ from typing import Any
 from aetune.evaluate import study
 from aetune.evaluate.baselines import PCA_FIT_IMAGES
 from aetune.evaluate.model_figures import Artifact
-from aetune.evaluate.study import Record, fmt
 from aetune.evaluate.scoring import RANKING, PCACurve, Variant
-from aetune.experiment import write_text
+from aetune.evaluate.study import Record, fmt
 from aetune.models import families
+from aetune.storage import write_text
 
 CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
        "table{border-collapse:collapse;font-size:85%;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"

@@ -14,8 +14,8 @@ import torch
 from aetune.config import TrialConfig
 from aetune.evaluate.baselines import PCA, PCA_FIT_IMAGES, image_mse, mean_image, pca_components, psnr, score, summarise
 from aetune.evaluate.probe import probe_accuracy
-from aetune.evaluate.study import finite
 from aetune.models.base import Autoencoder
+from aetune.numbers import is_finite
 from aetune.train.data import ImageData, add_noise, to_float
 from aetune.train.trainer import EVAL_BATCH, EVAL_NOISE_SEED
 
@@ -186,7 +186,7 @@ def leaderboard(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     baselines (scored on the test split only, so they cannot join a validation ranking) and the Pareto-front members
     (kind "front"). Ranking on the test split would pick the winner on the split meant to report it."""
     models = [r for r in rows if r["kind"] == "model"]
-    ranked = sorted((r for r in models if finite(r.get(RANKED_BY))), key=lambda r: r[RANKED_BY])
-    rest = ([r for r in models if not finite(r.get(RANKED_BY))] + [r for r in rows if r["kind"] == "baseline"] +
+    ranked = sorted((r for r in models if is_finite(r.get(RANKED_BY))), key=lambda r: r[RANKED_BY])
+    rest = ([r for r in models if not is_finite(r.get(RANKED_BY))] + [r for r in rows if r["kind"] == "baseline"] +
             [r for r in rows if r["kind"] not in ("model", "baseline")])
     return [{"rank": i, **row} for i, row in enumerate(ranked, 1)] + [{"rank": None, **row} for row in rest]

@@ -10,6 +10,8 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable
 
+from aetune.numbers import is_finite
+
 Record = dict[str, Any]  # one variant of summary.json's "variants"
 NOT_KNOBS = ("seed",)  # config keys that vary between trials without being a question the study asks
 MODEL_PROPERTIES = ("code_size", "params")  # metrics that are the same on every split
@@ -30,14 +32,10 @@ def is_multi_objective(record: Record) -> bool:
     return len(objectives(record)) > 1
 
 
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def trial_points(trials: Iterable[Record], x: str, y: str) -> list[tuple[float, float, Record]]:
     """(x, y, trial) of every trial whose metrics hold finite x and y (errored and diverged trials hold none)."""
     return [(t["metrics"][x], t["metrics"][y], t) for t in trials
-            if finite((t.get("metrics") or {}).get(x)) and finite((t.get("metrics") or {}).get(y))]
+            if is_finite((t.get("metrics") or {}).get(x)) and is_finite((t.get("metrics") or {}).get(y))]
 
 
 def lower_envelope(points: Iterable[tuple[float, float, Any]]) -> list[tuple[float, float]]:
@@ -54,7 +52,7 @@ def sorted_front(record: Record) -> list[Record]:
     if not pairs:
         return []
     metric, mode = pairs[0]
-    members = [m for m in record.get("front") or [] if finite((m.get("metrics") or {}).get(metric))]
+    members = [m for m in record.get("front") or [] if is_finite((m.get("metrics") or {}).get(metric))]
     return sorted(members, key=lambda m: m["metrics"][metric] * (1 if mode == "min" else -1))
 
 
@@ -79,7 +77,7 @@ def best_trial(record: Record) -> Record | None:
     if len(pairs) != 1:
         return None
     metric, mode = pairs[0]
-    scored = [t for t in record.get("trial_results") or [] if finite((t.get("metrics") or {}).get(metric))]
+    scored = [t for t in record.get("trial_results") or [] if is_finite((t.get("metrics") or {}).get(metric))]
     if not scored:
         return None
     pick = min if mode == "min" else max
@@ -89,7 +87,7 @@ def best_trial(record: Record) -> Record | None:
 def code_sizes(records: dict[str, Record]) -> list[int]:
     """Distinct code sizes over every trial of the study."""
     return sorted({int(t["metrics"]["code_size"]) for r in records.values() for t in r.get("trial_results") or []
-                   if finite((t.get("metrics") or {}).get("code_size"))})
+                   if is_finite((t.get("metrics") or {}).get("code_size"))})
 
 
 def selection_split(records: Iterable[Record]) -> str:

@@ -8,8 +8,9 @@ import torch
 
 from aetune.evaluate import plots, study
 from aetune.evaluate.model_figures import Artifact, render, showcase
-from aetune.evaluate.study import Record, fmt
 from aetune.evaluate.scoring import EvalImages, PCACurve, Variant
+from aetune.evaluate.study import Record, fmt
+from aetune.numbers import is_finite
 from aetune.train.data import to_float
 
 FRONT_ROWS = 5  # front members whose reconstructions are shown, spread along the front
@@ -57,7 +58,7 @@ def front_figure(name: str, record: Record, rows: list[dict[str, Any]]) -> Artif
     if len(pairs) < 2 or not front:
         return None
     (x, x_mode), (y, y_mode) = pairs[:2]
-    front = [m for m in front if study.finite(m["metrics"].get(y))]
+    front = [m for m in front if is_finite(m["metrics"].get(y))]
     if not front:
         return None
     trials = [(px, py) for px, py, _ in study.trial_points(record.get("trial_results") or [], x, y)]
@@ -66,7 +67,7 @@ def front_figure(name: str, record: Record, rows: list[dict[str, Any]]) -> Artif
     tested = {r["trial_id"]: r for r in rows if r["kind"] == "front" and r["name"].startswith(f"{name}#")}
     front_test = [(tested[m["trial_id"]].get(study.test_metric(x)), tested[m["trial_id"]].get(study.test_metric(y)))
                   for m in front if m.get("trial_id") in tested]
-    front_test = [p for p in front_test if all(study.finite(v) for v in p)]
+    front_test = [p for p in front_test if all(is_finite(v) for v in p)]
     fig = plots.pareto_front(trials, [(m["metrics"][x], m["metrics"][y]) for m in front], member_labels(front),
                              pick, front_test, axis_label(x, x_mode, record), axis_label(y, y_mode, record),
                              f"{name}: Pareto front of {x} and {y}", study.selection_split([record]))

@@ -9,8 +9,9 @@ from typing import Callable
 import yaml
 
 from aetune.errors import UsageError, cli, exit_now, first_line
-from aetune.experiment import SPACE_FILE, is_uri, join, read_text
+from aetune.experiment import SPACE_FILE, check_resumable
 from aetune.search.spaces import SearchSpace, load_space, parse_space
+from aetune.storage import is_uri, join, read_text
 
 DEFAULT_SPACE = Path("search_spaces") / "quick.yaml"
 # Run from the checkout, or anywhere once installed in editable mode: fall back to the repository's copy.
@@ -71,7 +72,9 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
             raise UsageError("--resume continues the experiment as it was saved, all its variants; "
                              "drop --space, --variants and the override flags")
         location = join(args.storage, args.name, SPACE_FILE)
-        return _saved_space(args.storage, args.name), args.name, location
+        space = _saved_space(args.storage, args.name)
+        check_resumable(join(args.storage if is_uri(args.storage) else os.path.expanduser(args.storage), args.name))
+        return space, args.name, location
     default = DEFAULT_SPACE if DEFAULT_SPACE.is_file() or not BUNDLED_SPACE.is_file() else BUNDLED_SPACE
     source = str(args.space or default)
     space = load_space(source, models=False).replace(**overrides)

@@ -2,7 +2,6 @@
 search, and the pick the leaderboard evaluates."""
 from __future__ import annotations
 
-import math
 import posixpath
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from aetune.config import TrialConfig
 from aetune.errors import first_line
 from aetune.experiment import DIVERGED, VARIANT_KEY, VariantResult
 from aetune.models import family
+from aetune.numbers import is_finite
 from aetune.pareto import front
 from aetune.pareto import pick as pick_member
 from aetune.search.spaces import Search, Variant
@@ -93,4 +93,4 @@ def _on_storage(checkpoint: tune.Checkpoint) -> bool:
 
 
 def _finite(metrics: dict[str, Any], names: tuple[str, ...]) -> bool:
-    return all(isinstance(metrics.get(n), (int, float)) and math.isfinite(metrics[n]) for n in names)
+    return all(is_finite(metrics.get(n)) for n in names)

@@ -20,7 +20,7 @@ from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
 
-from aetune.experiment import write_bytes
+from aetune.storage import write_bytes
 
 SNAPSHOT_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")  # Tune's, per driver
 BACKUP = ".bak"

@@ -19,7 +19,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from aetune.errors import UsageError, first_line
 from aetune.experiment import VARIANT_KEY
-from aetune.search.spaces import OptunaSampler, SearchSpace, Variant, enumerated_configs
+from aetune.search.domains import OptunaSampler, enumerated_configs
+from aetune.search.spaces import SearchSpace, Variant
 
 STATES = optuna.trial.TrialState
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Search space files: YAML -> a validated SearchSpace -> Ray Tune domains or an Optuna define-by-run sampler.
+"""Search space files: YAML -> a validated SearchSpace (its variants, their searched domains and search settings).
 
 Everything is checked before Ray starts; an error names the file, the variant, the key and the fix.
 """
@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,71 +16,26 @@ import yaml
 
 from aetune.config import DATASETS, TrialConfig
 from aetune.errors import UsageError, first_line
+from aetune.metrics import BIASED, METRICS
 from aetune.models import build_model  # imports torch only when called: structural validation never does
+from aetune.numbers import is_int, is_number
+from aetune.search.domains import Domain
+from aetune.search.guard import bias_refusal, code_size_refusal
 
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
 MODES = ("min", "max")
-DOMAIN_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
-# What a trial reports each epoch, all on the validation split (aetune.train.trainer.Trainer.evaluate); a family's
-# extra_metrics (the VAE's kl) come on top.
-METRICS = ("val_loss", "val_bce", "val_mse", "val_denoise_bce", "train_loss", "code_l1", "code_size", "params")
 NOT_SEARCHABLE = ("epochs", "dataset", "eval_noise")  # set once for the whole space, at the top level
 SEARCH_KEYS = ("metric", "mode", "samples", "scheduler", "asha", "sweep")  # a variant's own search settings
 ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
 SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "true or false"}  # TPESampler's
 
-RECONSTRUCTION = ("val_loss", "train_loss", "val_bce", "val_mse", "val_denoise_bce")
 SPACE_WIDE = ("train_size", "val_size", "val_split", "test_size")  # the split: one for every trial, in `defaults`
 IMAGE_SHAPE = (1, 28, 28)  # every dataset's images (MNIST, Fashion-MNIST, KMNIST): what models are checked on
 
 
-@dataclass(frozen=True)
-class Bias:
-    """A knob that only trades one score for another: metrics that reward the low end of its range whatever the
-    data, those that reward the high end, why, and what to search instead. A search whose objectives (or ASHA's
-    metric) all reward one end returns that end: an answer known before it ran."""
-
-    low: tuple[str, ...]
-    high: tuple[str, ...]
-    why: str
-    fix: str
-
-    def biased(self, metrics: tuple[str, ...]) -> bool:
-        return set(metrics) <= set(self.low) or set(metrics) <= set(self.high)
-
-
-CODE_SIZE_BIAS = Bias(("code_size", "params"), RECONSTRUCTION,
-                      "a larger code always reconstructs better, so the search returns the end of the range",
-                      "search the trade-off, metric: [val_bce, code_size], or sweep over it")
-BIASED = {
-    "l1": Bias(RECONSTRUCTION, ("code_l1",),
-               "the L1 penalty only costs reconstruction (val_loss and train_loss even contain it), so the search "
-               "returns the end of the l1 range",
-               "search the trade-off, metric: [val_bce, code_l1], or sweep: {l1: [...]}"),
-    "noise_factor": Bias(("val_loss", "train_loss", "val_bce", "val_mse"), (),
-                         "it scores each trial on inputs at its own noise (or on clean ones), so the search returns "
-                         "the lowest noise_factor",
-                         "use metric: val_denoise_bce (clean images from inputs at the space's fixed eval_noise)"),
-    "beta": Bias(RECONSTRUCTION, ("kl",),
-                 "a smaller KL weight always reconstructs better (and val_loss weighs the KL by it), so the search "
-                 "returns the end of the beta range",
-                 "search the trade-off, metric: [val_bce, kl], or sweep: {beta: [...]}"),
-    "code_size": CODE_SIZE_BIAS,
-}
-
-
 class SpaceError(UsageError):
     """A search space file is invalid."""
-
-
-@dataclass(frozen=True)
-class Domain:
-    """One searched key: `choice`/`grid` over values, `uniform`/`loguniform` over [low, high], `randint` over
-    the integers low..high inclusive."""
-
-    kind: str
-    values: tuple  # the options, or (low, high)
 
 
 @dataclass(frozen=True)
@@ -196,12 +149,12 @@ class SearchSpace:
         _check(self.dataset in DATASETS, source, "dataset",
                f"unknown {self.dataset!r}; use one of {', '.join(DATASETS)}")
         for key in ("epochs", "samples", "grace_period"):
-            _check(_is_int(getattr(self, key)) and getattr(self, key) > 0, source, key, "must be a positive integer")
-        _check(_is_int(self.reduction_factor) and self.reduction_factor >= 2, source, "reduction_factor",
+            _check(is_int(getattr(self, key)) and getattr(self, key) > 0, source, key, "must be a positive integer")
+        _check(is_int(self.reduction_factor) and self.reduction_factor >= 2, source, "reduction_factor",
                "must be an integer >= 2")
-        _check(_is_number(self.cpus) and self.cpus > 0, source, "resources.cpus", "must be a number > 0")
-        _check(_is_number(self.gpus) and self.gpus >= 0, source, "resources.gpus", "must be a number >= 0")
-        _check(_is_number(self.eval_noise) and self.eval_noise >= 0, source, "eval_noise", "must be a number >= 0")
+        _check(is_number(self.cpus) and self.cpus > 0, source, "resources.cpus", "must be a number > 0")
+        _check(is_number(self.gpus) and self.gpus >= 0, source, "resources.gpus", "must be a number >= 0")
+        _check(is_number(self.eval_noise) and self.eval_noise >= 0, source, "eval_noise", "must be a number >= 0")
         _check(not self.sampler or self.searcher == "optuna", source, "sampler",
                f"sets Optuna's TPE sampler; drop it, or use searcher: optuna (not {self.searcher})")
         _check(bool(self.variants), source, "variants", "no variants; name at least one, e.g. dense: {model: dense}")
@@ -217,7 +170,7 @@ class SearchSpace:
                        f"searcher grid takes grid/choice domains only, not {domain.kind}")
         for knob, bias in BIASED.items():
             if knob in variant.domains:
-                _check_bias(bias, search, source, f"{where}.{knob}")
+                _refuse(bias_refusal(bias, search), source, f"{where}.{knob}")
         for member in _expand(variant):
             for _, values in _option_configs(self, member):
                 try:
@@ -246,7 +199,7 @@ class SearchSpace:
                f"{prefix}.mode" if prefix else "mode", f"use min or max, one per metric ({len(search.metric)})")
         _check(search.scheduler in SCHEDULERS, source, f"{where}.scheduler",
                f"unknown {search.scheduler!r}; use one of {SCHEDULERS}")
-        _check(_is_int(search.samples) and search.samples > 0, source, f"{where}.samples",
+        _check(is_int(search.samples) and search.samples > 0, source, f"{where}.samples",
                "must be a positive integer")
         if search.scheduler == "asha":
             _check(search.asha_metric in search.metric, source, f"{where}.asha.metric",
@@ -263,9 +216,8 @@ class SearchSpace:
                 raise SpaceError(f"{source}: {where}.{err}") from None
             code_sizes.setdefault(key, set()).add(math.prod(model.code_shape))
         for key, sizes in code_sizes.items():  # e.g. conv filters: the last filter count sets the code size
-            if key and key != "code_size" and len(sizes) > 1:
-                _check_bias(CODE_SIZE_BIAS, search, source, f"{where}.{key}",
-                            f" (its options give codes of {min(sizes)} to {max(sizes)} numbers)")
+            if key and key != "code_size":
+                _refuse(code_size_refusal(search, sizes), source, f"{where}.{key}")
         known = (*METRICS, *model.extra_metrics)
         for metric in search.metric:
             _check(metric in known, source, f"{where}.metric" if "metric" in variant.settings else "metric",
@@ -280,17 +232,6 @@ def _option_configs(space: SearchSpace, variant: Variant) -> list[tuple[str, dic
     first = {key: domain.values[0] for key, domain in variant.domains.items()}
     return [("", {**base, **first})] + [(key, {**base, **first, key: option})
                                         for key, domain in variant.domains.items() for option in domain.values]
-
-
-def _check_bias(bias: Bias, search: Search, source: str, key: str, detail: str = "") -> None:
-    """Refuse objectives that all reward one end of a searched knob, and an ASHA that stops trials on such a
-    metric (it would cut one end of a front before it is seen)."""
-    on = f"alone on {search.metric[0]}" if len(search.metric) == 1 else f"on {', '.join(search.metric)}"
-    _check(not bias.biased(search.metric), source, key, f"searched {on}{detail}: {bias.why}; {bias.fix}")
-    if search.scheduler == "asha":
-        _check(not bias.biased((search.asha_metric,)), source, key,
-               f"ASHA stops trials on {search.asha_metric}, which rewards one end of this knob: the front would "
-               "lose the other end early; use scheduler: fifo")
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -346,7 +287,7 @@ def parse_space(raw: Any, source: str, models: bool = True) -> SearchSpace:
     values |= {k: v for k, v in _section(raw, "resources", source, {"cpus", "gpus"}).items()}
     values["sampler"] = _section(raw, "sampler", source, set(SAMPLER_KEYS))
     for key, value in values["sampler"].items():
-        ok = isinstance(value, bool) if key == "multivariate" else _is_int(value) and value >= 0
+        ok = isinstance(value, bool) if key == "multivariate" else is_int(value) and value >= 0
         _check(ok, source, f"sampler.{key}", f"must be {SAMPLER_KEYS[key]}")
     defaults = raw.get("defaults") or {}
     _check(isinstance(defaults, dict), source, "defaults", "must be a mapping of trial config keys")
@@ -402,7 +343,7 @@ def _check_objectives(values: dict, source: str, where: str) -> None:
                    "a metric name or a list of them, e.g. [val_bce, code_l1]" if key == "metric" else
                    "min or max, or a list of them (one per metric)")
     if "samples" in values:
-        _check(_is_int(values["samples"]) and values["samples"] > 0, source, f"{where}samples",
+        _check(is_int(values["samples"]) and values["samples"] > 0, source, f"{where}samples",
                "must be a positive integer")
 
 
@@ -434,28 +375,15 @@ def _check_config_keys(values: dict, source: str, where: str) -> None:
 
 
 def _parse_domain(spec: dict, source: str, where: str) -> Domain:
-    _check(len(spec) == 1 and next(iter(spec)) in DOMAIN_KINDS, source, where,
-           f"a domain is one of {{{': [...]}, {'.join(DOMAIN_KINDS)}: [...]}}, got {spec}")
-    kind, values = next(iter(spec.items()))
-    _check(isinstance(values, list) and values, source, where, f"{kind} needs a non-empty list")
-    if kind in ("uniform", "loguniform", "randint"):
-        _check(len(values) == 2 and all(_is_number(v) for v in values), source, where,
-               f"{kind} takes [low, high], got {values}")
-        low, high = values
-        _check(low < high, source, where, f"low {low} must be below high {high}")
-        if kind == "loguniform":
-            _check(low > 0, source, where, f"loguniform needs low > 0, got {low}; use uniform to include 0")
-        if kind == "randint":
-            _check(_is_int(low) and _is_int(high), source, where, f"randint bounds must be integers, got {values}")
-    return Domain(kind, tuple(values))
+    try:
+        return Domain.parse(spec)
+    except ValueError as err:
+        _fail(source, where, str(err))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _refuse(refusal: str | None, source: str, key: str) -> None:
+    if refusal:
+        _fail(source, key, refusal)
 
 
 def _check(ok: bool, source: str, key: str, fix: str) -> None:
@@ -465,56 +393,6 @@ def _check(ok: bool, source: str, key: str, fix: str) -> None:
 
 def _fail(source: str, key: str, message: str) -> None:
     raise SpaceError(f"{source}: {key}: {message}")
-
-
-# --- conversion to searchers ---------------------------------------------------------------------------------------
-
-def enumerated_configs(space: SearchSpace, variant: Variant) -> list[dict[str, Any]]:
-    """Every trial config of a random or grid search, in order: each combination of the enumerated domains (`grid`
-    ones; `choice` ones too under the grid searcher) `samples` times, the other domains drawn at random (seeded)."""
-    rng = random.Random(f"{space.seed}:{variant.name}")
-    enumerated = {k: d.values for k, d in variant.domains.items()
-                  if d.kind == "grid" or (space.searcher == "grid" and d.kind == "choice")}
-    configs = []
-    for _ in range(space.search(variant).samples):
-        for values in itertools.product(*enumerated.values()):
-            drawn = {k: _draw(d, rng) for k, d in variant.domains.items() if k not in enumerated}
-            configs.append({**space.base_config(variant), **dict(zip(enumerated, values)), **drawn})
-    return configs
-
-
-def _draw(domain: Domain, rng: random.Random) -> Any:
-    low, high = domain.values[0], domain.values[-1]
-    if domain.kind == "choice":
-        return rng.choice(domain.values)
-    if domain.kind == "randint":
-        return rng.randint(low, high)  # inclusive, as the space says
-    if domain.kind == "loguniform":
-        return math.exp(rng.uniform(math.log(low), math.log(high)))
-    return rng.uniform(low, high)
-
-
-class OptunaSampler:
-    """Define-by-run space for OptunaSearch: suggests each domain, returns the complete trial config.
-    List values (hidden_layers, filters) are suggested by their JSON text (what the Optuna study stores and
-    optuna-dashboard shows) and returned as lists; the others as themselves."""
-
-    def __init__(self, space: SearchSpace, variant: Variant):
-        self.base = space.base_config(variant)
-        self.domains = variant.domains
-
-    def __call__(self, trial) -> dict[str, Any]:
-        config = dict(self.base)
-        for key, domain in self.domains.items():
-            low, high = domain.values[0], domain.values[-1]
-            if domain.kind in ("choice", "grid"):
-                by_choice = {json.dumps(v) if isinstance(v, list) else v: v for v in domain.values}
-                config[key] = by_choice[trial.suggest_categorical(key, list(by_choice))]
-            elif domain.kind == "randint":
-                config[key] = trial.suggest_int(key, low, high)
-            else:
-                config[key] = trial.suggest_float(key, low, high, log=domain.kind == "loguniform")
-        return config
 
 
 def space_to_yaml(space: SearchSpace) -> str:

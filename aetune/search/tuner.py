@@ -14,7 +14,7 @@ import ray
 from ray import tune
 
 from aetune.errors import UsageError, first_line
-from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, is_uri, join, write_text
+from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, write_manifest
 from aetune.models import family
 from aetune.search.picks import summarise
 from aetune.search.resume import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
@@ -22,6 +22,7 @@ from aetune.search.schedulers import make_schedulers
 from aetune.search.searchers import make_router
 from aetune.search.spaces import IMAGE_SHAPE, SearchSpace, space_to_yaml
 from aetune.search.trainable import train_trial
+from aetune.storage import is_uri, join, write_text
 
 KEEP_CHECKPOINTS = 2  # the best two by the variant's metric; Ray always keeps the latest as well, for resuming
 MAX_FAILURES = 2  # a crashed trial is retried from its last checkpoint this many times
@@ -53,6 +54,7 @@ class Experiment:
         except FileExistsError:
             raise UsageError(f"experiment {self.path} exists; continue it with --resume --name {self.name} "
                              "or start another with --name") from None
+        write_manifest(self.path)
 
 
 def connect(address: str | None, worker_env: dict[str, str]) -> None:

@@ -12,9 +12,9 @@ import torch
 
 from aetune.config import TrialConfig
 from aetune.errors import UsageError, first_line
-from aetune.experiment import write_bytes
 from aetune.models import build_model
 from aetune.models.base import Autoencoder
+from aetune.storage import write_bytes
 
 FORMAT_VERSION = 2  # 2: three splits (val_* on held-out training images), new config keys
 CHECKPOINT_FILE = "checkpoint.pt"

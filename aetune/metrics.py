@@ -1,0 +1,48 @@
+"""The metrics a trial reports, and which searched knobs bias which of them.
+
+Shared by the search (its guard refuses biased objectives) and the evaluation (its findings report such knobs as a
+curve, never a "best"): both must agree on what a knob does to a score.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# What a trial reports each epoch, all on the validation split (aetune.train.trainer.Trainer.evaluate); a family's
+# extra_metrics (the VAE's kl) come on top.
+METRICS = ("val_loss", "val_bce", "val_mse", "val_denoise_bce", "train_loss", "code_l1", "code_size", "params")
+RECONSTRUCTION = ("val_loss", "train_loss", "val_bce", "val_mse", "val_denoise_bce")
+
+
+@dataclass(frozen=True)
+class Bias:
+    """A knob that only trades one score for another: metrics that reward the low end of its range whatever the
+    data, those that reward the high end, why, and what to search instead. A search whose objectives (or ASHA's
+    metric) all reward one end returns that end: an answer known before it ran."""
+
+    low: tuple[str, ...]
+    high: tuple[str, ...]
+    why: str
+    fix: str
+
+    def biased(self, metrics: tuple[str, ...]) -> bool:
+        return set(metrics) <= set(self.low) or set(metrics) <= set(self.high)
+
+
+CODE_SIZE_BIAS = Bias(("code_size", "params"), RECONSTRUCTION,
+                      "a larger code always reconstructs better, so the search returns the end of the range",
+                      "search the trade-off, metric: [val_bce, code_size], or sweep over it")
+BIASED = {
+    "l1": Bias(RECONSTRUCTION, ("code_l1",),
+               "the L1 penalty only costs reconstruction (val_loss and train_loss even contain it), so the search "
+               "returns the end of the l1 range",
+               "search the trade-off, metric: [val_bce, code_l1], or sweep: {l1: [...]}"),
+    "noise_factor": Bias(("val_loss", "train_loss", "val_bce", "val_mse"), (),
+                         "it scores each trial on inputs at its own noise (or on clean ones), so the search returns "
+                         "the lowest noise_factor",
+                         "use metric: val_denoise_bce (clean images from inputs at the space's fixed eval_noise)"),
+    "beta": Bias(RECONSTRUCTION, ("kl",),
+                 "a smaller KL weight always reconstructs better (and val_loss weighs the KL by it), so the search "
+                 "returns the end of the beta range",
+                 "search the trade-off, metric: [val_bce, kl], or sweep: {beta: [...]}"),
+    "code_size": CODE_SIZE_BIAS,
+}
