@@ -8,7 +8,7 @@ against Ray's on a random stream) or FIFO. A worker runs one trial at a time (on
 take its seconds per epoch each, one after another. Sequential: a variant's trials start as workers free up, the
 next variant once the last trial of this one has ended. Concurrent: a free worker starts a trial of the variant
 with the fewest running trials among those with trials left, the costliest of those by the router's estimate
-first (aetune's router: FLOPs of a training step, runner.trial_costs).
+first (aetune's router: FLOPs of a training step, aetune.search.tuner.trial_costs).
 Utilisation = trial-epoch seconds / (workers x wall).
 
 Seconds per epoch, per variant of the space: measured in a finished experiment (--measured runs/quick: each
@@ -75,7 +75,7 @@ class Plan:
     epochs: int
     asha: tuple | None  # (grace_period, reduction_factor, mode), or None: FIFO
     epoch_seconds: list[float]
-    cost: float = 0.0  # what the router ranks the variant's trials by (runner.trial_costs: FLOPs of a step)
+    cost: float = 0.0  # what the router ranks the variant's trials by (aetune.search.tuner.trial_costs: FLOPs of a step)
 
 
 @dataclass
