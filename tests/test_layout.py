@@ -123,3 +123,15 @@ def test_a_new_experiment_records_its_layout(searched):
     from aetune.experiment import LAYOUT
 
     assert manifest == {"aetune": __version__, "layout": LAYOUT}
+
+
+def test_console_scripts_name_each_commands_main():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {f"aetune-{c}" for c in COMMANDS}
+    for command, target in scripts.items():
+        module, _, function = target.partition(":")
+        assert module == f"aetune.{command.removeprefix('aetune-')}.__main__"
+        assert callable(getattr(importlib.import_module(module), function))
