@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aetune import __version__
-from aetune.errors import UsageError, first_line
+from aetune.errors import UsageError, first_line, quote
 from aetune.storage import join, read_text, write_text
 
 VARIANT_KEY = "variant"  # the one key a Ray trial's config has beyond the trial config: the variant it belongs to
@@ -81,12 +81,35 @@ class Summary:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise TypeError(f"a JSON {type(raw).__name__}, not an object")
-            variants = {name: VariantResult(**{**result, "metrics": _null_as_nan(result.get("metrics", {}))})
-                        for name, result in raw.pop("variants").items()}
+            variants = {name: VariantResult(**{**_typed(name, result), "metrics": _null_as_nan(result.get("metrics", {}))})
+                        for name, result in _typed("variants", raw.pop("variants"), dict).items()}
             return cls(variants=variants, **raw)
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise UsageError(f"{path} is damaged ({type(err).__name__}: {first_line(err, limit=160)}); "
                              "rerun the search with --resume") from None
+
+
+_KINDS = {"trial_id": (str, type(None)), "config": dict, "metrics": dict, "checkpoint": (str, type(None)),
+          "trial_dir": (str, type(None)), "trials": int, "errored": list, "diverged": list, "metric": (str, list),
+          "mode": (str, list), "pick_rule": str, "split": dict, "selected_on": str, "sweep": dict, "base": str,
+          "front": list, "trial_results": list}
+_ITEMS = {"errored": dict, "diverged": str, "front": dict, "trial_results": dict}
+
+
+def _typed(name: str, value: Any, kind: type = dict) -> Any:
+    """A summary record checked against the types VariantResult's readers rely on: an edited or damaged file is
+    refused here, not half way through an evaluation."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} is {quote(value)}, not a JSON object")
+    if name == "variants":
+        return value
+    for key, kinds in _KINDS.items():
+        item = value.get(key)
+        if key in value and (not isinstance(item, kinds) or isinstance(item, bool)):
+            raise TypeError(f"variants.{name}.{key} is {quote(item)}, of the wrong type")
+        if key in _ITEMS and isinstance(item, list) and not all(isinstance(i, _ITEMS[key]) for i in item):
+            raise TypeError(f"variants.{name}.{key} holds {quote(item)}, of the wrong type")
+    return value
 
 
 def _no_summary(experiment_dir: str) -> str:

@@ -8,6 +8,7 @@ from typing import Callable
 
 import yaml
 
+from aetune import yamlfile
 from aetune.errors import UsageError, cli, exit_now, first_line
 from aetune.experiment import SPACE_FILE, check_resumable
 from aetune.search.spaces import SearchSpace, load_space, parse_space
@@ -114,7 +115,7 @@ def _saved_space(storage: str, name: str) -> SearchSpace:
         raise UsageError(f"{join(storage, name)} is not an aetune experiment (no {SPACE_FILE}); "
                          "check --storage and --name, or start it without --resume")
     try:
-        raw = yaml.safe_load(text)
+        raw = yamlfile.load(text)
     except yaml.YAMLError as err:
         raise UsageError(f"{location} is not valid YAML ({first_line(err)}); the experiment's saved space is "
                          "damaged: restore it, or start a new experiment") from None

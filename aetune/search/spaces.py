@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from aetune.config import DATASETS, TrialConfig
-from aetune.errors import UsageError, first_line
+from aetune import yamlfile
+from aetune.errors import UsageError, first_line, quote
 from aetune.metrics import BIASED, METRICS
 from aetune.models import build_model  # imports torch only when called: structural validation never does
 from aetune.numbers import is_int, is_number
@@ -176,7 +177,14 @@ class SearchSpace:
                 try:
                     TrialConfig.from_dict(values)
                 except UsageError as err:  # its message starts with the config key
-                    raise SpaceError(f"{source}: {where}.{err}") from None
+                    raise SpaceError(f"{source}: {self._set_in(variant, str(err))}{err}") from None
+
+    def _set_in(self, variant: Variant, message: str) -> str:
+        """Where the key an error names is set: in the variant, at the top level, or in `defaults`."""
+        key = message.split(":", 1)[0]
+        if key in variant.fixed or key in variant.domains or key in variant.sweep:
+            return f"variants.{variant.name}."
+        return "" if key in {f.name for f in dataclasses.fields(self)} else "defaults."
 
     def check_models(self, source: str) -> None:
         """The part of validation that needs PyTorch: every option builds a model that fits the images, and each
@@ -261,7 +269,7 @@ def load_space(path: str | os.PathLike, models: bool = True) -> SearchSpace:
     (SearchSpace.check_models), so a mistyped file fails in a fraction of a second."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yamlfile.load(path.read_text())
     except OSError as err:
         raise SpaceError(f"cannot read search space {path}: {err.strerror}; pass an existing --space file "
                          "(e.g. search_spaces/quick.yaml)") from None
@@ -281,6 +289,8 @@ def parse_space(raw: Any, source: str, models: bool = True) -> SearchSpace:
         _check(key in known, source, key, f"unknown key; valid keys are {', '.join(sorted(known))}")
     values = {k: v for k, v in raw.items() if k in top and k not in ("variants", "defaults")}
     values.setdefault("name", Path(source).stem)
+    _check(isinstance(values["name"], str) and bool(values["name"]), source, "name",
+           f"must be a text (it names the experiment folder), e.g. name: study, not {quote(values['name'])}")
     _check_objectives(values, source, "")
     asha = _section(raw, "asha", source, set(ASHA_KEYS))
     values |= {("asha_metric" if k == "metric" else k): v for k, v in asha.items()}

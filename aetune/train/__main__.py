@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from aetune.config import ConfigError, TrialConfig
+from aetune import yamlfile
 from aetune.errors import UsageError, cli, first_line
 from aetune.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from aetune.train.trainer import Trainer, is_finite, pick_device, trainer_for
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yamlfile.load(path.read_text()) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
         raise UsageError(f"cannot read config {path}: {reason}") from None
