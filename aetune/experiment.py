@@ -11,6 +11,7 @@ runs/<name>/eval/                    figures, leaderboard and report.html
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -66,7 +67,9 @@ class Summary:
     data_root: str | None = None  # where the trials read their dataset: evaluate's default
 
     def write(self, experiment_dir: str) -> str:
-        """Strict JSON: a non-finite number is written as null (bare NaN is not JSON; other tools reject it)."""
+        """Strict JSON: a non-finite number is written as null (bare NaN is not JSON; other tools reject it).
+        Never over a summary that held more (a variant, a trial, a pick this one lacks): that is refused."""
+        _check_not_less(self, experiment_dir)
         document = json.dumps(_finite_or_null(asdict(self)), indent=2, allow_nan=False)
         return write_text(join(experiment_dir, SUMMARY_FILE), document)
 
@@ -112,6 +115,23 @@ def _typed(name: str, value: Any, kind: type = dict) -> Any:
     return value
 
 
+def _check_not_less(new: Summary, experiment_dir: str) -> None:
+    try:
+        old = Summary.read(experiment_dir)
+    except UsageError:  # none yet, or a damaged one: nothing readable is lost
+        return
+    for name, was in old.variants.items():
+        now = new.variants.get(name)
+        ids = {r.get("trial_id") for r in now.trial_results} if now else set()
+        lost = ("the variant" if now is None else
+                f"trials ({now.trials} of {was.trials})" if now.trials < was.trials else
+                next((f"trial {r.get('trial_id')}" for r in was.trial_results if r.get("trial_id") not in ids), None)
+                or (f"its pick {was.trial_id}" if was.trial_id is not None and was.trial_id not in ids else None))
+        if lost:
+            raise UsageError(f"{join(experiment_dir, SUMMARY_FILE)} holds {name}'s {lost}, which this run lacks; "
+                             "it is kept as it was (check the experiment's trial folders and optuna.db)")
+
+
 def _no_summary(experiment_dir: str) -> str:
     if read_text(join(experiment_dir, SPACE_FILE)) is None:
         return (f"{experiment_dir} is not a finished aetune experiment (no {SUMMARY_FILE}); "
@@ -136,10 +156,25 @@ def _null_as_nan(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: math.nan if v is None else v for k, v in metrics.items()}
 
 
-def write_manifest(experiment_dir: str) -> None:
-    """What made this experiment, beside its space: a later aetune reads it before it resumes anything."""
+def write_manifest(experiment_dir: str, space_text: str | None = None, created: str | None = None) -> None:
+    """What made this experiment, beside its space: a later aetune reads it before it resumes anything. `space_text`:
+    the saved space.yaml, whose digest --resume compares; `created`: the id of this creation, in its study names."""
     document = {"aetune": __version__, "layout": LAYOUT}
+    if space_text is not None:
+        document["space_sha256"] = space_digest(space_text)
+    if created is not None:
+        document["created"] = created
     write_text(join(experiment_dir, MANIFEST_FILE), json.dumps(document, indent=2) + "\n")
+
+
+def read_manifest(experiment_dir: str) -> dict[str, Any]:
+    """The manifest ({} for an experiment of aetune 0.1.0, which wrote none); check_resumable vouched for it."""
+    text = read_text(join(experiment_dir, MANIFEST_FILE))
+    return json.loads(text) if text else {}
+
+
+def space_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_resumable(experiment_dir: str) -> None:
@@ -152,6 +187,8 @@ def check_resumable(experiment_dir: str) -> None:
         try:
             manifest = json.loads(text)
             layout, made_by = manifest["layout"], f"aetune {manifest['aetune']}"
+            if not all(isinstance(manifest.get(k, ""), str) for k in ("space_sha256", "created")):
+                raise TypeError("space_sha256 and created are texts")
         except (ValueError, KeyError, TypeError):
             raise UsageError(f"{join(experiment_dir, MANIFEST_FILE)} is damaged; restore it, or start a new "
                              "experiment with another --name") from None

@@ -32,6 +32,7 @@ ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
 SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "true or false"}  # TPESampler's
 
 SPACE_WIDE = ("train_size", "val_size", "val_split", "test_size")  # the split: one for every trial, in `defaults`
+RESOURCE_STEP = 0.0001  # Ray counts resources in these units: a smaller share is refused by Ray itself
 IMAGE_SHAPE = (1, 28, 28)  # every dataset's images (MNIST, Fashion-MNIST, KMNIST): what models are checked on
 
 
@@ -153,8 +154,10 @@ class SearchSpace:
             _check(is_int(getattr(self, key)) and getattr(self, key) > 0, source, key, "must be a positive integer")
         _check(is_int(self.reduction_factor) and self.reduction_factor >= 2, source, "reduction_factor",
                "must be an integer >= 2")
-        _check(is_number(self.cpus) and self.cpus > 0, source, "resources.cpus", "must be a number > 0")
-        _check(is_number(self.gpus) and self.gpus >= 0, source, "resources.gpus", "must be a number >= 0")
+        _check(is_number(self.cpus) and RESOURCE_STEP <= self.cpus < math.inf, source, "resources.cpus",
+               f"must be a finite number >= {RESOURCE_STEP} (Ray's smallest share), got {quote(self.cpus)}")
+        _check(is_number(self.gpus) and (self.gpus == 0 or RESOURCE_STEP <= self.gpus < math.inf), source,
+               "resources.gpus", f"must be 0 or a finite number >= {RESOURCE_STEP}, got {quote(self.gpus)}")
         _check(is_number(self.eval_noise) and self.eval_noise >= 0, source, "eval_noise", "must be a number >= 0")
         _check(not self.sampler or self.searcher == "optuna", source, "sampler",
                f"sets Optuna's TPE sampler; drop it, or use searcher: optuna (not {self.searcher})")

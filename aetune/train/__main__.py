@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_out(out: Path, checkpoint: Path, resume: bool) -> None:
     """Never train over another run's checkpoint; --resume needs one."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; pass a folder for the checkpoint and TensorBoard files")
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UsageError(f"--out {out}: {blocked} is a file; pass a folder for the checkpoint and TensorBoard files")
     if resume and not checkpoint.exists():
         raise CheckpointError(f"--resume: {checkpoint} does not exist; train without --resume first "
                               "(or pass the --out folder of the run to continue)")
