@@ -1,8 +1,9 @@
 """The on-disk layout of an experiment, and summary.json: the search's output and the evaluation's input.
 
 runs/<name>/space.yaml               the search space actually used
-runs/<name>/experiment.json          what made the experiment: aetune's version and the package layout its
-                                     snapshots name (aetune 0.1.0 wrote none)
+runs/<name>/experiment.json          what made the experiment: aetune's version, the package layout its
+                                     snapshots name, space.yaml's digest and the creation id its study names
+                                     carry (<name>/<id>/<variant>; aetune 0.1.0 wrote none)
 runs/<name>/<variant>-<trial id>/    one folder per trial (Ray Tune's: result.json, event files, checkpoints);
                                      runs/<name> itself is the Ray Tune experiment every variant shares
 runs/<name>/optuna.db                every variant's Optuna study

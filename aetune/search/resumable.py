@@ -137,8 +137,7 @@ def check_new(experiment: Any, given_storage: bool) -> None:
     if not given_storage or experiment.study_storage is None:
         return
     names = study_names(experiment.study_storage) or set()
-    others = sorted(n for n in names if n.startswith(f"{experiment.name}/") or n in
-                    {v.name for v in experiment.space.runs()})
+    others = sorted(n for n in names if n.startswith(f"{experiment.name}/"))
     if others:
         raise UsageError(f"--study-storage {experiment.study_storage} already holds the study {others[0]!r} of "
                          f"another experiment named {experiment.name!r}; pass another --name or another "

@@ -266,9 +266,9 @@ class VariantRouter(Searcher):
                 searcher.fail_orphans()
 
 
-# What a searcher snapshot may name: classes of these packages, and these functions (NumPy's array and random state
-# rebuilders, copyreg's object rebuilder). A pickle naming anything else (os.system, subprocess.Popen, ...) is refused
-# before it is called.
+# What a searcher snapshot may name: classes of these packages, these functions (NumPy's array and random state
+# rebuilders, copyreg's object rebuilder) and the functions of Optuna's samplers (TPE's gamma and weights). A pickle
+# naming anything else (os.system, subprocess.Popen, ...) is refused before it is called.
 SNAPSHOT_PACKAGES = ("aetune", "optuna", "numpy", "datetime", "collections", "builtins", "copyreg")
 SNAPSHOT_FUNCTIONS = {("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
                       ("numpy.random._pickle", "__randomstate_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
@@ -287,7 +287,8 @@ class SnapshotUnpickler(pickle.Unpickler):
             found = super().find_class(module, name)
         except (ImportError, AttributeError) as err:
             raise pickle.UnpicklingError(f"it names {module}.{name}, which this aetune lacks ({err})") from None
-        if not isinstance(found, type) and (module, name) not in SNAPSHOT_FUNCTIONS:
+        if not (isinstance(found, type) or (module, name) in SNAPSHOT_FUNCTIONS
+                or module.startswith("optuna.samplers.")):
             raise pickle.UnpicklingError(f"it names the function {module}.{name}, which no searcher snapshot holds")
         return found
 
