@@ -66,11 +66,11 @@ def hold(experiment: str) -> Iterator[None]:
 
 class OsLock:
     def __init__(self, folder: Path):
-        self.folder, self.path, self.fd, self.made_folder = folder, folder / LOCK_FILE, None, False
+        self.folder, self.path, self.fd, self.made = folder, folder / LOCK_FILE, None, []
 
     def acquire(self) -> None:
         try:
-            self.made_folder = not self.folder.exists()
+            self.made = [p for p in (self.folder, *self.folder.parents) if not p.exists()]  # deepest first
             self.folder.mkdir(parents=True, exist_ok=True)
             while self.fd is None:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -102,10 +102,10 @@ class OsLock:
         self._tidy()
 
     def _tidy(self) -> None:
-        """Remove the experiment folder again when the lock made it and nothing else came into it."""
-        if self.made_folder:
+        """Remove the folders the lock made (the experiment's, and --storage's) again when nothing came into them."""
+        for folder in self.made:
             with contextlib.suppress(OSError):
-                self.folder.rmdir()
+                folder.rmdir()
 
 
 def _same_file(fd: int, path: Path) -> bool:
