@@ -124,7 +124,7 @@ def _check_not_less(new: Summary, experiment_dir: str) -> None:
     for name, was in old.variants.items():
         now = new.variants.get(name)
         ids = {r.get("trial_id") for r in now.trial_results} if now else set()
-        lost = ("the variant" if now is None else
+        lost = ("record" if now is None else
                 f"trials ({now.trials} of {was.trials})" if now.trials < was.trials else
                 next((f"trial {r.get('trial_id')}" for r in was.trial_results if r.get("trial_id") not in ids), None)
                 or (f"its pick {was.trial_id}" if was.trial_id is not None and was.trial_id not in ids else None))
