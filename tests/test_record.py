@@ -160,8 +160,8 @@ def test_studies_carry_the_experiments_name_and_another_of_that_name_is_refused(
     study = f"sqlite:///{finished / 'optuna.db'}"
     assert optuna.get_all_study_names(study) == [f"tiny/{manifest['created']}/dense"]
     experiment = copy(finished, tmp_path)
-    before = digests(tmp_path)
     space = write_space(tmp_path / "tiny.yaml", TINY)
+    before = digests(tmp_path)
     run = run_search("--space", str(space), "--storage", str(tmp_path / "other"), "--quiet",
                      "--study-storage", f"sqlite:///{experiment / 'optuna.db'}")
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
