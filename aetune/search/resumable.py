@@ -147,7 +147,8 @@ def check_new(experiment: Any, given_storage: bool) -> None:
 class _RefuseRestart(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.getMessage().startswith("Failed to restore the run state"):
-            cause = first_line(record.exc_info[1]) if record.exc_info and record.exc_info[1] else "no cause given"
+            err = record.exc_info[1] if record.exc_info else None
+            cause = f"{type(err).__name__}: {first_line(err)}" if err else "no cause given"
             raise NotResumable(f"Ray could not restore the experiment ({cause}); nothing was run: put back the "
                                "files it names, or start a new experiment with another --name")
         return True
