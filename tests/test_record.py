@@ -211,7 +211,7 @@ def test_a_lease_is_refused_while_held_and_taken_over_once_stale(tmp_path, monke
             pass
 
 
-SLOW = TINY.replace("epochs: 1", "epochs: 30").replace("train_size: 300", "train_size: 3000")  # runs past the checks
+SLOW = TINY.replace("epochs: 1", "epochs: 100").replace("train_size: 300", "train_size: 3000")  # runs past the checks
 
 
 def test_two_drivers_never_run_one_experiment_and_sigterm_is_ctrl_c(tmp_path):
