@@ -7,7 +7,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from aetune.errors import UsageError
+from aetune.errors import UsageError, quote
 from aetune.models import REGISTRY  # model names only: importing it loads no torch
 from aetune.numbers import is_int
 
@@ -73,6 +73,9 @@ class TrialConfig:
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"seed: must be an integer from 0 to 2**32 - 1 (what NumPy and Optuna take), "
+                              f"got {quote(self.seed)}")
         if self.val_size is not None and self.val_size < 0:
             raise ConfigError(f"val_size: must be >= 0 (0 validates on the test split), got {self.val_size}")
 
@@ -82,6 +85,7 @@ def _positive(name: str, value: int) -> None:
         raise ConfigError(f"{name}: must be > 0, got {value}")
 
 
+SEED_LIMIT = 2**32
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}
 DATASETS = get_args(DatasetName)  # the torchvision datasets aetune.train.data reads
 _CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": DATASETS,
@@ -92,11 +96,11 @@ def _coerce(name: str, value: Any) -> Any:
     """Check one value's type; YAML and Optuna hand over ints, floats, strings and lists."""
     if name in _CHOICES:
         if value not in _CHOICES[name]:
-            raise ConfigError(f"{name}: unknown value {value!r}; choose one of {', '.join(_CHOICES[name])}")
+            raise ConfigError(f"{name}: unknown value {quote(value)}; choose one of {', '.join(_CHOICES[name])}")
         return value
     if name in ("hidden_layers", "filters"):
         if not isinstance(value, (list, tuple)) or not all(is_int(v) for v in value):
-            raise ConfigError(f"{name}: must be a list of integers, e.g. [128, 64], got {value!r}")
+            raise ConfigError(f"{name}: must be a list of integers, e.g. [128, 64], got {quote(value)}")
         if any(v <= 0 for v in value):
             raise ConfigError(f"{name}: every layer size must be > 0, got {list(value)}")
         return tuple(int(v) for v in value)
@@ -104,12 +108,12 @@ def _coerce(name: str, value: Any) -> Any:
         return None
     if name == "amp":
         if not isinstance(value, bool):
-            raise ConfigError(f"amp: must be true or false, got {value!r}")
+            raise ConfigError(f"amp: must be true or false, got {quote(value)}")
         return value
     if "float" in _FIELD_TYPES[name]:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ConfigError(f"{name}: must be a number, got {value!r}")
+            raise ConfigError(f"{name}: must be a number, got {quote(value)}")
         return float(value)
     if not is_int(value):
-        raise ConfigError(f"{name}: must be an integer, got {value!r}")
+        raise ConfigError(f"{name}: must be an integer, got {quote(value)}")
     return int(value)

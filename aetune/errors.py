@@ -21,6 +21,12 @@ def first_line(err: BaseException | str, last: bool = False, limit: int = 300) -
     return (lines[-1] if last else lines[0])[:limit]
 
 
+def quote(value: object, limit: int = 60) -> str:
+    """A value as error messages quote it (its repr), cut to a readable length: a mistyped value may be huge."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 12]}... ({len(text):,} characters)"
+
+
 def cli(main: Callable[..., int | None]) -> Callable[..., int]:
     """Run a CLI entry point; a UsageError becomes `aetune: error: ...` on stderr and exit status 2."""
 

@@ -1,8 +1,9 @@
 """The on-disk layout of an experiment, and summary.json: the search's output and the evaluation's input.
 
 runs/<name>/space.yaml               the search space actually used
-runs/<name>/experiment.json          what made the experiment: aetune's version and the package layout its
-                                     snapshots name (aetune 0.1.0 wrote none)
+runs/<name>/experiment.json          what made the experiment: aetune's version, the package layout its
+                                     snapshots name, space.yaml's digest and the creation id its study names
+                                     carry (<name>/<id>/<variant>; aetune 0.1.0 wrote none)
 runs/<name>/<variant>-<trial id>/    one folder per trial (Ray Tune's: result.json, event files, checkpoints);
                                      runs/<name> itself is the Ray Tune experiment every variant shares
 runs/<name>/optuna.db                every variant's Optuna study
@@ -11,6 +12,7 @@ runs/<name>/eval/                    figures, leaderboard and report.html
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aetune import __version__
-from aetune.errors import UsageError, first_line
+from aetune.errors import UsageError, first_line, quote
 from aetune.storage import join, read_text, write_text
 
 VARIANT_KEY = "variant"  # the one key a Ray trial's config has beyond the trial config: the variant it belongs to
@@ -66,7 +68,9 @@ class Summary:
     data_root: str | None = None  # where the trials read their dataset: evaluate's default
 
     def write(self, experiment_dir: str) -> str:
-        """Strict JSON: a non-finite number is written as null (bare NaN is not JSON; other tools reject it)."""
+        """Strict JSON: a non-finite number is written as null (bare NaN is not JSON; other tools reject it).
+        Never over a summary that held more (a variant, a trial, a pick this one lacks): that is refused."""
+        _check_not_less(self, experiment_dir)
         document = json.dumps(_finite_or_null(asdict(self)), indent=2, allow_nan=False)
         return write_text(join(experiment_dir, SUMMARY_FILE), document)
 
@@ -81,12 +85,52 @@ class Summary:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise TypeError(f"a JSON {type(raw).__name__}, not an object")
-            variants = {name: VariantResult(**{**result, "metrics": _null_as_nan(result.get("metrics", {}))})
-                        for name, result in raw.pop("variants").items()}
+            variants = {name: VariantResult(**{**_typed(name, result), "metrics": _null_as_nan(result.get("metrics", {}))})
+                        for name, result in _typed("variants", raw.pop("variants"), dict).items()}
             return cls(variants=variants, **raw)
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise UsageError(f"{path} is damaged ({type(err).__name__}: {first_line(err, limit=160)}); "
                              "rerun the search with --resume") from None
+
+
+_KINDS = {"trial_id": (str, type(None)), "config": dict, "metrics": dict, "checkpoint": (str, type(None)),
+          "trial_dir": (str, type(None)), "trials": int, "errored": list, "diverged": list, "metric": (str, list),
+          "mode": (str, list), "pick_rule": str, "split": dict, "selected_on": str, "sweep": dict, "base": str,
+          "front": list, "trial_results": list}
+_ITEMS = {"errored": dict, "diverged": str, "front": dict, "trial_results": dict}
+
+
+def _typed(name: str, value: Any, kind: type = dict) -> Any:
+    """A summary record checked against the types VariantResult's readers rely on: an edited or damaged file is
+    refused here, not half way through an evaluation."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} is {quote(value)}, not a JSON object")
+    if name == "variants":
+        return value
+    for key, kinds in _KINDS.items():
+        item = value.get(key)
+        if key in value and (not isinstance(item, kinds) or isinstance(item, bool)):
+            raise TypeError(f"variants.{name}.{key} is {quote(item)}, of the wrong type")
+        if key in _ITEMS and isinstance(item, list) and not all(isinstance(i, _ITEMS[key]) for i in item):
+            raise TypeError(f"variants.{name}.{key} holds {quote(item)}, of the wrong type")
+    return value
+
+
+def _check_not_less(new: Summary, experiment_dir: str) -> None:
+    try:
+        old = Summary.read(experiment_dir)
+    except UsageError:  # none yet, or a damaged one: nothing readable is lost
+        return
+    for name, was in old.variants.items():
+        now = new.variants.get(name)
+        ids = {r.get("trial_id") for r in now.trial_results} if now else set()
+        lost = ("record" if now is None else
+                f"trials ({now.trials} of {was.trials})" if now.trials < was.trials else
+                next((f"trial {r.get('trial_id')}" for r in was.trial_results if r.get("trial_id") not in ids), None)
+                or (f"its pick {was.trial_id}" if was.trial_id is not None and was.trial_id not in ids else None))
+        if lost:
+            raise UsageError(f"{join(experiment_dir, SUMMARY_FILE)} holds {name}'s {lost}, which this run lacks; "
+                             "it is kept as it was (check the experiment's trial folders and optuna.db)")
 
 
 def _no_summary(experiment_dir: str) -> str:
@@ -113,10 +157,25 @@ def _null_as_nan(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: math.nan if v is None else v for k, v in metrics.items()}
 
 
-def write_manifest(experiment_dir: str) -> None:
-    """What made this experiment, beside its space: a later aetune reads it before it resumes anything."""
+def write_manifest(experiment_dir: str, space_text: str | None = None, created: str | None = None) -> None:
+    """What made this experiment, beside its space: a later aetune reads it before it resumes anything. `space_text`:
+    the saved space.yaml, whose digest --resume compares; `created`: the id of this creation, in its study names."""
     document = {"aetune": __version__, "layout": LAYOUT}
+    if space_text is not None:
+        document["space_sha256"] = space_digest(space_text)
+    if created is not None:
+        document["created"] = created
     write_text(join(experiment_dir, MANIFEST_FILE), json.dumps(document, indent=2) + "\n")
+
+
+def read_manifest(experiment_dir: str) -> dict[str, Any]:
+    """The manifest ({} for an experiment of aetune 0.1.0, which wrote none); check_resumable vouched for it."""
+    text = read_text(join(experiment_dir, MANIFEST_FILE))
+    return json.loads(text) if text else {}
+
+
+def space_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_resumable(experiment_dir: str) -> None:
@@ -129,6 +188,8 @@ def check_resumable(experiment_dir: str) -> None:
         try:
             manifest = json.loads(text)
             layout, made_by = manifest["layout"], f"aetune {manifest['aetune']}"
+            if not all(isinstance(manifest.get(k, ""), str) for k in ("space_sha256", "created")):
+                raise TypeError("space_sha256 and created are texts")
         except (ValueError, KeyError, TypeError):
             raise UsageError(f"{join(experiment_dir, MANIFEST_FILE)} is damaged; restore it, or start a new "
                              "experiment with another --name") from None

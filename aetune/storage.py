@@ -95,3 +95,15 @@ def _write_object(location: str, data: bytes, exclusive: bool) -> None:
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def delete(location: str) -> None:
+    """Remove a file or object; one that is not there is fine."""
+    if not is_uri(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.File:
+        fs.delete_file(path)

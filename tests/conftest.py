@@ -49,9 +49,15 @@ def write_space(path: Path, text: str) -> Path:
     return path
 
 
+def study_name(storage: str, variant: str) -> str:
+    """The study of a variant: named <experiment>/<creation id>/<variant> by a search, <variant> by a bare searcher."""
+    names = optuna.get_all_study_names(storage)
+    return variant if variant in names else next(n for n in names if n.rsplit("/", 1)[-1] == variant)
+
+
 def study_trials(storage: str, name: str) -> dict[str, optuna.trial.FrozenTrial]:
     """A variant's Optuna study by the Ray trial id each of its trials was asked for."""
-    trials = optuna.load_study(study_name=name, storage=storage).trials
+    trials = optuna.load_study(study_name=study_name(storage, name), storage=storage).trials
     return {t.user_attrs["ray_trial_id"]: t for t in trials if "ray_trial_id" in t.user_attrs}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -130,6 +131,20 @@ def evaluated(ws: Path, checkpoint: dict | bytes | None) -> Path:
     best = VariantResult("1", CONFIG, {"val_loss": 0.5}, "dense/trial_1/checkpoint.pt", "dense/trial_1", trials=1)
     Summary("old", "val_loss", "min", {"dense": best}, str(DATA_ROOT)).write(str(root))
     return root
+
+
+def summary_with(**fields) -> dict:
+    """A summary.json of one variant whose fields are VariantResult's but `fields`."""
+    result = {"trial_id": "1", "config": CONFIG, "metrics": {"val_loss": 0.5}, "checkpoint": None,
+              "trial_dir": "dense/trial_1", "trials": 1, **fields}
+    return {"name": "old", "metric": "val_loss", "mode": "min", "variants": {"dense": result}}
+
+
+def experiment_summary_points_at(ws: Path, checkpoint: str) -> None:
+    path = ws / "runs" / "old" / "summary.json"
+    document = json.loads(path.read_text())
+    document["variants"]["dense"]["checkpoint"] = checkpoint
+    path.write_text(json.dumps(document))
 
 
 def trained_out(ws: Path, checkpoint: dict | bytes) -> None:
@@ -322,6 +337,66 @@ CASES = [
          lambda ws: evaluated(ws, good_checkpoint_bytes()[:2000])),
     Case("eval-checkpoint-other-format", "aetune.evaluate", EVALUATE, f"format version {FORMAT_VERSION + 1}",
          lambda ws: evaluated(ws, bundle(format_version=FORMAT_VERSION + 1))),
+    # issue 20: types and ranges, sizes, names, resources, YAML, summaries, checkpoints outside the experiment
+    Case("space-name-a-number", "aetune.search", SPACE_ARG + SEARCH, "name: must be a text",
+         space_file("name: 123\n" + textwrap.dedent(SPACE))),
+    Case("space-name-a-list", "aetune.search", SPACE_ARG + SEARCH, "name: must be a text",
+         space_file("name: [a, b]\n" + textwrap.dedent(SPACE))),
+    Case("space-seed-negative", "aetune.search", SPACE_ARG + SEARCH, "space.yaml: seed: must be an integer from 0",
+         space_file("seed: -1\n" + textwrap.dedent(SPACE))),
+    Case("space-seed-huge", "aetune.search", SPACE_ARG + SEARCH, "seed: must be an integer from 0",
+         space_file("seed: 4294967296\n" + textwrap.dedent(SPACE))),
+    Case("search-seed-negative", "aetune.search", SPACE_ARG + SEARCH + ["--seed", "-1"], "seed: must be an integer",
+         space_file(SPACE)),
+    Case("space-code-size-huge", "aetune.search", SPACE_ARG + SEARCH, "variants.dense.model size: ",
+         space_file(SPACE.replace("{choice: [4, 8]}", "{choice: [4, 100000000000000]}"))),
+    Case("space-variant-name-too-long", "aetune.search", SPACE_ARG + SEARCH, "file names; shorten",
+         space_file(SPACE.replace("      dense:", "      " + "d" * 300 + ":"))),
+    Case("space-sweep-value-too-long", "aetune.search", SPACE_ARG + SEARCH, "file names; shorten",
+         space_file(SPACE.replace("hidden_layers: [16], ", "").replace(
+             "scheduler: fifo}", "scheduler: fifo, sweep: {hidden_layers: [[" + ", ".join(["16"] * 80) + "]]}}"))),
+    Case("name-too-long", "aetune.search", SPACE_ARG + SEARCH + ["--name", "n" * 300], "shorter --name",
+         space_file(SPACE)),
+    Case("cpus-infinite", "aetune.search", SPACE_ARG + SEARCH + ["--cpus-per-trial", "inf"], "resources.cpus",
+         space_file(SPACE)),
+    Case("cpus-below-rays-unit", "aetune.search", SPACE_ARG + SEARCH + ["--cpus-per-trial", "0.00001"],
+         "resources.cpus: must be a finite number >= 0.0001", space_file(SPACE)),
+    Case("cpus-beyond-the-cluster", "aetune.search", SPACE_ARG + SEARCH + ["--cpus-per-trial", "4096"],
+         "no node of this cluster has them", space_file(SPACE)),
+    pytest.param(Case("gpus-beyond-the-cluster", "aetune.search", SPACE_ARG + SEARCH + ["--gpus-per-trial", "1"],
+                      "no node of this cluster has them", space_file(SPACE)),
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
+    Case("address-unreachable", "aetune.search", SPACE_ARG + SEARCH + ["--address", "127.0.0.1:1"],
+         "cannot reach the Ray cluster at --address 127.0.0.1:1 within", space_file(SPACE)),
+    Case("space-duplicate-key", "aetune.search", SPACE_ARG + SEARCH, "key 'epochs' appears twice",
+         space_file(SPACE + "    epochs: 2\n")),
+    Case("space-alias-bomb", "aetune.search", SPACE_ARG + SEARCH, "aliases expand to 387,420,489",
+         space_file("a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+             f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)) +
+             "defaults: {lr: *a8}\nvariants: {d: {model: dense}}\n")),
+    Case("space-value-quoted-short", "aetune.search", SPACE_ARG + SEARCH, "characters)",
+         space_file(SPACE.replace("hidden_layers: [16]", "hidden_layers: [" + ", ".join(["x"] * 5000) + "]"))),
+    Case("space-defaults-named", "aetune.search", SPACE_ARG + SEARCH, "space.yaml: defaults.train_size: must be > 0",
+         space_file(SPACE.replace("train_size: 256", "train_size: -1"))),
+    Case("config-duplicate-key", "aetune.train", TRAIN + ["--config", "{ws}/c.yaml"], "key 'lr' appears twice",
+         file_at("c.yaml", "lr: 0.1\nlr: 0.2\n")),
+    Case("train-seed-huge", "aetune.train", TRAIN + ["--seed", "100000000000000000000"], "seed: must be an integer"),
+    Case("train-code-size-huge", "aetune.train", [*TRAIN, "--code-size", "100000000000000"], "model size: "),
+    Case("out-under-a-file", "aetune.train", [*TRAIN, "--out", "{ws}/afile/sub"], "afile is a file",
+         file_at("afile", "x")),
+    Case("eval-summary-checkpoint-a-number", "aetune.evaluate", EVALUATE, "variants.dense.checkpoint is 5",
+         lambda ws: experiment(ws, summary=summary_with(checkpoint=5))),
+    Case("eval-summary-checkpoint-a-dict", "aetune.evaluate", EVALUATE, "variants.dense.checkpoint is {",
+         lambda ws: experiment(ws, summary=summary_with(checkpoint={"a": 1}))),
+    Case("eval-summary-errored-a-text", "aetune.evaluate", EVALUATE, "variants.dense.errored is 'oops'",
+         lambda ws: experiment(ws, summary=summary_with(errored="oops"))),
+    Case("eval-checkpoint-outside", "aetune.evaluate", EVALUATE, "outside {ws}/runs/old; restore summary.json",
+         lambda ws: (evaluated(ws, good_checkpoint_bytes()), file_at("elsewhere/checkpoint.pt",
+                                                                     good_checkpoint_bytes())(ws),
+                     experiment_summary_points_at(ws, str(ws / "elsewhere" / "checkpoint.pt")))),
+    Case("eval-checkpoint-climbs-out", "aetune.evaluate", EVALUATE, "outside {ws}/runs/old",
+         lambda ws: (evaluated(ws, good_checkpoint_bytes()),
+                     experiment_summary_points_at(ws, "../../elsewhere/checkpoint.pt"))),
     Case("eval-checkpoint-other-shape", "aetune.evaluate", EVALUATE,
          "trained on images of shape (1, 32, 32), but mnist has (1, 28, 28)",
          lambda ws: evaluated(ws, bundle(format_version=FORMAT_VERSION, input_shape=(1, 32, 32)))),
@@ -332,6 +407,10 @@ def snapshot(root: Path) -> dict[str, str]:
     """Every file and folder under root with its content's hash: what a failed run must leave exactly as it was."""
     return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*"))}
+
+
+# Ray's own log lines when a case gets as far as starting Ray (the resource checks): a date, a level, no traceback
+RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t(INFO|WARNING) [\w.]+:\d+ -- ")
 
 
 def fill(text: str, ws: Path) -> str:
@@ -354,6 +433,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, cli, tmp_path):
     env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     env |= {k: fill(v, ws) for k, v in case.env.items()}
     code, out, err = cli(case.module, [fill(a, ws) for a in case.args], REPO, env)
+    err = "".join(line for line in err.splitlines(keepends=True) if not RAY_LOG.match(line))
     assert err.count("\n") == 1 and err.startswith("aetune: error: "), err
     assert fill(case.expect, ws) in err, err
     assert code == 2

@@ -82,7 +82,7 @@ def test_each_command_is_a_package_with_a_main():
         assert (PACKAGE / command / "__main__.py").is_file()
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert top == ["__init__.py", "config.py", "errors.py", "experiment.py", "metrics.py", "numbers.py", "pareto.py",
-                   "storage.py"]
+                   "storage.py", "yamlfile.py"]
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -120,9 +120,11 @@ def test_a_flat_layout_experiment_still_evaluates(legacy):
 def test_a_new_experiment_records_its_layout(searched):
     manifest = json.loads((searched / "experiment.json").read_text())
     from aetune import __version__
-    from aetune.experiment import LAYOUT
+    from aetune.experiment import LAYOUT, space_digest
 
-    assert manifest == {"aetune": __version__, "layout": LAYOUT}
+    assert manifest == {"aetune": __version__, "layout": LAYOUT, "created": manifest["created"],
+                        "space_sha256": space_digest((searched / "space.yaml").read_text())}
+    assert len(manifest["created"]) == 12
 
 
 def test_console_scripts_name_each_commands_main():

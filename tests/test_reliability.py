@@ -22,7 +22,7 @@ import pytest
 import ray.cloudpickle
 import torch
 import yaml
-from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, study_states, write_space
+from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, study_name, study_states, write_space
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
@@ -528,7 +528,8 @@ def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, 
     # The same Optuna study went on through both restores: every Ray trial told once, in its true state, and no
     # trial left RUNNING by the kills.
     states = {trial_id: state.name for trial_id, state in study_states(study, "dense").items()}
-    orphans = [t for t in optuna.load_study(study_name="dense", storage=study).trials if t.state.name == "RUNNING"]
+    orphans = [t for t in optuna.load_study(study_name=study_name(study, "dense"), storage=study).trials
+               if t.state.name == "RUNNING"]
     assert not orphans
     # What Optuna was told is what the summary records of each trial: finished ones COMPLETE, stopped ones PRUNED;
     # a trial asked after the last snapshot (no Ray trial will ever finish it) FAIL.

@@ -13,7 +13,8 @@ import optuna
 import pytest
 import ray.cloudpickle
 import torch
-from conftest import DATA_ROOT, REPO, SEARCH, run_search, search_env, study_states, study_trials, write_space
+from conftest import (DATA_ROOT, REPO, SEARCH, run_search, search_env, study_name, study_states, study_trials,
+                      write_space)
 from ray.tune.search import Searcher
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -47,7 +48,7 @@ VARIANTS = {*SWEEP, "denoising", "sparse", "conv", "vae"}
 
 
 def study(experiment: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=study_storage(experiment))
+    return optuna.load_study(study_name=study_name(study_storage(experiment), name), storage=study_storage(experiment))
 
 
 def study_storage(experiment: Path) -> str:
@@ -81,7 +82,8 @@ def test_a_sweep_runs_one_study_per_value(searched):
         assert member.sweep == {"code_size": size} and member.base == "dense"
         assert {t["config"]["code_size"] for t in member.trial_results} == {size} == {member.metrics["code_size"]}
         assert len(study(searched, name).trials) == 2
-    assert set(optuna.get_all_study_names(study_storage(searched))) == VARIANTS
+    created = json.loads((searched / "experiment.json").read_text())["created"]
+    assert set(optuna.get_all_study_names(study_storage(searched))) == {f"small/{created}/{v}" for v in VARIANTS}
 
 
 def test_a_multi_objective_variant_records_its_pareto_front_and_picks_the_knee(searched):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from aetune.config import TrialConfig
-from aetune.errors import UsageError, cli
+from aetune.errors import UsageError, cli, quote
 from aetune.evaluate import study
 from aetune.evaluate.baselines import PCA_FIT_IMAGES
 from aetune.evaluate.findings import findings
@@ -82,7 +82,7 @@ def no_trial_reason(record: Record) -> str:
 
 
 def load_variants(experiment: Path, records: dict[str, Record], names: list[str],
-                  fronts: bool) -> tuple[list[Variant], dict[str, str]]:
+                  fronts: bool, allow_outside: bool = False) -> tuple[list[Variant], dict[str, str]]:
     """Every loadable pick, and with `fronts` every member of a Pareto front (named variant#1, #2... along its
     first objective); the others with the reason (CheckpointError names file and fix)."""
     variants, skipped = [], {}
@@ -94,11 +94,20 @@ def load_variants(experiment: Path, records: dict[str, Record], names: list[str]
         if fronts and study.is_multi_objective(record):
             wanted += [(f"{name}#{i}", "front", member) for i, member in enumerate(study.sorted_front(record), 1)]
         for label, kind, source in wanted:
+            check_inside(experiment, label, source.get("checkpoint"), allow_outside)
             try:
                 variants.append(load_variant(experiment, label, kind, record, source))
             except CheckpointError as err:
                 skipped[label] = str(err)
     return variants, skipped
+
+
+def check_inside(experiment: Path, name: str, checkpoint: str | None, allowed: bool) -> None:
+    """summary.json names checkpoints inside its experiment; one elsewhere (an edited file) is loaded only when
+    the user says so: a checkpoint is trusted data (weights_only, but its numbers go into the report)."""
+    if checkpoint and not allowed and not (experiment / checkpoint).resolve().is_relative_to(experiment.resolve()):
+        raise UsageError(f"{name}: summary.json names the checkpoint {quote(checkpoint)}, outside {experiment}; "
+                         "restore summary.json, or pass --allow-outside to evaluate it anyway")
 
 
 def load_variant(experiment: Path, name: str, kind: str, record: Record, source: Record) -> Variant:
@@ -208,6 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-size", type=int, help="evaluate on the first N test images (default: the picks' "
                         "config test_size, the smallest when they differ; all when none sets it)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="evaluate checkpoints that summary.json names outside the experiment folder")
     return parser
 
 
@@ -278,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     args.data_root = args.data_root or os.environ.get("AETUNE_DATA") or summary.data_root
     records = {name: record_of(summary.variants[name]) for name in select(summary, args.variants)}
     out = output_folder(args.out or args.experiment / EVAL_DIR)
-    variants, skipped = load_variants(args.experiment, records, list(records), fronts=not args.no_front)
+    variants, skipped = load_variants(args.experiment, records, list(records), fronts=not args.no_front,
+                                       allow_outside=args.allow_outside)
     test_note = ""
     if variants:
         args.test_size, test_note = resolve_test_size(variants, args.test_size)

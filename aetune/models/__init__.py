@@ -42,9 +42,33 @@ def build_model(config: "TrialConfig | dict[str, Any]",
 
     if not isinstance(config, TrialConfig):
         config = TrialConfig.from_dict(config)
+    check_size(config, tuple(input_shape))
     model = family(config.model)(config, tuple(input_shape))
     model.apply(keras_init)
     return model
 
 
-__all__ = ["REGISTRY", "build_model", "families", "family"]
+MEMORY_SHARE = 4  # a model's float32 weights may take a quarter of this machine's memory: training holds four
+#                   copies (weights, gradients, Adam's two moments)
+
+
+def check_size(config: "TrialConfig", input_shape: tuple[int, int, int]) -> int:
+    """The model's parameter count, counted on PyTorch's meta device (nothing allocated); a ConfigError when its
+    weights would not fit in a MEMORY_SHARE-th of this machine's memory."""
+    import os
+
+    import torch
+
+    from aetune.config import ConfigError
+
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in family(config.model)(config, input_shape).parameters())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if parameters * 4 > memory / MEMORY_SHARE:
+        raise ConfigError(f"model size: {parameters:,} parameters ({parameters * 4 / 2**30:,.1f} GiB as float32), "
+                          f"over 1/{MEMORY_SHARE} of this machine's {memory / 2**30:.0f} GiB of memory (training holds "
+                          "four copies); make code_size, hidden_layers or filters smaller")
+    return parameters
+
+
+__all__ = ["check_size", "REGISTRY", "build_model", "families", "family"]

@@ -8,8 +8,10 @@ from typing import Callable
 
 import yaml
 
+from aetune import yamlfile
 from aetune.errors import UsageError, cli, exit_now, first_line
 from aetune.experiment import SPACE_FILE, check_resumable
+from aetune.search import lock, preflight
 from aetune.search.spaces import SearchSpace, load_space, parse_space
 from aetune.storage import is_uri, join, read_text
 
@@ -114,7 +116,7 @@ def _saved_space(storage: str, name: str) -> SearchSpace:
         raise UsageError(f"{join(storage, name)} is not an aetune experiment (no {SPACE_FILE}); "
                          "check --storage and --name, or start it without --resume")
     try:
-        raw = yaml.safe_load(text)
+        raw = yamlfile.load(text)
     except yaml.YAMLError as err:
         raise UsageError(f"{location} is not valid YAML ({first_line(err)}); the experiment's saved space is "
                          "damaged: restore it, or start a new experiment") from None
@@ -169,19 +171,38 @@ def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = 
     storage = tuner.storage_location(args.storage)
     experiment = tuner.Experiment(space, name, storage, str(data_root), study_url(args, space, storage, name),
                                    splits)
-    if args.study_storage and experiment.study_storage:
-        from aetune.search.searchers import open_study_storage
-
-        open_study_storage(experiment.study_storage)  # a bad URL fails here, in one line, before anything is written
-    if not args.resume:
-        experiment.create()
-    tuner.connect(args.address, WORKER_ENV)
-    try:
-        summary = tuner.run(experiment, resume=args.resume, trainable=trainable, verbose=0 if args.quiet else 1)
-    finally:
-        tuner.disconnect()
+    preflight.check_name_lengths(space, storage, name)
+    preflight.check_address(args.address)
+    with lock.hold(experiment.path):  # one driver per experiment, from before its first write to its end
+        summary = _run_held(experiment, args, trainable)
     tuner.print_summary(summary, experiment)
     return 1 if any(v.errored for v in summary.variants.values()) else 0
+
+
+def _run_held(experiment, args: argparse.Namespace, trainable: Callable[..., None] | None):
+    """Holding the lock: check that the experiment can be continued (or made), connect, check the cluster can run
+    a trial, then write and run. Every refusal comes before the first write."""
+    from aetune.search import resumable, tuner
+
+    if args.resume:
+        resumable.check_resume(experiment, tuner.local_path(experiment.path))
+    else:
+        resumable.check_new(experiment, given_storage=bool(args.study_storage))
+    preflight.sigterm_as_interrupt()
+    tuner.connect(args.address, WORKER_ENV)
+    try:
+        preflight.sigterm_as_interrupt()  # again: ray.init installed its own
+        preflight.check_resources(experiment.space)
+        if args.study_storage and experiment.study_storage:
+            from aetune.search.searchers import open_study_storage
+
+            open_study_storage(experiment.study_storage)  # a bad URL fails here, in one line, before any write
+        if not args.resume:
+            experiment.create()
+        with resumable.no_restart():
+            return tuner.run(experiment, resume=args.resume, trainable=trainable, verbose=0 if args.quiet else 1)
+    finally:
+        tuner.disconnect()
 
 
 if __name__ == "__main__":

@@ -156,8 +156,15 @@ class EnumeratedSearch(Searcher):
         return (i for i in range(len(self.configs)) if i not in taken)
 
 
-def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None) -> Searcher:
-    """Optuna (its study named after the variant, in the experiment's storage), or the enumerated configs."""
+def study_prefix(experiment: str, created: str | None) -> str:
+    """What every study name of an experiment starts with: its name and creation id, so that two experiments (or two
+    made one after the other under one name) never share a study in one storage. Experiments made before creation
+    ids named their studies after the variant alone ("")."""
+    return f"{experiment}/{created}/" if created else ""
+
+
+def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None, prefix: str = "") -> Searcher:
+    """Optuna (its study named `prefix` + the variant, in the experiment's storage), or the enumerated configs."""
     search = space.search(variant)
     if space.searcher != "optuna":
         return EnumeratedSearch(enumerated_configs(space, variant))
@@ -166,7 +173,7 @@ def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None)
     # TPE (multi-objective TPE for a front), seeded; the space's `sampler` section tunes it.
     sampler = optuna.samplers.TPESampler(seed=space.seed, **space.sampler)
     return PrunedOptunaSearch(space=OptunaSampler(space, variant), metric=metric, mode=mode, sampler=sampler,
-                              study_name=variant.name, storage=open_study_storage(storage_url) if storage_url else None,
+                              study_name=prefix + variant.name, storage=open_study_storage(storage_url) if storage_url else None,
                               max_epochs=space.epochs)
 
 
@@ -225,7 +232,7 @@ class VariantRouter(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+            self.__dict__.update(SnapshotUnpickler(f).load())
         self.__dict__.pop("asked", None)  # an earlier aetune kept the counts the property now derives
         for name, searcher in self.searchers.items():
             handed_out = searcher.__dict__.pop("handed_out", None)
@@ -259,6 +266,68 @@ class VariantRouter(Searcher):
                 searcher.fail_orphans()
 
 
+# What a searcher snapshot may name: classes of these packages, these functions (NumPy's array and random state
+# rebuilders, copyreg's object rebuilder) and the functions of Optuna's samplers (TPE's gamma and weights). A pickle
+# naming anything else (os.system, subprocess.Popen, ...) is refused before it is called.
+SNAPSHOT_PACKAGES = ("aetune", "optuna", "numpy", "datetime", "collections", "builtins", "copyreg")
+SNAPSHOT_FUNCTIONS = {("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+                      ("numpy.random._pickle", "__randomstate_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
+                      ("numpy.random._pickle", "__generator_ctor"), ("copyreg", "_reconstructor")}
+
+
+class SnapshotUnpickler(pickle.Unpickler):
+    """pickle's loader restricted to what aetune's searcher snapshot holds: a doctored snapshot file cannot run code
+    through it. (Ray's own tuner.pkl and experiment state are Ray's to read: resuming trusts the folder as Ray's
+    restore does; README "Security".)"""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] not in SNAPSHOT_PACKAGES:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which no searcher snapshot holds")
+        try:
+            found = super().find_class(module, name)
+        except (ImportError, AttributeError) as err:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which this aetune lacks ({err})") from None
+        if not (isinstance(found, type) or (module, name) in SNAPSHOT_FUNCTIONS
+                or module.startswith("optuna.samplers.")):
+            raise pickle.UnpicklingError(f"it names the function {module}.{name}, which no searcher snapshot holds")
+        return found
+
+
+class _Inert:
+    """Stands for every object of a snapshot that check_snapshot reads: nothing is built, nothing is called."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "_Inert":
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _ScanningUnpickler(SnapshotUnpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        super().find_class(module, name)
+        return _Inert
+
+
+def check_snapshot(path: Path) -> None:
+    """Read a searcher snapshot through the restricted loader without building anything (no study is opened):
+    pickle.UnpicklingError (or another ValueError/EOFError) when it is damaged or names what it must not."""
+    with path.open("rb") as f:
+        _ScanningUnpickler(f).load()
+
+
 class RoutedSearch(SearchGenerator):
     """Tune's trial generator around the router, restored in step with Tune's trials. Tune copies its snapshot
     files to storage one by one, in the background, and a cut one is put back from an older backup: after a kill
@@ -283,7 +352,8 @@ def restored_trials(folder: Path) -> dict[str, Trial] | None:
     return {t.trial_id: t for t in (Trial.from_json_state(state, stub=True) for state, _ in trial_data)}
 
 
-def make_router(space: SearchSpace, storage_url: str | None, costs: dict[str, float]) -> RoutedSearch:
+def make_router(space: SearchSpace, storage_url: str | None, costs: dict[str, float],
+                prefix: str = "") -> RoutedSearch:
     runs = space.runs()
-    return RoutedSearch(VariantRouter({v.name: make_searcher(space, v, storage_url) for v in runs},
+    return RoutedSearch(VariantRouter({v.name: make_searcher(space, v, storage_url, prefix) for v in runs},
                                       {v.name: space.trial_count(v) for v in runs}, costs))

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from aetune.config import DATASETS, TrialConfig
-from aetune.errors import UsageError, first_line
+from aetune import yamlfile
+from aetune.errors import UsageError, first_line, quote
 from aetune.metrics import BIASED, METRICS
 from aetune.models import build_model  # imports torch only when called: structural validation never does
 from aetune.numbers import is_int, is_number
@@ -31,6 +32,7 @@ ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
 SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "true or false"}  # TPESampler's
 
 SPACE_WIDE = ("train_size", "val_size", "val_split", "test_size")  # the split: one for every trial, in `defaults`
+RESOURCE_STEP = 0.0001  # Ray counts resources in these units: a smaller share is refused by Ray itself
 IMAGE_SHAPE = (1, 28, 28)  # every dataset's images (MNIST, Fashion-MNIST, KMNIST): what models are checked on
 
 
@@ -152,8 +154,10 @@ class SearchSpace:
             _check(is_int(getattr(self, key)) and getattr(self, key) > 0, source, key, "must be a positive integer")
         _check(is_int(self.reduction_factor) and self.reduction_factor >= 2, source, "reduction_factor",
                "must be an integer >= 2")
-        _check(is_number(self.cpus) and self.cpus > 0, source, "resources.cpus", "must be a number > 0")
-        _check(is_number(self.gpus) and self.gpus >= 0, source, "resources.gpus", "must be a number >= 0")
+        _check(is_number(self.cpus) and RESOURCE_STEP <= self.cpus < math.inf, source, "resources.cpus",
+               f"must be a finite number >= {RESOURCE_STEP} (Ray's smallest share), got {quote(self.cpus)}")
+        _check(is_number(self.gpus) and (self.gpus == 0 or RESOURCE_STEP <= self.gpus < math.inf), source,
+               "resources.gpus", f"must be 0 or a finite number >= {RESOURCE_STEP}, got {quote(self.gpus)}")
         _check(is_number(self.eval_noise) and self.eval_noise >= 0, source, "eval_noise", "must be a number >= 0")
         _check(not self.sampler or self.searcher == "optuna", source, "sampler",
                f"sets Optuna's TPE sampler; drop it, or use searcher: optuna (not {self.searcher})")
@@ -176,7 +180,14 @@ class SearchSpace:
                 try:
                     TrialConfig.from_dict(values)
                 except UsageError as err:  # its message starts with the config key
-                    raise SpaceError(f"{source}: {where}.{err}") from None
+                    raise SpaceError(f"{source}: {self._set_in(variant, str(err))}{err}") from None
+
+    def _set_in(self, variant: Variant, message: str) -> str:
+        """Where the key an error names is set: in the variant, at the top level, or in `defaults`."""
+        key = message.split(":", 1)[0]
+        if key in variant.fixed or key in variant.domains or key in variant.sweep:
+            return f"variants.{variant.name}."
+        return "" if key in {f.name for f in dataclasses.fields(self)} else "defaults."
 
     def check_models(self, source: str) -> None:
         """The part of validation that needs PyTorch: every option builds a model that fits the images, and each
@@ -261,7 +272,7 @@ def load_space(path: str | os.PathLike, models: bool = True) -> SearchSpace:
     (SearchSpace.check_models), so a mistyped file fails in a fraction of a second."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yamlfile.load(path.read_text())
     except OSError as err:
         raise SpaceError(f"cannot read search space {path}: {err.strerror}; pass an existing --space file "
                          "(e.g. search_spaces/quick.yaml)") from None
@@ -281,6 +292,8 @@ def parse_space(raw: Any, source: str, models: bool = True) -> SearchSpace:
         _check(key in known, source, key, f"unknown key; valid keys are {', '.join(sorted(known))}")
     values = {k: v for k, v in raw.items() if k in top and k not in ("variants", "defaults")}
     values.setdefault("name", Path(source).stem)
+    _check(isinstance(values["name"], str) and bool(values["name"]), source, "name",
+           f"must be a text (it names the experiment folder), e.g. name: study, not {quote(values['name'])}")
     _check_objectives(values, source, "")
     asha = _section(raw, "asha", source, set(ASHA_KEYS))
     values |= {("asha_metric" if k == "metric" else k): v for k, v in asha.items()}

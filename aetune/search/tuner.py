@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from aetune.models import family
 from aetune.search.picks import summarise
 from aetune.search.resume import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
 from aetune.search.schedulers import make_schedulers
-from aetune.search.searchers import make_router
+from aetune.search.searchers import make_router, study_prefix
 from aetune.search.spaces import IMAGE_SHAPE, SearchSpace, space_to_yaml
 from aetune.search.trainable import train_trial
 from aetune.storage import is_uri, join, write_text
@@ -41,6 +42,7 @@ class Experiment:
     data_root: str
     study_storage: str | None = None  # the Optuna storage URL (or journal file) every variant's study lives in
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # per variant: what its trials read
+    created: str | None = None  # the creation id (experiment.json) its study names carry; None: made before ids
 
     @property
     def path(self) -> str:
@@ -49,12 +51,14 @@ class Experiment:
     def create(self) -> None:
         """Save the space used; never overwrite an existing experiment (that would lose work). The space file is
         the experiment's marker, created exclusively: of two searches started at once with one name, one wins."""
+        text = space_to_yaml(self.space)
         try:
-            write_text(join(self.path, SPACE_FILE), space_to_yaml(self.space), exclusive=True)
+            write_text(join(self.path, SPACE_FILE), text, exclusive=True)
         except FileExistsError:
             raise UsageError(f"experiment {self.path} exists; continue it with --resume --name {self.name} "
                              "or start another with --name") from None
-        write_manifest(self.path)
+        self.created = uuid.uuid4().hex[:12]
+        write_manifest(self.path, text, self.created)
 
 
 def connect(address: str | None, worker_env: dict[str, str]) -> None:
@@ -143,7 +147,8 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
         return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=make_router(space, experiment.study_storage, trial_costs(space)),
+        tune_config=tune.TuneConfig(search_alg=make_router(space, experiment.study_storage, trial_costs(space),
+                                                                      study_prefix(experiment.name, experiment.created)),
                                     scheduler=make_schedulers(space), num_samples=sum(map(space.trial_count, runs)),
                                     reuse_actors=True, trial_dirname_creator=trial_dirname,
                                     trial_name_creator=trial_dirname),  # the live table names each variant

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from aetune.config import ConfigError, TrialConfig
+from aetune import yamlfile
 from aetune.errors import UsageError, cli, first_line
 from aetune.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from aetune.train.trainer import Trainer, is_finite, pick_device, trainer_for
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yamlfile.load(path.read_text()) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
         raise UsageError(f"cannot read config {path}: {reason}") from None
@@ -75,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_out(out: Path, checkpoint: Path, resume: bool) -> None:
     """Never train over another run's checkpoint; --resume needs one."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; pass a folder for the checkpoint and TensorBoard files")
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UsageError(f"--out {out}: {blocked} is a file; pass a folder for the checkpoint and TensorBoard files")
     if resume and not checkpoint.exists():
         raise CheckpointError(f"--resume: {checkpoint} does not exist; train without --resume first "
                               "(or pass the --out folder of the run to continue)")

@@ -1,0 +1,74 @@
+"""The driver's checks of what the space and flags ask of the machine and the cluster, each one line before
+anything is written: names the filesystem can hold, a cluster that answers, trials some node can ever run; and
+SIGTERM taken like Ctrl-C (Tune saves its state and the driver says how to resume)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+from aetune.errors import UsageError, first_line, quote
+from aetune.search.spaces import SearchSpace
+from aetune.storage import is_uri
+
+CONNECT_TIMEOUT_S = 10.0  # a Ray head that does not accept a connection in this long is not there
+TRIAL_ID_CHARS = 17  # "-" and Ray's trial id (8 hex, or 5 hex + "_" + a 5-digit count, with room to spare)
+
+
+def name_limit(storage: str) -> int:
+    """The longest file name the storage's filesystem takes (255 on buckets and when it cannot be asked)."""
+    if is_uri(storage):
+        return 255
+    folder = Path(storage)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def check_name_lengths(space: SearchSpace, storage: str, name: str) -> None:
+    """The experiment's folder and every trial folder (named after its run: variant@swept=values) must fit."""
+    limit = name_limit(storage)
+    if len(name.encode()) > limit:
+        raise UsageError(f"experiment name {quote(name)} is {len(name.encode())} bytes; this filesystem's file "
+                         f"names hold {limit}: pass a shorter --name")
+    for run in space.runs():
+        if len(run.name.encode()) + TRIAL_ID_CHARS > limit:
+            raise UsageError(f"variants.{run.base or run.name}: the run {quote(run.name)} names its trial folders, "
+                             f"and with the trial id it is over this filesystem's {limit}-byte file names; shorten "
+                             "the variant's name, or sweep that key in a domain instead of a sweep")
+
+
+def check_address(address: str | None) -> None:
+    """HOST:PORT must accept a connection within CONNECT_TIMEOUT_S (Ray itself waits for minutes)."""
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot reach the Ray cluster at --address {address} within {CONNECT_TIMEOUT_S:.0f} s "
+                         f"({first_line(err, limit=120)}); start it first (launch/local_cluster.sh up) or drop "
+                         "--address for a local Ray") from None
+
+
+def check_resources(space: SearchSpace) -> None:
+    """Some node of the connected cluster has the CPUs and GPUs one trial asks for (else Ray waits forever)."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(r.get("CPU", 0) >= space.cpus and r.get("GPU", 0) >= space.gpus for r in nodes):
+        return
+    most = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    raise UsageError(f"a trial asks for {space.cpus:g} CPUs and {space.gpus:g} GPUs, but no node of this cluster "
+                     f"has them (the largest: {most.get('CPU', 0):g} CPUs, {most.get('GPU', 0):g} GPUs); lower "
+                     "--cpus-per-trial / --gpus-per-trial (resources: in the space), or add such a node")
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (kill, a scheduler's stop) does what Ctrl-C does: Tune saves its state, the driver prints how to
+    resume and exits 130. (ray.init installs its own handler, which exits at once: call this after it.)"""
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
