@@ -57,7 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--gpus-per-trial", type=float, dest="gpus", help="fractions share a GPU, e.g. 0.25")
     group.add_argument("--seed", type=int, help="seeds the searchers and every trial")
     group.add_argument("--variants", nargs="+", metavar="VARIANT", help="run only these variants of the space")
-    p.add_argument("--quiet", action="store_true", help="no live progress table")
+    console = p.add_mutually_exclusive_group()
+    console.add_argument("--quiet", action="store_true",
+                         help="print only the trials' errors and the final table (no status view)")
+    console.add_argument("--verbose", action="store_true",
+                         help="Ray Tune's own per-trial output instead of aetune's status view")
     return p
 
 
@@ -87,6 +91,11 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
     name = args.name or space.name
     _check_name(name)
     return space, name, source
+
+
+def console_mode(args: argparse.Namespace) -> str:
+    """aetune's status view (tuner.CONSOLES): live by default; --quiet: errors and the final table; --verbose: Ray's."""
+    return "quiet" if args.quiet else "ray" if args.verbose else "live"
 
 
 def study_url(args: argparse.Namespace, space: SearchSpace, storage: str, name: str) -> str | None:
@@ -179,7 +188,7 @@ def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = 
         experiment.create()
     tuner.connect(args.address, WORKER_ENV)
     try:
-        summary = tuner.run(experiment, resume=args.resume, trainable=trainable, verbose=0 if args.quiet else 1)
+        summary = tuner.run(experiment, resume=args.resume, trainable=trainable, console=console_mode(args))
     finally:
         tuner.disconnect()
     tuner.print_summary(summary, experiment)

@@ -12,6 +12,7 @@ Private hooks (where aetune uses them):
 - ray.tune.search.optuna.OptunaSearch: `_ot_study`, `_ot_trials`, `_completed_trials` (searchers.PrunedOptunaSearch)
 - Tune's experiment-state file: TuneController.CKPT_FILE_TMPL, its "trial_data" list of (trial JSON state,
   run metadata) pairs read by Trial.from_json_state (searchers.restored_trials)
+- ray.tune.Tuner._local_tuner.get_run_config(): the run config a restored Tuner fits with (tuner.set_console)
 - optuna: FrozenTrial._trial_id, Study._storage (searchers.PrunedOptunaSearch.adopt, fail_orphans)
 PyTorch: none (TensorBoard's writer and hparams summary are public), so torch keeps a lower bound only.
 """
@@ -48,3 +49,9 @@ def untested() -> list[str]:
 def warn_untested() -> None:
     for line in untested():
         print(line, file=sys.stderr)
+
+
+def run_config_of(tuner):
+    """The RunConfig a Tuner will fit with; Tuner.restore takes none, and this driver's console (tuner.set_console)
+    must not be the one of the run that saved it."""
+    return tuner._local_tuner.get_run_config()
