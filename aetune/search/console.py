@@ -116,7 +116,7 @@ class LiveStatus(Callback):
             best = (min if modes[0] == "min" else max)(p[0] for p in points)
             return f"{metrics[0]} {best:.4g}"
         members = [points[i] for i in front(points, modes)]
-        ends = ", ".join(f"{m} {min(p[i] for p in members):.4g}..{max(p[i] for p in members):.4g}"
+        ends = ", ".join(f"{m} {span(min(p[i] for p in members), max(p[i] for p in members))}"
                          for i, m in enumerate(metrics))
         return f"front of {len(members)}: {ends}"
 
@@ -138,7 +138,8 @@ class LiveStatus(Callback):
             result = trial.last_result or {}
             metrics = self.objectives.get(trial.config.get(VARIANT_KEY), ((), ()))[0]
             values = " ".join(f"{m} {result[m]:.4g}" for m in metrics if isinstance(result.get(m), (int, float)))
-            shown.append((trial, f"epoch {result.get('epoch', 0)}/{self.epochs}  {values}".rstrip()))
+            epoch = f"epoch {result['epoch']}/{self.epochs}" if "epoch" in result else "starting"
+            shown.append((trial, f"{epoch}  {values}".rstrip()))
         return shown
 
     def running_brief(self, trials: list[Trial]) -> str:
@@ -201,3 +202,7 @@ class LiveStatus(Callback):
 def clock(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
+def span(low: float, high: float) -> str:
+    return f"{low:.4g}" if low == high else f"{low:.4g}..{high:.4g}"
