@@ -51,12 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     group = p.add_argument_group("overrides of the space file")
     group.add_argument("--samples", type=int, help="trials per variant")
     group.add_argument("--epochs", type=int, help="maximum epochs per trial")
-    group.add_argument("--train-size", type=int, help="training images per trial (default: the whole split)")
-    group.add_argument("--test-size", type=int, help="held-out images per trial")
-    group.add_argument("--cpus-per-trial", type=float, dest="cpus")
+    group.add_argument("--train-size", type=int,
+                       help="training images in use: the first N of the training split (default: all of it)")
+    group.add_argument("--val-size", type=int, help="of those, images held out to validate on (default: 10%%; "
+                       "0 validates on the test split, the course protocol)")
+    group.add_argument("--test-size", type=int, help="test images `aetune.evaluate` scores on later (the first N); "
+                       "no trial reads the test split")
+    group.add_argument("--cpus-per-trial", type=float, dest="cpus", help="CPU cores per trial (its torch threads)")
     group.add_argument("--gpus-per-trial", type=float, dest="gpus", help="fractions share a GPU, e.g. 0.25")
     group.add_argument("--seed", type=int, help="seeds the searchers and every trial")
-    group.add_argument("--variants", nargs="+", metavar="VARIANT", help="run only these variants of the space")
+    group.add_argument("--variants", nargs="+", metavar="VARIANT",
+                       help="run only these: a variant of the space (all its sweep members, e.g. dense) or single "
+                       "sweep members (dense@code_size=8), as summary.json and aetune.evaluate name them")
     console = p.add_mutually_exclusive_group()
     console.add_argument("--quiet", action="store_true",
                          help="print only the trials' errors and the final table (no status view)")
@@ -68,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
     """The space (structurally validated: no PyTorch yet), with command-line overrides; on --resume, the
     experiment's saved space. Also the experiment's name and the file it came from."""
-    overrides = {k: getattr(args, k) for k in ("samples", "epochs", "train_size", "test_size", "cpus", "gpus", "seed")}
+    overrides = {k: getattr(args, k) for k in ("samples", "epochs", "train_size", "val_size", "test_size", "cpus",
+                                               "gpus", "seed")}
     if args.resume:
         if not args.name:
             raise UsageError("--resume needs --name: the experiment to continue (a folder under --storage)")
@@ -84,10 +91,7 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
     source = str(args.space or default)
     space = load_space(source, models=False).replace(**overrides)
     if args.variants:
-        unknown = sorted(set(args.variants) - set(space.variants))
-        if unknown:
-            raise UsageError(f"--variants: {unknown[0]!r} is not in the space; choose from {', '.join(space.variants)}")
-        space = space.replace(variants={n: v for n, v in space.variants.items() if n in args.variants})
+        space = space.only(args.variants)
     name = args.name or space.name
     _check_name(name)
     return space, name, source
