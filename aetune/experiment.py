@@ -16,6 +16,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aetune import __version__
 from aetune.errors import UsageError, first_line
@@ -113,10 +114,28 @@ def _null_as_nan(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: math.nan if v is None else v for k, v in metrics.items()}
 
 
-def write_manifest(experiment_dir: str) -> None:
-    """What made this experiment, beside its space: a later aetune reads it before it resumes anything."""
+def write_manifest(experiment_dir: str, study_storage: str | None = None) -> None:
+    """What made this experiment, beside its space: a later aetune reads it before it resumes anything. Also where
+    its Optuna studies live when that is not in the folder (a password in the URL is not written)."""
     document = {"aetune": __version__, "layout": LAYOUT}
+    if study_storage:
+        document["study_storage"] = without_password(study_storage)
     write_text(join(experiment_dir, MANIFEST_FILE), json.dumps(document, indent=2) + "\n")
+
+
+def without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def saved_study_storage(experiment_dir: str) -> str | None:
+    """The study storage the experiment's manifest names (None: the default beside it, or an older manifest)."""
+    try:
+        return json.loads(read_text(join(experiment_dir, MANIFEST_FILE)) or "{}").get("study_storage")
+    except (ValueError, AttributeError):
+        return None
 
 
 def check_resumable(experiment_dir: str) -> None:

@@ -9,7 +9,7 @@ from typing import Callable
 import yaml
 
 from aetune.errors import UsageError, cli, exit_now, first_line
-from aetune.experiment import SPACE_FILE, check_resumable
+from aetune.experiment import SPACE_FILE, check_resumable, saved_study_storage
 from aetune.search.ray_compat import warn_untested
 from aetune.search.spaces import SearchSpace, load_space, parse_space
 from aetune.storage import is_uri, join, read_text
@@ -109,10 +109,12 @@ def study_url(args: argparse.Namespace, space: SearchSpace, storage: str, name: 
     if args.study_storage:
         url = args.study_storage
         return url if "://" in url else str(Path(url).expanduser().resolve())  # a journal file, made absolute
+    if args.resume and saved_study_storage(join(storage, name)):
+        return saved_study_storage(join(storage, name))  # the restored searchers keep their own; this is shown
     if is_uri(storage):
         raise UsageError(f"--storage {storage} is a bucket, where Optuna cannot keep a study; pass --study-storage "
                          "with an RDB URL (e.g. postgresql://...) or a journal file on a shared filesystem")
-    return f"sqlite:///{Path(storage) / name / 'optuna.db'}"
+    return f"sqlite:///{Path(storage) / name / 'optuna.db'}"  # tuner.default_study_url
 
 
 def _saved_space(storage: str, name: str) -> SearchSpace:

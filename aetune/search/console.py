@@ -7,6 +7,7 @@ printed, with the path of their error file. Per-trial detail lives in the files,
 """
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import sys
@@ -206,3 +207,17 @@ def clock(seconds: float) -> str:
 
 def span(low: float, high: float) -> str:
     return f"{low:.4g}" if low == high else f"{low:.4g}..{high:.4g}"
+
+
+class WithoutRayResumeHint(logging.Filter):
+    """Ray's "Resume experiment with: Tuner.restore(path=...)" after Ctrl-C is for Tuner users: aetune prints the
+    command that resumes the experiment (tuner.run) right below it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
+def hide_ray_resume_hint() -> None:
+    ray_tune = logging.getLogger("ray.tune.tune")  # tune.run's own logger
+    if not any(isinstance(f, WithoutRayResumeHint) for f in ray_tune.filters):
+        ray_tune.addFilter(WithoutRayResumeHint())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from ray import tune
 from aetune.errors import UsageError, first_line
 from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, write_manifest
 from aetune.models import family
-from aetune.search.console import LiveStatus
+from aetune.search.console import LiveStatus, hide_ray_resume_hint
 from aetune.search.picks import summarise
 from aetune.search.ray_compat import run_config_of
 from aetune.search.resume import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
@@ -55,9 +56,21 @@ class Experiment:
         try:
             write_text(join(self.path, SPACE_FILE), space_to_yaml(self.space), exclusive=True)
         except FileExistsError:
-            raise UsageError(f"experiment {self.path} exists; continue it with --resume --name {self.name} "
-                             "or start another with --name") from None
-        write_manifest(self.path)
+            raise UsageError(f"experiment {self.path} exists; continue it with: {self.resume_command()}  "
+                             "(or start another with --name)") from None
+        write_manifest(self.path, self.study_storage if self.study_storage != default_study_url(self.path) else None)
+
+    def resume_command(self) -> str:
+        """The command that continues this experiment, as it works when typed: its storage and study storage."""
+        words = ["python", "-m", "aetune.search", "--storage", self.storage, "--name", self.name, "--resume"]
+        if self.study_storage and self.study_storage != default_study_url(self.path):
+            words += ["--study-storage", self.study_storage]
+        return shlex.join(words)
+
+
+def default_study_url(experiment_path: str) -> str:
+    """Where an experiment's Optuna studies live unless --study-storage says otherwise."""
+    return f"sqlite:///{Path(experiment_path) / 'optuna.db'}"
 
 
 def connect(address: str | None, worker_env: dict[str, str]) -> None:
@@ -181,6 +194,7 @@ def set_console(tuner: tune.Tuner, experiment: Experiment, console: str) -> tune
     if console != "ray":
         callbacks.append(LiveStatus(experiment.space, experiment.name, view=console == "live"))
     run_config.callbacks = callbacks
+    hide_ray_resume_hint()
     if console != "ray":
         logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files"
     return tuner
@@ -213,8 +227,7 @@ def run(experiment: Experiment, resume: bool, trainable: Callable | None, consol
     unread = any(result.config is None for result in grid)
     if unread or grid.num_terminated + failed < sum(map(space.trial_count, space.runs())):
         # Ctrl-C: Tune saved its state and returned
-        print(f"\ninterrupted; continue with: python -m aetune.search --storage {experiment.storage} "
-              f"--name {experiment.name} --resume", flush=True)
+        print(f"\ninterrupted; continue with: {experiment.resume_command()}", flush=True)
         raise KeyboardInterrupt
     by_variant = defaultdict(list)
     for result in grid:
