@@ -70,6 +70,7 @@ class LiveStatus(Callback):
         elapsed = now - self._start
         if now - self._last >= min(300.0, max(30.0, elapsed / 10)):  # every 30 s, sparser on a long run
             self._line(self.headline(trials) + self.running_brief(trials))
+            self._last = now
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._line(f"trial {trial} failed; retrying from its last checkpoint ({self.error_of(trial)})")
@@ -188,7 +189,6 @@ class LiveStatus(Callback):
             self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
             self._drawn = 0
         print(f"aetune: {text}" if not text.startswith("[") else text, file=self.stream, flush=True)
-        self._last = time.monotonic()
 
     def _announce_finished(self, trials: list[Trial]) -> None:
         for name, count in self.counts(trials).items():
