@@ -185,7 +185,7 @@ def test_diverged_and_failing_trials_end_alone_and_the_best_ignores_them(tmp_pat
                         .replace("LRS", "{grid: [0.001, 1.0e+30]}"))
     code = search.main(["--space", str(space), "--storage", str(tmp_path), "--name", "faults", "--quiet",
                         "--data-root", str(DATA_ROOT)], trainable=always_fails_for_seed_7)
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 1  # an errored trial
     best = Summary.read(tmp_path / "faults").variants["dense"]
     assert best.trials == 4 and len(best.errored) == 2 and len(best.diverged) == 1
@@ -193,6 +193,8 @@ def test_diverged_and_failing_trials_end_alone_and_the_best_ignores_them(tmp_pat
     for error in best.errored:
         assert "persistent failure" in (tmp_path / "faults" / error["error_file"]).read_text()
         assert error["trial_id"] in out and "ERROR" in out
+        # --quiet still prints each error as it happens, with its error file
+        assert f"persistent failure for seed 7; error file: {tmp_path / 'faults' / error['error_file']})" in err
     assert "diverged" in out
 
 
