@@ -91,14 +91,14 @@ def test_elsewhere_the_view_is_plain_lines_one_per_finished_variant(monkeypatch)
 def test_a_trials_error_reaches_the_console_with_its_error_file(monkeypatch, tmp_path):
     view, pipe = status(monkeypatch, tty=False)
     failed = trial("conv", Trial.ERROR)
-    monkeypatch.setattr(Trial, "path", property(lambda self: str(tmp_path / "conv-x")))
+    (tmp_path / "error.txt").write_text("Failure # 1\nTraceback (most recent call last):\n  ...\n"
+                                        "RuntimeError: persistent failure\n\n")
+    monkeypatch.setattr(Trial, "local_path", property(lambda self: str(tmp_path)))  # the driver's copy
+    monkeypatch.setattr(Trial, "path", property(lambda self: str(tmp_path / "conv-x")))  # where the trial is kept
     failed.run_metadata.error_filename = "error.txt"
-    failed.run_metadata.pickled_error_filename = None
-    monkeypatch.setattr(Trial, "get_error", lambda self: RuntimeError("persistent failure"))
-    monkeypatch.setattr(Trial, "local_path", property(lambda self: str(tmp_path)))
     view.on_trial_error(1, [failed], failed)
-    assert pipe.getvalue() == (f"aetune: ERROR trial {failed} failed for good (persistent failure; error file: "
-                               f"{tmp_path / 'conv-x' / 'error.txt'})\n")
+    assert pipe.getvalue() == (f"aetune: ERROR trial {failed} failed for good (RuntimeError: persistent failure; "
+                               f"error file: {tmp_path / 'conv-x' / 'error.txt'})\n")
 
 
 def test_quiet_draws_no_view(monkeypatch):

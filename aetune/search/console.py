@@ -13,12 +13,12 @@ import shutil
 import sys
 import time
 from collections import Counter
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TextIO
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from aetune.errors import first_line
 from aetune.experiment import VARIANT_KEY
 from aetune.pareto import front
 from aetune.search.spaces import SearchSpace
@@ -168,10 +168,15 @@ class LiveStatus(Callback):
 
     @staticmethod
     def error_of(trial: Trial) -> str:
-        error = trial.error_file
-        path = f"{trial.path}/{trial.run_metadata.error_filename}" if error else "no error file"
-        message = first_line(trial.get_error(), limit=160) if error else ""
-        return f"{message}; error file: {path}" if message else f"error file: {path}"
+        """The error's last line (the exception, from this driver's copy of the error file) and where the file is
+        kept with the trial."""
+        local = Path(trial.error_file) if trial.error_file else None
+        if local is None:
+            return "no error file"
+        lines = [line.strip() for line in local.read_text(errors="replace").splitlines() if line.strip()] \
+            if local.is_file() else []
+        where = f"error file: {trial.path}/{trial.run_metadata.error_filename}"
+        return f"{lines[-1][:160]}; {where}" if lines else where
 
     # --- drawing ------------------------------------------------------------------------------------------------
 
