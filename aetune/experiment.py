@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aetune import __version__
 from aetune.errors import UsageError, first_line, quote
@@ -157,14 +158,19 @@ def _null_as_nan(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: math.nan if v is None else v for k, v in metrics.items()}
 
 
-def write_manifest(experiment_dir: str, space_text: str | None = None, created: str | None = None) -> None:
+def write_manifest(experiment_dir: str, space_text: str | None = None, created: str | None = None,
+                   study_storage: str | None = None) -> None:
     """What made this experiment, beside its space: a later aetune reads it before it resumes anything. `space_text`:
-    the saved space.yaml, whose digest --resume compares; `created`: the id of this creation, in its study names."""
+    the saved space.yaml, whose digest --resume compares; `created`: the id of this creation, in its study names;
+    `study_storage`: where its Optuna studies live when that is not in the folder (a password in the URL is not
+    written)."""
     document = {"aetune": __version__, "layout": LAYOUT}
     if space_text is not None:
         document["space_sha256"] = space_digest(space_text)
     if created is not None:
         document["created"] = created
+    if study_storage:
+        document["study_storage"] = without_password(study_storage)
     write_text(join(experiment_dir, MANIFEST_FILE), json.dumps(document, indent=2) + "\n")
 
 
@@ -176,6 +182,21 @@ def read_manifest(experiment_dir: str) -> dict[str, Any]:
 
 def space_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def saved_study_storage(experiment_dir: str) -> str | None:
+    """The study storage the experiment's manifest names (None: the default beside it, or an older manifest)."""
+    try:
+        return read_manifest(experiment_dir).get("study_storage")
+    except (ValueError, AttributeError):
+        return None
 
 
 def check_resumable(experiment_dir: str) -> None:

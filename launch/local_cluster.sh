@@ -224,7 +224,7 @@ cmd_up() {
   echo "dashboard (if ray[default] is installed): http://$dash_host:$dash_port"
   echo "To use it from this shell:"
   echo "  source $dir/env"
-  echo "  python -m aetune.search --space search_spaces/quick.yaml --name demo --storage /tmp/aetune-runs --address auto"
+  echo "  python -m aetune.search --space search_spaces/quick.yaml --name demo --storage runs --address auto"
 }
 
 cmd_down() {
@@ -253,8 +253,21 @@ cmd_kill_worker() {
     usage_error "kill-worker needs a worker index >= 1, got '$i'"
   fi
   node_up "$i" || die "worker $i is not running in $dir"
+  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$token_file
+  unset RAY_AUTH_TOKEN
+  local before n deadline=$((SECONDS + timeout))
+  before=$(alive_nodes) || before=0
   stop_nodes KILL 5 "$i"
-  echo "killed worker $i"
+  echo "killed worker $i; waiting for Ray's health check to mark it dead (up to ${timeout}s)"
+  while ((SECONDS < deadline)); do  # else 'status' right after this still counts the lost node alive
+    n=$(alive_nodes) || n=$before
+    if ((n < before)); then
+      echo "alive nodes: $n"
+      return 0
+    fi
+    sleep 1
+  done
+  echo "Ray still counts worker $i alive after ${timeout}s; 'status' shows it once Ray notices"
 }
 
 (($#)) || usage_error "missing command"

@@ -327,8 +327,7 @@ def test_kill_worker_loses_the_worker_node_only(local_cluster):
     local_cluster.kill_worker(1)
     assert not node_pids(local_cluster.dir, "n1")
     assert node_pids(local_cluster.dir, "n0")
-    assert local_cluster.wait_alive(1) == 1
-    status = local_cluster.script("status", timeout=60)
+    status = local_cluster.script("status", timeout=60)  # right after: kill-worker waited for Ray to notice
     assert "node 0 (head): up" in status.stdout and "alive nodes: 1" in status.stdout
 
 

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import random
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -159,7 +160,7 @@ def test_two_searches_creating_one_experiment_at_once_cannot_both_win(tmp_path):
                 experiment.create()
                 outcomes.append("created")
             except UsageError as err:
-                outcomes.append("refused" if "exists; continue it with --resume" in str(err) else str(err))
+                outcomes.append("refused" if "exists; continue it with:" in str(err) else str(err))
             except Exception as err:  # noqa: BLE001 - any other outcome is the failure this test looks for
                 outcomes.append(repr(err))
 
@@ -496,7 +497,8 @@ def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, 
     output = first.communicate(timeout=180)[0]
     kill_processes_with(marker)
     assert first.returncode == 130, output[-3000:]
-    assert f"continue with: python -m aetune.search --storage {storage} --name tpe --resume" in output
+    hint = f"continue with: python -m aetune.search --storage {storage} --name tpe --resume --study-storage {study}"
+    assert hint in output and "Tuner.restore(" not in output  # Ray's own hint is for Tuner users
 
     # Resume, then SIGKILL the driver and its Ray once it has made progress.
     progress = reported_epochs(experiment)
@@ -515,7 +517,9 @@ def test_tpe_asha_run_survives_ctrl_c_and_sigkill_and_resumes_exactly(tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "search is still running or was interrupted" in err and "--resume" in err
 
-    run = run_search("--storage", storage, "--name", "tpe", "--study-storage", study, "--resume", "--quiet")
+    command = shlex.split(hint.removeprefix("continue with: "))  # the printed hint, run as printed
+    assert command[:3] == ["python", "-m", "aetune.search"]
+    run = run_search(*command[3:], "--quiet")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     best = Summary.read(tmp_path / "tpe").variants["dense"]
     assert best.trials == 5 and best.checkpoint and not best.errored  # the budget, through both restores

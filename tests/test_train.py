@@ -253,3 +253,31 @@ def test_amp_bf16_trains_the_conv_layers(mnist):
     trainer = make_trainer(mnist, "conv", amp=True, train_size=1000)
     first, second = trainer.run_epoch(), trainer.run_epoch()
     assert second["val_loss"] < first["val_loss"]
+
+
+# --- python -m aetune.train --resume ---------------------------------------------------------------------------------
+
+def train_cli(data_root, out, *flags: str) -> int:
+    from aetune.train.__main__ import main
+
+    return main(["--out", str(out), "--data-root", str(data_root), "--no-download", "--device", "cpu", *flags])
+
+
+def test_resume_takes_the_config_from_the_checkpoint_and_epochs_extend_it(data_root, tmp_path, capsys):
+    out = tmp_path / "one"
+    assert train_cli(data_root, out, "--model", "conv", "--filters", "8", "8", "--train-size", "600",
+                     "--val-size", "100", "--test-size", "100", "--batch-size", "100", "--epochs", "1") == 0
+    assert train_cli(data_root, out, "--resume", "--epochs", "2") == 0  # no flag repeated
+    bundle = load_checkpoint(out)
+    assert bundle["epoch"] == 2 and bundle["config"]["model"] == "conv" and bundle["config"]["filters"] == [8, 8]
+    assert bundle["config"]["epochs"] == 2 and bundle["config"]["test_size"] == 100
+    events = sorted(out.glob("events.out.tfevents.*"))
+    capsys.readouterr()
+    assert train_cli(data_root, out, "--resume", "--epochs", "1") == 2  # smaller: refused in one line
+    err = capsys.readouterr().err.strip()
+    assert "--epochs 1" in err and "trained 2 epochs already" in err and len(err.splitlines()) == 1
+    assert train_cli(data_root, out, "--resume") == 2  # nothing left to train
+    assert "trained 2 epochs already" in capsys.readouterr().err
+    assert sorted(out.glob("events.out.tfevents.*")) == events and load_checkpoint(out)["epoch"] == 2
+    assert train_cli(data_root, out, "--resume", "--epochs", "3", "--model", "dense") == 2  # a named change
+    assert "trained with model='conv', not 'dense'" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 from dataclasses import asdict
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from aetune.evaluate.baselines import PCA_FIT_IMAGES
 from aetune.evaluate.findings import findings
 from aetune.evaluate.model_figures import Artifact, figures
 from aetune.evaluate.probe import C_GRID, HELD_OUT
+from aetune.evaluate.progress import SILENT, Progress
 from aetune.evaluate.report import Evaluation, write_report
 from aetune.evaluate.scoring import (
     LEADERBOARD,
@@ -58,10 +60,17 @@ from aetune.train.trainer import pick_device
 # --- loading ---------------------------------------------------------------------------------------------------
 
 def select(summary: Summary, wanted: list[str] | None) -> list[str]:
-    unknown = [n for n in wanted or [] if n not in summary.variants]
+    """--variants as the search names them: a sweep member (dense@code_size=8) or the space's variant, which
+    stands for every member of its sweep (dense)."""
+    if not wanted:
+        return list(summary.variants)
+    chosen = {w: [n for n, v in summary.variants.items() if w in (n, v.base or n.split("@", 1)[0])] for w in wanted}
+    unknown = [w for w, names in chosen.items() if not names]
     if unknown:
-        raise UsageError(f"unknown variant {unknown[0]!r}; {summary.name} has: {', '.join(summary.variants)}")
-    return list(wanted or summary.variants)
+        bases = {v.base for v in summary.variants.values() if v.base}
+        raise UsageError(f"unknown variant {unknown[0]!r}; {summary.name} has: "
+                         f"{', '.join([*summary.variants, *sorted(bases)])}")
+    return list(dict.fromkeys(n for names in chosen.values() for n in names))
 
 
 def record_of(result: VariantResult) -> Record:
@@ -207,7 +216,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("experiment", help="the runs/<name> folder that `python -m aetune.search` wrote")
     parser.add_argument("--out", type=Path, help="output folder (default: <experiment>/eval); its figures/ and "
                         "tensorboard/ are replaced")
-    parser.add_argument("--variants", nargs="+", metavar="NAME", help="evaluate only these variants")
+    parser.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="evaluate only these: a variant of the space (every member of its sweep, e.g. dense) or "
+                        "single sweep members (dense@code_size=8), as the search names them")
     parser.add_argument("--no-front", action="store_true",
                         help="score only each variant's pick; by default every member of a multi-objective "
                         "variant's Pareto front is scored on the test split too (leaderboard rows NAME#1, NAME#2... "
@@ -219,6 +230,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     parser.add_argument("--allow-outside", action="store_true",
                         help="evaluate checkpoints that summary.json names outside the experiment folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr (what is being scored "
+                        "or drawn, and the total time); the leaderboard is printed either way")
     return parser
 
 
@@ -298,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     if not variants:
         reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "summary.json lists no variants"
         raise UsageError(f"nothing to evaluate in {args.experiment}: {reasons}")
-    ev = evaluate(summary.name, records, variants, images, skipped, device, pca_on_validation(records, variants, args))
+    progress = Progress(args.quiet)
+    ev = evaluate(summary.name, records, variants, images, skipped, device, pca_on_validation(records, variants, args),
+                  progress)
     ev.test_note = test_note
     out.mkdir(parents=True, exist_ok=True)
     write_tables(out, ev.rows, metrics_document(ev, args.experiment))
@@ -306,21 +321,26 @@ def main(argv: list[str] | None = None) -> int:
     write_report(out / "report.html", ev)
     write_tensorboard(out / "tensorboard", ev.artifacts)
     print_summary(ev, out)
+    progress.done(len(ev.variants), len(ev.artifacts), str(out / "report.html"))
     return 0
 
 
 def evaluate(name: str, records: dict[str, Record], variants: list[Variant], images: dict[str, EvalImages],
-             skipped: dict[str, str], device: torch.device, pca: PCACurve | None) -> Evaluation:
+             skipped: dict[str, str], device: torch.device, pca: PCACurve | None,
+             progress: Progress = SILENT) -> Evaluation:
     """Score every checkpoint and baseline on the test split, then draw and write up what they show; `pca`: PCA
     per code size on the trials' own validation images (pca_on_validation)."""
-    for v in variants:
+    for i, v in enumerate(variants, 1):
+        progress.say(f"scoring {i}/{len(variants)}: {v.name} on {len(images[v.config.dataset].data.test_x)} test "
+                     "images, then its linear probe")
         score_checkpoint(v, images[v.config.dataset], device)
         probe_pass(v, images[v.config.dataset])
+    progress.say("scoring the baselines (mean image, PCA, raw pixels)")
     baselines = baseline_rows(variants, images)  # first: it names each variant's baselines
     rows = leaderboard([variant_row(v) for v in variants] + baselines)
     first = images[variants[0].config.dataset]
     picks = [v for v in variants if v.kind == "model"]
-    artifacts = [*study_figures(records, rows, variants, images, pca), *figures(picks, images)]
+    artifacts = list(progress.drawing(chain(study_figures(records, rows, variants, images, pca), figures(picks, images))))
     notes = findings(records, rows, pca.scores if pca else {}, len(first.data.train_x), first.eval_noise)
     return Evaluation(name, records, rows, variants, skipped, artifacts, notes, first.eval_noise,
                       first.noisy_input_psnr, len(first.data.train_x), pca)

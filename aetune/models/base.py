@@ -89,6 +89,7 @@ class Autoencoder(nn.Module):
     config_keys: tuple[str, ...] = ()  # the architecture keys this family reads (summary, HParams, report)
     generative: bool = False  # decode(z) of z ~ N(0, I) gives samples (a prior was trained in)
     extra_metrics: tuple[str, ...] = ()  # keys of Output.extras, reported per epoch (e.g. the VAE's kl)
+    loss_per_image: bool = False  # the loss sums over an image's pixels (nats per image), not a per-pixel mean
 
     def __init__(self, config: TrialConfig, input_shape: tuple[int, int, int]):
         super().__init__()

@@ -35,6 +35,7 @@ class GaussianAE(Autoencoder):
 
     generative = True
     extra_metrics = ("kl",)
+    loss_per_image = True  # the negative ELBO, in nats per image
 
     def __init__(self, config: TrialConfig, input_shape: tuple[int, int, int]):
         super().__init__(config, input_shape)
@@ -59,7 +60,7 @@ class GaussianAE(Autoencoder):
     def objective(self, x: torch.Tensor, target: torch.Tensor) -> Output:
         mean, log_var = self.encoder(x)
         logits = self.decode_logits(self.sample_code(mean, log_var))
-        recon = reconstruction_loss(logits, target, self.loss_kind, per_image_sum=True, linear_head=self.linear_head)
+        recon = reconstruction_loss(logits, target, self.loss_kind, per_image_sum=self.loss_per_image, linear_head=self.linear_head)
         kl = kl_divergence(mean, log_var).mean()
         reg = self.beta * kl
         return Output(logits, mean, recon + reg, recon, reg, extras={"kl": kl}, linear_head=self.linear_head)

@@ -10,8 +10,9 @@ import yaml
 
 from aetune import yamlfile
 from aetune.errors import UsageError, cli, exit_now, first_line
-from aetune.experiment import SPACE_FILE, check_resumable
+from aetune.experiment import SPACE_FILE, check_resumable, saved_study_storage
 from aetune.search import lock, preflight
+from aetune.search.ray_compat import warn_untested
 from aetune.search.spaces import SearchSpace, load_space, parse_space
 from aetune.storage import is_uri, join, read_text
 
@@ -52,20 +53,31 @@ def _parser() -> argparse.ArgumentParser:
     group = p.add_argument_group("overrides of the space file")
     group.add_argument("--samples", type=int, help="trials per variant")
     group.add_argument("--epochs", type=int, help="maximum epochs per trial")
-    group.add_argument("--train-size", type=int, help="training images per trial (default: the whole split)")
-    group.add_argument("--test-size", type=int, help="held-out images per trial")
-    group.add_argument("--cpus-per-trial", type=float, dest="cpus")
+    group.add_argument("--train-size", type=int,
+                       help="training images in use: the first N of the training split (default: all of it)")
+    group.add_argument("--val-size", type=int, help="of those, images held out to validate on (default: 10%%; "
+                       "0 validates on the test split, the course protocol)")
+    group.add_argument("--test-size", type=int, help="test images `aetune.evaluate` scores on later (the first N); "
+                       "no trial reads the test split")
+    group.add_argument("--cpus-per-trial", type=float, dest="cpus", help="CPU cores per trial (its torch threads)")
     group.add_argument("--gpus-per-trial", type=float, dest="gpus", help="fractions share a GPU, e.g. 0.25")
     group.add_argument("--seed", type=int, help="seeds the searchers and every trial")
-    group.add_argument("--variants", nargs="+", metavar="VARIANT", help="run only these variants of the space")
-    p.add_argument("--quiet", action="store_true", help="no live progress table")
+    group.add_argument("--variants", nargs="+", metavar="VARIANT",
+                       help="run only these: a variant of the space (all its sweep members, e.g. dense) or single "
+                       "sweep members (dense@code_size=8), as summary.json and aetune.evaluate name them")
+    console = p.add_mutually_exclusive_group()
+    console.add_argument("--quiet", action="store_true",
+                         help="print only the trials' errors and the final table (no status view)")
+    console.add_argument("--verbose", action="store_true",
+                         help="Ray Tune's own per-trial output instead of aetune's status view")
     return p
 
 
 def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
     """The space (structurally validated: no PyTorch yet), with command-line overrides; on --resume, the
     experiment's saved space. Also the experiment's name and the file it came from."""
-    overrides = {k: getattr(args, k) for k in ("samples", "epochs", "train_size", "test_size", "cpus", "gpus", "seed")}
+    overrides = {k: getattr(args, k) for k in ("samples", "epochs", "train_size", "val_size", "test_size", "cpus",
+                                               "gpus", "seed")}
     if args.resume:
         if not args.name:
             raise UsageError("--resume needs --name: the experiment to continue (a folder under --storage)")
@@ -81,13 +93,15 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
     source = str(args.space or default)
     space = load_space(source, models=False).replace(**overrides)
     if args.variants:
-        unknown = sorted(set(args.variants) - set(space.variants))
-        if unknown:
-            raise UsageError(f"--variants: {unknown[0]!r} is not in the space; choose from {', '.join(space.variants)}")
-        space = space.replace(variants={n: v for n, v in space.variants.items() if n in args.variants})
+        space = space.only(args.variants)
     name = args.name or space.name
     _check_name(name)
     return space, name, source
+
+
+def console_mode(args: argparse.Namespace) -> str:
+    """aetune's status view (tuner.CONSOLES): live by default; --quiet: errors and the final table; --verbose: Ray's."""
+    return "quiet" if args.quiet else "ray" if args.verbose else "live"
 
 
 def study_url(args: argparse.Namespace, space: SearchSpace, storage: str, name: str) -> str | None:
@@ -97,10 +111,12 @@ def study_url(args: argparse.Namespace, space: SearchSpace, storage: str, name: 
     if args.study_storage:
         url = args.study_storage
         return url if "://" in url else str(Path(url).expanduser().resolve())  # a journal file, made absolute
+    if args.resume and saved_study_storage(join(storage, name)):
+        return saved_study_storage(join(storage, name))  # the restored searchers keep their own; this is shown
     if is_uri(storage):
         raise UsageError(f"--storage {storage} is a bucket, where Optuna cannot keep a study; pass --study-storage "
                          "with an RDB URL (e.g. postgresql://...) or a journal file on a shared filesystem")
-    return f"sqlite:///{Path(storage) / name / 'optuna.db'}"
+    return f"sqlite:///{Path(storage) / name / 'optuna.db'}"  # tuner.default_study_url
 
 
 def _saved_space(storage: str, name: str) -> SearchSpace:
@@ -162,6 +178,7 @@ def _checked_input(space: SearchSpace, source: str, args: argparse.Namespace) ->
 def main(argv: list[str] | None = None, trainable: Callable[..., None] | None = None) -> int:
     """Validate everything, then run. `trainable` lets tests wrap the real one (fault injection)."""
     args = _parser().parse_args(argv)
+    warn_untested()  # a Ray or Optuna minor the resume code was not tested on: one line, then go on
     space, name, source = _space_for(args)  # PyTorch is not imported yet: a mistyped file fails at once
     # Then the checks that need PyTorch, before Ray. (Run in a thread while Ray started, they made no difference
     # on 2 cores: both are imports and process start-ups competing for the same cores and the GIL.)
@@ -200,7 +217,7 @@ def _run_held(experiment, args: argparse.Namespace, trainable: Callable[..., Non
         if not args.resume:
             experiment.create()
         with resumable.no_restart():
-            return tuner.run(experiment, resume=args.resume, trainable=trainable, verbose=0 if args.quiet else 1)
+            return tuner.run(experiment, resume=args.resume, trainable=trainable, console=console_mode(args))
     finally:
         tuner.disconnect()
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import pickle
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -177,6 +179,24 @@ def make_searcher(space: SearchSpace, variant: Variant, storage_url: str | None,
                               max_epochs=space.epochs)
 
 
+def label_studies(router: "VariantRouter", space: SearchSpace, space_file: str) -> None:
+    """Name what optuna-dashboard shows, right after the studies are created: each study's objectives (it shows
+    "0", "1" otherwise) and, as user attributes, the variant it searches, the YAML variant and sweep value it
+    comes from, and the space file."""
+    for variant in space.runs():
+        searcher = router.searchers[variant.name]
+        if not isinstance(searcher, PrunedOptunaSearch):
+            continue
+        search, study = space.search(variant), searcher._ot_study
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and still so in 5.0 (pinned)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(search.metric))
+        labels = {"variant": variant.name, "base_variant": variant.base or variant.name, "sweep": variant.swept,
+                  "space_file": space_file, "objectives": dict(zip(search.metric, search.mode))}
+        for key, value in labels.items():
+            study.set_user_attr(key, value)
+
+
 class VariantRouter(Searcher):
     """One searcher for a Ray Tune run that serves every variant at once: each new trial goes to the variant with
     the fewest trials in flight that still has budget, the costliest of those (`costs`: work per trial) first, so
@@ -337,6 +357,19 @@ class RoutedSearch(SearchGenerator):
     def restore_from_dir(self, dirpath: str) -> None:
         super().restore_from_dir(dirpath)  # the router reconciles itself with Tune's trials
         self._counter, self._finished = sum(self.searcher.asked.values()), False  # the router says when it is done
+
+    def save_to_dir(self, dirpath: str, session_str: str) -> None:
+        """Tune writes the searcher's snapshots through temp files inside `dirpath`, the folder its driver syncer
+        copies to storage in the background: a copy that lists a temp file just before its rename printed a 30-line
+        FileNotFoundError traceback (harmless, but it reads as a failure). Snapshot every step (tuner.connect) made
+        it frequent. The temp files go to a folder beside it (same filesystem, never copied); each finished file is
+        then renamed in, whole."""
+        scratch = Path(dirpath).parent / f".{Path(dirpath).name}-searcher"
+        scratch.mkdir(exist_ok=True)
+        super().save_to_dir(str(scratch), session_str)
+        for path in scratch.iterdir():
+            if not path.name.startswith("."):  # a temp file a crash left behind
+                os.replace(path, Path(dirpath, path.name))
 
 
 def restored_trials(folder: Path) -> dict[str, Trial] | None:

@@ -132,8 +132,10 @@ class SearchSpace:
         return samples * math.prod(grid) if self.searcher != "optuna" else samples
 
     def replace(self, **changes: Any) -> "SearchSpace":
-        """A copy with CLI overrides; `train_size`, `test_size` and `seed` land in every trial's defaults."""
-        config_keys = {k: changes.pop(k) for k in ("train_size", "test_size") if changes.get(k) is not None}
+        """A copy with CLI overrides; `train_size`, `val_size`, `test_size` and `seed` land in every trial's
+        defaults."""
+        config_keys = {k: changes.pop(k) for k in ("train_size", "val_size", "test_size")
+                       if changes.get(k) is not None}
         changes = {k: v for k, v in changes.items() if v is not None}
         if "seed" in changes:
             config_keys["seed"] = changes["seed"]
@@ -144,6 +146,29 @@ class SearchSpace:
         space = dataclasses.replace(self, defaults={**self.defaults, **config_keys}, **changes)
         space.validate(source="command line")
         return space
+
+    def only(self, names: list[str]) -> "SearchSpace":
+        """The space with only the named variants, by the names the experiment and the evaluation use: a space
+        variant (every member of its sweep) or a sweep member (dense@code_size=8)."""
+        members = {v.name: v for v in self.runs()}
+        unknown = [n for n in names if n not in self.variants and n not in members]
+        if unknown:
+            raise UsageError(f"--variants: {unknown[0]!r} is not in the space; choose from "
+                             f"{', '.join(dict.fromkeys([*self.variants, *members]))}")
+        kept = {}
+        for name, variant in self.variants.items():
+            chosen = {n: members[n] for n in names if n in members and members[n].base == name}
+            if name in names:
+                kept[name] = variant
+            if name in names or not chosen:
+                continue
+            sweep = {key: [v for v in values if any(m.swept[key] == v for m in chosen.values())]
+                     for key, values in variant.sweep.items()}
+            if math.prod(map(len, sweep.values())) != len(chosen):
+                raise UsageError(f"--variants: {', '.join(chosen)} do not make a whole grid of {name}'s sweep; "
+                                 f"name them all, or {name} for every member")
+            kept[name] = dataclasses.replace(variant, settings={**variant.settings, "sweep": sweep})
+        return dataclasses.replace(self, variants=kept)
 
     def validate(self, source: str) -> None:
         _check(self.searcher in SEARCHERS, source, "searcher",

@@ -1,8 +1,10 @@
 """The Ray side of a search: connect, one Tuner for every variant (new or restored), results -> summary.json."""
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shlex
 import sys
 import uuid
 from collections import defaultdict
@@ -17,10 +19,12 @@ from ray import tune
 from aetune.errors import UsageError, first_line
 from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, write_manifest
 from aetune.models import family
+from aetune.search.console import LiveStatus, hide_ray_resume_hint
 from aetune.search.picks import summarise
+from aetune.search.ray_compat import run_config_of
 from aetune.search.resume import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
 from aetune.search.schedulers import make_schedulers
-from aetune.search.searchers import make_router, study_prefix
+from aetune.search.searchers import label_studies, make_router, study_prefix
 from aetune.search.spaces import IMAGE_SHAPE, SearchSpace, space_to_yaml
 from aetune.search.trainable import train_trial
 from aetune.storage import is_uri, join, write_text
@@ -55,10 +59,23 @@ class Experiment:
         try:
             write_text(join(self.path, SPACE_FILE), text, exclusive=True)
         except FileExistsError:
-            raise UsageError(f"experiment {self.path} exists; continue it with --resume --name {self.name} "
-                             "or start another with --name") from None
+            raise UsageError(f"experiment {self.path} exists; continue it with: {self.resume_command()}  "
+                             "(or start another with --name)") from None
         self.created = uuid.uuid4().hex[:12]
-        write_manifest(self.path, text, self.created)
+        write_manifest(self.path, text, self.created,
+                       self.study_storage if self.study_storage != default_study_url(self.path) else None)
+
+    def resume_command(self) -> str:
+        """The command that continues this experiment, as it works when typed: its storage and study storage."""
+        words = ["python", "-m", "aetune.search", "--storage", self.storage, "--name", self.name, "--resume"]
+        if self.study_storage and self.study_storage != default_study_url(self.path):
+            words += ["--study-storage", self.study_storage]
+        return shlex.join(words)
+
+
+def default_study_url(experiment_path: str) -> str:
+    """Where an experiment's Optuna studies live unless --study-storage says otherwise."""
+    return f"sqlite:///{Path(experiment_path) / 'optuna.db'}"
 
 
 def connect(address: str | None, worker_env: dict[str, str]) -> None:
@@ -127,7 +144,7 @@ def trial_costs(space: SearchSpace) -> dict[str, float]:
     return {v.name: build_model(space.first_config(v), IMAGE_SHAPE).training_flops() for v in space.runs()}
 
 
-def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbose: int = 1) -> tune.Tuner:
+def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, console: str = "live") -> tune.Tuner:
     """One Ray Tune run for every variant at once, so no variant's tail leaves workers idle: the router searcher
     hands each new trial to a variant and its own study; each variant keeps its own ASHA brackets."""
     space = experiment.space
@@ -144,33 +161,49 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, verbos
         for name in restore_cut_snapshot(Path(folder)):
             print(f"aetune: {name} was cut by the kill; resuming from its backup", file=sys.stderr)
     if resume and tune.Tuner.can_restore(experiment.path):
-        return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)
-    return tune.Tuner(
+        tuner = tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)
+        return set_console(tuner, experiment, console)
+    router = make_router(space, experiment.study_storage, trial_costs(space),
+                         study_prefix(experiment.name, experiment.created))
+    label_studies(router.searcher, space, join(experiment.path, SPACE_FILE))
+    tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=make_router(space, experiment.study_storage, trial_costs(space),
-                                                                      study_prefix(experiment.name, experiment.created)),
-                                    scheduler=make_schedulers(space), num_samples=sum(map(space.trial_count, runs)),
+        tune_config=tune.TuneConfig(search_alg=router, scheduler=make_schedulers(space),
+                                    num_samples=sum(map(space.trial_count, runs)),
                                     reuse_actors=True, trial_dirname_creator=trial_dirname,
-                                    trial_name_creator=trial_dirname),  # the live table names each variant
+                                    trial_name_creator=trial_dirname),  # the live view names each variant
         run_config=tune.RunConfig(
-            name=experiment.name, storage_path=experiment.storage, verbose=verbose,
+            name=experiment.name, storage_path=experiment.storage,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS,
                                                     checkpoint_score_attribute=CHECKPOINT_RANK,
                                                     checkpoint_score_order="max"),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # the trials' TensorBoard files
             callbacks=[JsonResults(), CsvResults(), RestorableCheckpoints(), SnapshotBackup()],
-            progress_reporter=progress_reporter(space) if verbose else None,
         ),
     )
+    return set_console(tuner, experiment, console)
 
 
-def progress_reporter(space: SearchSpace) -> tune.CLIReporter:
-    """One live table for every variant: its name, each variant's objective(s), then the scores they share."""
-    objectives = [m for v in space.runs() for m in space.search(v).metric]
-    columns = list(dict.fromkeys([*objectives, "val_bce", "val_denoise_bce", "epoch"]))
-    return tune.CLIReporter(metric_columns=columns, parameter_columns=[VARIANT_KEY], max_report_frequency=10,
-                            max_progress_rows=40)
+CONSOLES = ("live", "quiet", "ray")  # aetune's status view; errors and the final table only; Ray's own output
+
+
+def set_console(tuner: tune.Tuner, experiment: Experiment, console: str) -> tune.Tuner:
+    """This driver's console, whatever the run that saved a restored Tuner used. "ray": Ray Tune's own per-trial
+    output (its default engine). Otherwise Ray's output is off (verbose 0 of its legacy engine, the one that
+    prints nothing at 0: the new one still draws its configuration box and a final table) and LiveStatus draws
+    the view ("live") or only the trials' errors ("quiet")."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if console == "ray" else "0"  # read by tune.run in this process
+    run_config = run_config_of(tuner)
+    run_config.verbose = 1 if console == "ray" else 0
+    callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, LiveStatus)]
+    if console != "ray":
+        callbacks.append(LiveStatus(experiment.space, experiment.name, view=console == "live"))
+    run_config.callbacks = callbacks
+    hide_ray_resume_hint()
+    if console != "ray":
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files"
+    return tuner
 
 
 def trial_slots(space: SearchSpace) -> int:
@@ -186,22 +219,21 @@ def disconnect() -> None:
     ray.shutdown()  # a local Ray stops with it; nothing happens where connect() did not get that far
 
 
-def run(experiment: Experiment, resume: bool, trainable: Callable | None, verbose: int) -> Summary:
+def run(experiment: Experiment, resume: bool, trainable: Callable | None, console: str = "live") -> Summary:
     """The search on the connected cluster, new or resumed; writes and returns summary.json."""
     space = experiment.space
     check_storage_reachable(experiment.storage)
     # Tune lets a custom searcher keep one trial pending at a time: the cluster would fill one slot at a time
     # and a fast node would take every trial. Allow as many pending trials as the cluster has slots.
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(space)))
-    grid = make_tuner(experiment, trainable or train_trial, resume, verbose).fit()
+    grid = make_tuner(experiment, trainable or train_trial, resume, console).fit()
     # A trial Tune never got to report for (Ctrl-C right after it started) comes back as a FileNotFoundError
     # ("could not fetch metrics"): unfinished, not failed.
     failed = sum(1 for result in grid if result.error is not None and not isinstance(result.error, FileNotFoundError))
     unread = any(result.config is None for result in grid)
     if unread or grid.num_terminated + failed < sum(map(space.trial_count, space.runs())):
         # Ctrl-C: Tune saved its state and returned
-        print(f"\ninterrupted; continue with: python -m aetune.search --storage {experiment.storage} "
-              f"--name {experiment.name} --resume", flush=True)
+        print(f"\ninterrupted; continue with: {experiment.resume_command()}", flush=True)
         raise KeyboardInterrupt
     by_variant = defaultdict(list)
     for result in grid:

@@ -1,6 +1,7 @@
 """TensorBoard for one trial: metric scalars under readable tags, reconstruction grids, and the HParams entry."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -25,6 +26,16 @@ SCALAR_TAGS = {
     "code_l1": "code/mean_abs",
     "samples_per_s": "speed/samples_per_s",
 }
+# A family whose loss sums over each image's pixels (the VAE's negative ELBO, in nats per image) charts it under
+# its own tags: TensorBoard draws one tag of every run in one chart, and nats beside a per-pixel BCE squash both.
+PER_IMAGE_LOSS_TAGS = {"train_loss": "loss_per_image/train", "val_loss": "loss_per_image/val"}
+CODE_NUMBERS = "code_numbers"  # an HParams column: the numbers in one image's code, whatever the family
+
+
+def scalar_tags(per_image_loss: bool) -> dict[str, str]:
+    return {**SCALAR_TAGS, **PER_IMAGE_LOSS_TAGS} if per_image_loss else SCALAR_TAGS
+
+
 def extra_tag(metric: str) -> str:
     """Where a family's own metric (Autoencoder.extra_metrics, e.g. the VAE's kl) goes."""
     return f"extra/{metric}"
@@ -35,10 +46,26 @@ IMAGE_TAG = "reconstructions"
 SESSION_STATUS = {"success": STATUS_SUCCESS, "failure": STATUS_FAILURE}
 
 
-def hparam_values(config: TrialConfig) -> dict[str, int | float | str | bool]:
-    """Config keys as HParams values: lists become '128-64' strings, None becomes 'all'."""
-    out: dict[str, int | float | str | bool] = {}
-    for key, value in config.to_dict().items():
+def family_keys(config: TrialConfig) -> dict[str, object]:
+    """The trial's config keys but the architecture keys its family does not read (the registry's config_keys):
+    a conv trial has no code_size or beta of its own, only their defaults."""
+    from aetune.models import families
+
+    unused = {key for cls in families().values() for key in cls.config_keys} - set(family_of(config).config_keys)
+    return {key: value for key, value in config.to_dict().items() if key not in unused}
+
+
+def family_of(config: TrialConfig):
+    from aetune.models import family
+
+    return family(config.model)
+
+
+def hparam_values(config: TrialConfig, code_numbers: int | None = None) -> dict[str, int | float | str | bool]:
+    """The family's config keys as HParams values (lists become '128-64' strings, None becomes 'all'), and the
+    code's real size (numbers per image) as its own column."""
+    out: dict[str, int | float | str | bool] = {} if code_numbers is None else {CODE_NUMBERS: code_numbers}
+    for key, value in family_keys(config).items():
         if isinstance(value, list):
             value = "-".join(map(str, value)) or "none"
         out[key] = "all" if value is None else value
@@ -62,17 +89,19 @@ class TrialLogger:
         # Fixed noise, so the noisy row is the same picture at every epoch.
         noise = torch.Generator().manual_seed(config.seed)
         self.noisy = add_noise(self.digits, config.noise_factor, noise) if config.noise_factor else None
+        self.tags = scalar_tags(family_of(config).loss_per_image)
         if not start_epoch:  # a restored trial wrote its HParams entry before (one without a restore point may
             # write it again: the same values, harmless)
-            metrics = {SCALAR_TAGS[m]: 0.0 for m in HPARAM_METRICS}
-            experiment, start, _ = hparams(hparam_values(config), metrics)
+            metrics = {self.tags[m]: 0.0 for m in HPARAM_METRICS}
+            values = hparam_values(config, code_numbers(config, tuple(digits.shape[1:])))
+            experiment, start, _ = hparams(values, metrics)
             self.writer.file_writer.add_summary(experiment)
             self.writer.file_writer.add_summary(start)
 
     def log_epoch(self, metrics: dict[str, float], model: torch.nn.Module, images: bool = True) -> None:
         """`images=False`: the scalars of an epoch whose model is gone (told again from a checkpoint's history)."""
         epoch = int(metrics["epoch"])
-        tags = {**SCALAR_TAGS, **{key: extra_tag(key) for key in getattr(model, "extra_metrics", ())}}
+        tags = {**self.tags, **{key: extra_tag(key) for key in getattr(model, "extra_metrics", ())}}
         for key, tag in tags.items():
             if key in metrics:
                 self.writer.add_scalar(tag, metrics[key], epoch)
@@ -104,6 +133,13 @@ class TrialLogger:
         # finished retry could not overwrite (readers keep the first end status they see).
         if self.writer.file_writer is not None:
             self.close("success" if exc_type is None else None)
+
+
+def code_numbers(config: TrialConfig, input_shape: tuple[int, ...]) -> int:
+    """How many numbers one image's code has (a conv code is its last feature map: [16, 16] on 28 x 28 is 784)."""
+    from aetune.models import build_model
+
+    return math.prod(build_model(config, input_shape).code_shape)
 
 
 def session_end(status: int) -> Summary:
