@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import numbers
+import os
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 

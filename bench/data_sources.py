@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--npz-images", type=int, default=100_000)
     p.add_argument("--png-files", type=int, default=10_000)
-    p.add_argument("--epoch-images", type=int, default=50_000)
+    p.add_argument("--epoch-images", type=int, default=50_000, help="0: no epochs, the loading table only")
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
 
@@ -74,11 +74,11 @@ def measure_load(path: Path) -> dict:
 
 def epochs(n: int, threads: int) -> dict[str, list[float]]:
     import torch
+    from bare import BareLoop
 
     from aetune.config import TrialConfig
     from aetune.train.data import ImageData
     from aetune.train.trainer import Trainer
-    from bare import BareLoop
 
     torch.set_num_threads(threads)
     config = {**_common.MODELS["conv"], "batch_size": 256, "lr": 1e-3, "seed": 0}
@@ -111,6 +111,9 @@ def main() -> None:
     print("### Loading (load_data in a fresh process: read, carve the test split, hold out validation)\n")
     print(_common.table(["source", "images", "load s", "images MiB (uint8)", "resident MiB after",
                          "peak MiB during"], rows))
+    if not args.epoch_images:
+        _common.footer()
+        return
     _common.progress("conv epochs")
     times = epochs(args.epoch_images, args.threads)
     print(f"\n### One epoch of conv [16, 8, 8], {args.epoch_images:,} synthetic 3x32x32 images, batch 256, "

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from aetune.config import DATASETS, ConfigError, TrialConfig
 from aetune.evaluate.__main__ import main as evaluate_main
 from aetune.search.__main__ import main as search_main
-from aetune.train.data import DataError, TEST_FRACTION, load_data
+from aetune.train.data import TEST_FRACTION, DataError, load_data
 from aetune.train.logger import IMAGE_TAG
 from aetune.train.sources import check_memory
 from aetune.train.sources.torchvision import NAMED

@@ -20,7 +20,7 @@ import torch
 from aetune.config import TrialConfig
 from aetune.train.sources import DataError, is_named, read_source
 
-__all__ = ["DataError", "ImageData", "load_data", "trial_data", "validation_indices", "add_noise", "to_float"]
+__all__ = ["DataError", "ImageData", "add_noise", "load_data", "to_float", "trial_data", "validation_indices"]
 
 SPLIT_SEED = 0  # the validation permutation's seed: a constant, so the split never depends on a trial
 VAL_FRACTION = 0.1  # val_size when it is not given
@@ -117,7 +117,8 @@ def trial_data(config: TrialConfig, data_root: str | os.PathLike | None = None, 
     """What a trial of this config reads: its training and validation images (the test split only under
     val_size 0). The driver calls it too, so a missing file or a val_size that leaves no training image is
     found before any trial starts."""
-    return load_data(config.dataset, str(data_root) if data_root else None, config.train_size, config.test_size,
+    root = str(data_root) if data_root and is_named(config.dataset) else None  # a file needs no root: one cache entry
+    return load_data(config.dataset, root, config.train_size, config.test_size,
                      download, config.val_size, config.val_split, test=False, **dataset_keys(config))
 
 

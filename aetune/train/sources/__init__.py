@@ -6,7 +6,6 @@ dataset keys `channels` and `image_size` are applied here, so nothing downstream
 """
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +43,11 @@ def is_named(dataset: str) -> bool:
     return dataset in NAMED
 
 
-@functools.lru_cache(maxsize=4)
 def read_source(dataset: str, data_root: Path, download: bool, channels: int | None,
                 image_size: tuple[int, int] | None, layout: str = "auto", test: bool = True) -> Source:
     """The dataset's images with `channels` and `image_size` applied. `test=False`: a named dataset's test files
-    are not read (a trial never reads them); a file or folder is read whole (its test split is carved from it)."""
+    are not read (a trial never reads them); a file or folder is read whole (its test split is carved from it).
+    Not cached: aetune.train.data caches the splits, and a second copy of every image would double the memory."""
     if is_named(dataset):
         from aetune.train.sources import torchvision
 
