@@ -120,7 +120,8 @@ def test_a_train_and_test_folder_pair_keeps_its_own_test_split(tmp_path, digits_
             (tmp_path / "pair" / part / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).resize((10, 10)).save(tmp_path / "pair" / part / f"c{i % 2}" / f"{i}.png")
     data = load_data(str(tmp_path / "pair"), image_size=(8, 8))
-    assert len(data.test_x) == 20 and data.test_from == "files" and data.shape == (1, 8, 8)
+    assert len(data.test_x) == 20 and len(data.train_x) + len(data.val_x) == 60
+    assert data.test_from == "files" and data.shape == (1, 8, 8)
     assert set(data.test_y.tolist()) == {0, 1}
 
 
