@@ -62,7 +62,8 @@ def test_summary_names_a_loadable_pick_per_variant(searched):
     for name, pick in summary.variants.items():
         assert pick.trials == len(pick.trial_results) == (3 if name == "sparse" else 2)
         assert not pick.errored and not pick.diverged
-        assert pick.split | {"train": 2700, "val": 300, "val_from": "train"} == pick.split and pick.selected_on == "validation"
+        assert pick.split | {"train": 2700, "val": 300, "val_from": "train"} == pick.split
+        assert pick.selected_on == "validation"
         bundle = torch.load(searched / pick.checkpoint, weights_only=True)
         assert bundle["config"] == pick.config and bundle["epoch"] == pick.metrics["epoch"]
         assert bundle["history"][-1]["val_loss"] == pytest.approx(pick.metrics["val_loss"])
