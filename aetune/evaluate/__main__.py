@@ -54,7 +54,7 @@ from aetune.evaluate.study_figures import study_figures
 from aetune.experiment import EVAL_DIR, Summary, VariantResult, _finite_or_null
 from aetune.storage import is_uri, write_bytes, write_text
 from aetune.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from aetune.train.data import load_data, trial_data
+from aetune.train.data import dataset_keys, load_data, trial_data
 from aetune.train.trainer import pick_device
 
 # --- loading ---------------------------------------------------------------------------------------------------
@@ -258,7 +258,9 @@ def load_test_images(variants: list[Variant], args, skipped: dict[str, str]) -> 
     all) and the test split; a checkpoint for other images is skipped."""
     images = {}
     for name in sorted({v.config.dataset for v in variants}):
-        data = load_data(name, args.data_root, PCA_FIT_IMAGES, args.test_size, not args.no_download, val_size=0)
+        config = next(v.config for v in variants if v.config.dataset == name)  # dataset keys: space-level
+        data = load_data(name, args.data_root, PCA_FIT_IMAGES, args.test_size, not args.no_download, val_size=0,
+                         **dataset_keys(config))
         eval_noise = next(v.config.eval_noise for v in variants if v.config.dataset == name)  # a space-level key
         images[name] = EvalImages.build(data, eval_noise)
     usable = []
@@ -273,7 +275,7 @@ def load_test_images(variants: list[Variant], args, skipped: dict[str, str]) -> 
 
 def validation_key(config: TrialConfig) -> tuple:
     """What decides a trial's validation images (aetune.train.data.trial_data)."""
-    return (config.dataset, config.train_size, config.val_size, config.val_split,
+    return (config.dataset, *dataset_keys(config).values(), config.train_size, config.val_size, config.val_split,
             config.test_size if config.val_size == 0 else None)
 
 
@@ -343,7 +345,8 @@ def evaluate(name: str, records: dict[str, Record], variants: list[Variant], ima
     artifacts = list(progress.drawing(chain(study_figures(records, rows, variants, images, pca), figures(picks, images))))
     notes = findings(records, rows, pca.scores if pca else {}, len(first.data.train_x), first.eval_noise)
     return Evaluation(name, records, rows, variants, skipped, artifacts, notes, first.eval_noise,
-                      first.noisy_input_psnr, len(first.data.train_x), pca)
+                      first.noisy_input_psnr, len(first.data.train_x), pca, origin=first.data.origin,
+                      test_from=first.data.test_from, labelled=first.data.labelled)
 
 
 def print_summary(ev: Evaluation, out: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from aetune.models.base import pixel_bce
 
-PCA_FIT_IMAGES = 10_000  # 10k x 784 in float64: a fraction of a second on 2 cores
+PCA_FIT_IMAGES = 10_000  # 10k x 784 in float64: a fraction of a second on 2 cores (10k x 3072, CIFAR: seconds)
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,18 @@ class PCA:
         centred = x - mean
         # Eigenvectors of the D x D scatter matrix are the right singular vectors of the data: one GEMM and a
         # 784 x 784 eigh take a third of the time of an SVD of 10k x 784; float64 keeps the squared condition
-        # number harmless.
-        variance, vectors = torch.linalg.eigh(centred.T @ centred)
-        variance, vectors = variance.flip(0).clamp(min=0), vectors.flip(1)
-        return cls(mean.float(), vectors.T[:k].float().contiguous(), (variance[:k] / variance.sum()).float())
+        # number harmless. With fewer images than pixels (a small or large-image dataset) the N x N Gram matrix
+        # is the smaller one: its eigenvectors U give the same components as centred.T @ U / sqrt(variance).
+        if len(centred) < centred.shape[1]:
+            gram, left = torch.linalg.eigh(centred @ centred.T)
+            gram, left = gram.flip(0).clamp(min=0), left.flip(1)
+            keep = gram > gram[0] * 1e-12  # the others span nothing (at most N - 1 components exist)
+            variance, vectors = gram[keep], (centred.T @ left[:, keep]) / gram[keep].sqrt()
+        else:
+            variance, vectors = torch.linalg.eigh(centred.T @ centred)
+            variance, vectors = variance.flip(0).clamp(min=0), vectors.flip(1)
+        total = variance.sum()  # the same in both: the trace of the scatter matrix
+        return cls(mean.float(), vectors.T[:k].float().contiguous(), (variance[:k] / total).float())
 
     def top(self, k: int) -> "PCA":
         """The first k components: one fit serves every code size."""
@@ -55,7 +63,8 @@ class PCA:
 def pca_components(code_numel: int, pixels: int) -> int:
     """PCA rank matched to a code. A dense or VAE code gets its own size. A conv code is a feature map that can
     hold more numbers than the image (32 x 7 x 7 = 1568 > 784), where a PCA of that rank would be exact and the
-    comparison void, so its rank is capped at a quarter of the pixels (196 on MNIST)."""
+    comparison void, so its rank is capped at a quarter of the image's numbers, C x H x W (196 on MNIST, 768 on
+    CIFAR-10)."""
     return max(1, min(code_numel, pixels // 4))
 
 

@@ -166,7 +166,7 @@ def knobs(records: dict[str, Record], eval_noise: float | None) -> Iterator[Find
         metric, mode = study.objectives(record)[0]
         scores = [t["metrics"][metric] for t in trials]
         settings = ", ".join(f"{k} {fmt(best['config'].get(k))}" for k in turned)
-        what = metric + (f" (clean digits from inputs with noise {fmt(eval_noise)})"
+        what = metric + (f" (clean images from inputs with noise {fmt(eval_noise)})"
                          if metric == "val_denoise_bce" and eval_noise is not None else "")
         worst = max(scores) if mode == "min" else min(scores)
         split = study.selection_split([record])
@@ -227,7 +227,7 @@ def robustness(rows: list[Row], eval_noise: float | None) -> Iterator[Finding]:
     noise = f" with noise {fmt(eval_noise)}" if eval_noise is not None else ""
     listed = ", ".join(f"{r['name']} {num(r['test_denoise_bce'])}" for r in models)
     baseline = f"; {pca['name']} {num(pca['test_denoise_bce'])}" if is_finite(pca.get("test_denoise_bce")) else ""
-    yield finding(f"Denoising on the test split, BCE of clean digits recovered from inputs{noise}: {listed}"
+    yield finding(f"Denoising on the test split, BCE of clean images recovered from inputs{noise}: {listed}"
                   f"{baseline}.", "test")
 
 

@@ -39,28 +39,38 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def showcase(labels: torch.Tensor) -> torch.Tensor:
-    """Index of the first test image of each class (up to SHOW): the same digits in every figure."""
+def showcase(test: ImageData) -> torch.Tensor:
+    """Index of the first test image of each class (up to SHOW), or of the first SHOW test images without labels:
+    the same images in every figure."""
+    labels = test.test_y
+    if labels is None:
+        return torch.arange(min(SHOW, len(test.test_x)))
     return torch.stack([(labels == c).nonzero()[0, 0] for c in labels.unique()[:SHOW]])
+
+
+def tag(test: ImageData, i: int) -> str:
+    """How a figure names test image i: its label, or its index when the dataset has no labels."""
+    return str(int(test.test_y[i])) if test.test_y is not None else f"#{i}"
 
 
 @torch.inference_mode()
 def reconstruction_figure(v: Variant, images: EvalImages, shown: torch.Tensor) -> Artifact:
-    """Showcase digits and their reconstructions; a denoiser's from the study's noisy test inputs."""
+    """Showcase images and their reconstructions; a denoiser's from the study's noisy test inputs."""
     clean = to_float(images.data.test_x[shown].to(v.device))
     rows, m = [("original", clean)], v.metrics
     if v.config.noise_factor:
         noisy = images.noisy[shown].to(v.device)
         rows += [(f"noisy input\n(noise {images.eval_noise:.2g})", noisy), ("reconstruction", v.model(noisy))]
-        what = (f"the same digits corrupted at the study's eval_noise {images.eval_noise:.2g} "
+        what = (f"the same images corrupted at the study's eval_noise {images.eval_noise:.2g} "
                 f"({images.noisy_input_psnr:.1f} dB) and their reconstructions; on the test split from noisy "
                 f"inputs BCE {m['test_denoise_bce']:.4f}, PSNR {m['test_denoise_psnr']:.1f} dB, from clean inputs "
                 f"BCE {m['test_bce']:.4f}, PSNR {m['test_psnr']:.1f} dB")
     else:
         rows.append(("reconstruction", v.model(clean)))
         what = f"their reconstructions; on the test split BCE {m['test_bce']:.4f}, PSNR {m['test_psnr']:.1f} dB"
-    fig = plots.image_rows(rows, f"{v.name}: reconstructions of test digits")
-    return render(v.name, "recon", f"Reconstructions: {v.name}", f"Test digits (one per class), {what}.", fig)
+    fig = plots.image_rows(rows, f"{v.name}: reconstructions of test images")
+    which = "one per class" if images.data.labelled else "the first ones: the dataset has no labels"
+    return render(v.name, "recon", f"Reconstructions: {v.name}", f"Test images ({which}), {what}.", fig)
 
 
 @torch.inference_mode()
@@ -84,8 +94,10 @@ def manifold_figure(v: Variant) -> Artifact:
                   f"Decoder outputs on a {GRID}x{GRID} grid at the 5%..95% quantiles of N(0,1) over {how}.", fig)
 
 
-def scatter_figure(v: Variant, labels: torch.Tensor) -> Artifact:
-    codes, labels = v.codes[:SCATTER], labels[:SCATTER].numpy()
+def scatter_figure(v: Variant, labels: torch.Tensor | None) -> Artifact:
+    """Codes in 2-D, coloured by class; in one colour when the dataset has no labels (and the caption says so)."""
+    codes = v.codes[:SCATTER]
+    labels = None if labels is None else labels[:SCATTER].numpy()
     if codes.shape[1] == 2:
         points, axes, how = codes, ("z[0]", "z[1]"), "the 2-D codes themselves"
     else:
@@ -93,9 +105,11 @@ def scatter_figure(v: Variant, labels: torch.Tensor) -> Artifact:
         points = pca.transform(codes)
         axes = tuple(f"PC{i + 1} ({100 * float(pca.explained[i]):.0f}% of code variance)" for i in range(2))
         how = f"the first two principal components of the {codes.shape[1]}-element codes"
-    fig = plots.latent_scatter(points.numpy(), labels, *axes, f"{v.name}: test codes by label")
-    return render(v.name, "scatter", f"Latent scatter: {v.name}",
-                  f"{len(codes)} test codes, {how}, coloured by label.", fig)
+    by = "by label" if labels is not None else "(no labels)"
+    fig = plots.latent_scatter(points.numpy(), labels, *axes, f"{v.name}: test codes {by}")
+    coloured = "coloured by label" if labels is not None else "in one colour: the dataset has no labels"
+    return render(v.name, "scatter", f"Latent scatter: {v.name}", f"{len(codes)} test codes, {how}, {coloured}.",
+                  fig)
 
 
 @torch.inference_mode()
@@ -116,14 +130,14 @@ def generation_figure(variants: list[Variant]) -> Artifact:
                                                               else "a plain autoencoder is not a generative model"))
     return render("", "generation", "Generation",
                   "VAE rows decode samples of its N(0, I) prior, which training pulled the codes towards (the KL "
-                  "term), so most samples look like digits. Plain autoencoders decode codes drawn uniformly from "
+                  "term), so most samples look like the data. Plain autoencoders decode codes drawn uniformly from "
                   "the box spanned by their test codes: nothing made their codes fill that box, most of it lies "
-                  "off the thin set real digits occupy, so they decode to blurs - they compress, they don't generate.",
+                  "off the thin set real images occupy, so they decode to blurs - they compress, they don't generate.",
                   fig)
 
 
-def interpolation_pairs(labels: torch.Tensor) -> list[tuple[int, int]]:
-    shown = showcase(labels).tolist()
+def interpolation_pairs(test: ImageData) -> list[tuple[int, int]]:
+    shown = showcase(test).tolist()
     half = len(shown) // 2
     return [(shown[i], shown[i + half]) for i in range(min(4, half))]  # MNIST: 0-5, 1-6, 2-7, 3-8
 
@@ -136,12 +150,12 @@ def interpolation_figure(v: Variant, test: ImageData, pairs: list[tuple[int, int
         ends = to_float(test.test_x[[a, b]].to(v.device))
         codes = v.model.encode(ends)
         path = torch.lerp(codes[:1], codes[1:], t.view(-1, *[1] * (codes.dim() - 1)))
-        rows.append((f"{int(test.test_y[a])} to {int(test.test_y[b])}",
+        rows.append((f"{tag(test, a)} to {tag(test, b)}",
                      torch.cat([ends[:1], v.model.decode(path), ends[1:]])))
     columns = ["input A", *(f"t={x:.2f}" for x in t.tolist()), "input B"]
     fig = plots.image_rows(rows, f"{v.name}: straight lines in code space", columns)
     return render(v.name, "interpolation", f"Interpolation: {v.name}",
-                  f"Decoded codes on the line between the codes of two test digits (ends shown beside), "
+                  f"Decoded codes on the line between the codes of two test images (ends shown beside), "
                   f"{STEPS} steps.", fig)
 
 
@@ -150,13 +164,14 @@ def anomaly_figure(v: Variant, test: ImageData) -> Artifact:
     threshold = 2 * float(v.errors.mean())
     worst = v.errors.topk(TOP).indices
     images = to_float(test.test_x[worst].to(v.device))
-    tops = [f"{int(test.test_y[i])}: {float(v.errors[i]):.3f}" for i in worst]
+    tops = [f"{tag(test, i)}: {float(v.errors[i]):.3f}" for i in worst]
     fig = plots.anomalies(v.errors.numpy(), threshold, images, v.model(images), tops,
                           f"{v.name}: reconstruction error as an anomaly score")
     flagged = v.metrics["test_flagged"]
     return render(v.name, "anomalies", f"Anomaly detection: {v.name}",
                   f"Per-image MSE of the test set; images above 2 x the mean ({threshold:.4f}) are flagged: "
-                  f"{flagged} of {len(v.errors)}. Below: the {TOP} worst, labelled 'class: MSE'.", fig)
+                  f"{flagged} of {len(v.errors)}. Below: the {TOP} worst, labelled "
+                  f"'{'class' if test.test_y is not None else '#index'}: MSE'.", fig)
 
 
 def sparsity_figure(variants: list[Variant]) -> Artifact | None:
@@ -193,11 +208,11 @@ def figures(variants: list[Variant], images: dict[str, EvalImages]) -> Iterator[
     """Which figures exist follows from the picks: a manifold per generative model, sparsity beside a dense AE..."""
     for v in variants:
         test = images[v.config.dataset].data
-        yield reconstruction_figure(v, images[v.config.dataset], showcase(test.test_y))
+        yield reconstruction_figure(v, images[v.config.dataset], showcase(test))
         if v.model.generative and len(v.code_shape) == 1:
             yield manifold_figure(v)
         yield scatter_figure(v, test.test_y)
-        yield interpolation_figure(v, test, interpolation_pairs(test.test_y))
+        yield interpolation_figure(v, test, interpolation_pairs(test))
         yield anomaly_figure(v, test)
     if variants:
         yield generation_figure(variants)

@@ -85,16 +85,19 @@ def manifold(images: torch.Tensor, x_values: Sequence[float], y_values: Sequence
     return fig
 
 
-def latent_scatter(points: np.ndarray, labels: np.ndarray, x_label: str, y_label: str, title: str) -> Figure:
-    """2-D codes coloured by class, one legend entry per class."""
+def latent_scatter(points: np.ndarray, labels: np.ndarray | None, x_label: str, y_label: str, title: str) -> Figure:
+    """2-D codes coloured by class, one legend entry per class; one colour and no legend without labels."""
     fig = new_figure(7.5)
     ax = fig.subplots()
     colours = [f"C{i}" for i in range(10)]
-    for i, label in enumerate(np.unique(labels)):
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=5, alpha=0.6, color="C0", rasterized=True)
+    for i, label in enumerate(np.unique(labels) if labels is not None else []):
         mask = labels == label
         ax.scatter(points[mask, 0], points[mask, 1], s=5, alpha=0.6, color=colours[i % 10], label=str(label),
                    rasterized=True)
-    ax.legend(title="label", markerscale=3, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if labels is not None:
+        ax.legend(title="label", markerscale=3, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set(xlabel=x_label, ylabel=y_label, title=title)
     ax.grid(alpha=0.3)
     return fig

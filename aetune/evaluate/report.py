@@ -31,13 +31,13 @@ COLUMNS = {"rank": "#", "name": "variant", "selected_on": "selected on", "model"
 NOTES = ("(val): reported by the search for the same checkpoint, on the validation split it was picked on; (test): "
          "measured here on the test split, which the search never read (unless 'selected on' says test). BCE: "
          "per-pixel BCE of the reconstruction of clean inputs, averaged over images. PSNR: "
-         "10 log10(1 / MSE). Denoise BCE: clean digits reconstructed from inputs corrupted at the study's eval_noise "
+         "10 log10(1 / MSE). Denoise BCE: clean images reconstructed from inputs corrupted at the study's eval_noise "
          "{noise} (noisy inputs: {psnr:.1f} dB), the same noisy images for every row. Own loss: each variant's "
          "training objective (a VAE's is per-image summed BCE + KL, so not comparable). Probe accuracy: logistic "
          "regression on the frozen codes of {probe} training images (its L2 strength chosen on a held-out fifth of "
          "them), scored on the test codes. Baselines, "
          "fitted on the first {fit} training images: the mean image; PCA with as many components as the code has "
-         "numbers (conv feature-map codes capped at a quarter of the pixels, where a PCA of the code's size would "
+         "numbers (conv feature-map codes capped at a quarter of the image's numbers, C x H x W, where a PCA of the code's size would "
          "be near exact); raw pixels (probe only). Anomalies: test images with MSE above 2 x the mean.")
 
 
@@ -57,6 +57,9 @@ class Evaluation:
     probe_images: int
     pca: PCACurve | None = None  # PCA per code size on the trials' validation images (the code-size comparison)
     test_note: str = ""  # how many test images, when the picks' configs disagree
+    origin: str = ""  # where the dataset's images came from (aetune.train.sources)
+    test_from: str = "files"  # the dataset's own test split, or how it was carved
+    labelled: bool = True  # without labels there is no probe and no colour by class
 
     @property
     def picks(self) -> list[Variant]:
@@ -199,6 +202,16 @@ def selection_html(records: dict[str, Record]) -> str:
     return "".join(parts)
 
 
+def dataset_html(ev: Evaluation) -> str:
+    """Where the images came from, which test split, and what is left out without labels."""
+    test = "its own test split" if ev.test_from == "files" else f"a test split {ev.test_from}"
+    text = f"Images: {ev.origin}; {test}, never read by the search. "
+    if not ev.labelled:
+        text += ("The dataset has no labels, so the linear probe (probe accuracy) is not measured and the latent "
+                 "scatter plots are not coloured by class. ")
+    return html.escape(text)
+
+
 def write_report(path: Path, ev: Evaluation) -> None:
     """One self-contained page: the figures are embedded, so it can be mailed or archived alone."""
     skips = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(why)}</li>" for n, why in ev.skipped.items())
@@ -209,7 +222,8 @@ def write_report(path: Path, ev: Evaluation) -> None:
     write_text(str(path), (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style></head><body>'
         f"<h1>{title}</h1><p>{len(ev.picks)} variants evaluated on {len(first.errors)} test images of "
-        f"{html.escape(first.config.dataset)}. {html.escape(ev.test_note + ' ' if ev.test_note else '')}"
+        f"{html.escape(first.config.dataset)}. {dataset_html(ev)}"
+        f"{html.escape(ev.test_note + ' ' if ev.test_note else '')}"
         f"Leaderboard: {RANKING}.</p>"
         f"{selection_html(ev.records)}"
         f"<h2>Findings</h2>{findings_html(ev.findings)}"

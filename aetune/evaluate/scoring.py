@@ -97,7 +97,10 @@ def score_checkpoint(v: Variant, images: EvalImages, device: torch.device) -> No
 
 @torch.inference_mode()
 def probe_pass(v: Variant, images: EvalImages) -> None:
-    """The linear probe of the frozen encoder: fitted on the training images' codes, scored on the test codes."""
+    """The linear probe of the frozen encoder: fitted on the training images' codes, scored on the test codes.
+    Without labels there is nothing to probe: the metric is left out (the report says why)."""
+    if not images.data.labelled:
+        return
     train = images.data.train_x
     codes = torch.cat([v.model.encode(to_float(chunk.to(v.device))).flatten(1).float().cpu()
                        for chunk in train.split(EVAL_BATCH)])
@@ -127,21 +130,22 @@ def baseline_rows(variants: list[Variant], images: dict[str, EvalImages]) -> lis
         mean = mean_image(train)
         rows.append({"name": f"mean-image{suffix}", "kind": "baseline", "dataset": name, "model": "mean", "code": 0,
                      **reconstruction_scores(lambda x: mean.expand_as(x), imgs)})
-        rows.append({"name": f"pixels{suffix}", "kind": "baseline", "dataset": name, "model": "pixels",
-                     "code": pixels, "test_probe": probe_accuracy(train, imgs.data.train_y, test, labels)})
+        if labels is not None:  # raw pixels are a probe baseline only
+            rows.append({"name": f"pixels{suffix}", "kind": "baseline", "dataset": name, "model": "pixels",
+                         "code": pixels, "test_probe": probe_accuracy(train, imgs.data.train_y, test, labels)})
         ranks = set()
         for v in variants:
             if v.config.dataset == name:
-                k = pca_components(v.codes.shape[1], pixels)
+                k = min(pca_components(v.codes.shape[1], pixels), len(imgs.pca.components))
                 ranks.add(k)
                 v.baselines = {"mean_image": f"mean-image{suffix}", "pca": f"pca-{k}{suffix}",
-                               "pixels": f"pixels{suffix}"}
+                               **({"pixels": f"pixels{suffix}"} if labels is not None else {})}
         for k in sorted(ranks):
             pca = imgs.pca.top(k)
+            probe = ({"test_probe": probe_accuracy(pca.transform(train), imgs.data.train_y, pca.transform(test),
+                                                   labels)} if labels is not None else {})
             rows.append({"name": f"pca-{k}{suffix}", "kind": "baseline", "dataset": name, "model": "pca", "code": k,
-                         **reconstruction_scores(pca.reconstruct, imgs),
-                         "test_probe": probe_accuracy(pca.transform(train), imgs.data.train_y, pca.transform(test),
-                                                      labels)})
+                         **reconstruction_scores(pca.reconstruct, imgs), **probe})
     return rows
 
 
@@ -169,7 +173,8 @@ def pca_curve(data: ImageData, sizes: list[int], split: str, source: str, same_i
     """`data`: aetune.train.data.trial_data of a pick's config: its training part and validation images."""
     train, val = to_float(data.train_x[:PCA_FIT_IMAGES]), to_float(data.val_x)
     pca = PCA.fit(train)
-    scores = {k: score(pca.top(k).reconstruct, val)["test_bce"] for k in sizes if k < val[0].numel()}
+    scores = {k: score(pca.top(k).reconstruct, val)["test_bce"] for k in sizes
+              if k < val[0].numel() and k <= len(pca.components)}
     return PCACurve(scores, split, len(val), len(train), source, same_images)
 
 

@@ -83,13 +83,13 @@ def front_figure(name: str, record: Record, rows: list[dict[str, Any]]) -> Artif
 
 @torch.inference_mode()
 def front_reconstructions(name: str, members: list[Variant], images: dict[str, EvalImages]) -> Artifact | None:
-    """Reconstructions of the same test digits by a few members spread along the front."""
+    """Reconstructions of the same test images by a few members spread along the front."""
     if len(members) < 2:
         return None
     picked = sorted({round(i * (len(members) - 1) / (FRONT_ROWS - 1)) for i in range(FRONT_ROWS)})
     shown = [members[i] for i in picked]
     test = images[shown[0].config.dataset]
-    digits = showcase(test.data.test_y)
+    digits = showcase(test.data)
     clean = to_float(test.data.test_x[digits].to(shown[0].device))
     rows = [("original", clean)]
     knobs = study.varying_keys(m.config.to_dict() for m in members)
@@ -100,10 +100,10 @@ def front_reconstructions(name: str, members: list[Variant], images: dict[str, E
         picked = " (picked)" if m.trial_id == m.record.get("trial_id") else ""
         label = "\n".join(part for part in (m.name.removeprefix(name) + picked, settings, scores) if part)
         rows.append((label, m.model(clean.to(m.device))))
-    fig = plots.image_rows(rows, f"{name}: test digits reconstructed along the Pareto front")
+    fig = plots.image_rows(rows, f"{name}: test images reconstructed along the Pareto front")
     varying = f"; {', '.join(knobs)} {'varies' if len(knobs) == 1 else 'vary'} along it" if knobs else ""
     return render(name, "front_recon", f"Along the front: {name}",
-                  f"Test digits reconstructed by {len(shown)} of the {len(members)} front members, in front order "
+                  f"Test images reconstructed by {len(shown)} of the {len(members)} front members, in front order "
                   f"(numbers as in the front table, with their {study.selection_split([shown[0].record])} scores)"
                   f"{varying}.", fig, SECTION)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from aetune.config import DATASETS, TrialConfig
 from aetune import yamlfile
+from aetune.config import DATASETS, TrialConfig, is_dataset_path
 from aetune.errors import UsageError, first_line, quote
 from aetune.metrics import BIASED, METRICS
 from aetune.models import build_model  # imports torch only when called: structural validation never does
@@ -26,14 +26,14 @@ from aetune.search.guard import bias_refusal, code_size_refusal
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
 MODES = ("min", "max")
-NOT_SEARCHABLE = ("epochs", "dataset", "eval_noise")  # set once for the whole space, at the top level
+DATA_KEYS = ("channels", "image_size", "layout")  # how the dataset's images are read: top level, beside `dataset`
+NOT_SEARCHABLE = ("epochs", "dataset", "eval_noise", *DATA_KEYS)  # set once for the whole space, at the top level
 SEARCH_KEYS = ("metric", "mode", "samples", "scheduler", "asha", "sweep")  # a variant's own search settings
 ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
 SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "true or false"}  # TPESampler's
 
 SPACE_WIDE = ("train_size", "val_size", "val_split", "test_size")  # the split: one for every trial, in `defaults`
 RESOURCE_STEP = 0.0001  # Ray counts resources in these units: a smaller share is refused by Ray itself
-IMAGE_SHAPE = (1, 28, 28)  # every dataset's images (MNIST, Fashion-MNIST, KMNIST): what models are checked on
 
 
 class SpaceError(UsageError):
@@ -80,7 +80,10 @@ class Search:
 @dataclass(frozen=True)
 class SearchSpace:
     name: str
-    dataset: str = "mnist"
+    dataset: str = "mnist"  # a name, or a path: relative ones are made absolute (from the working directory)
+    channels: int | None = None
+    image_size: int | list[int] | None = None
+    layout: str = "auto"
     metric: str | list[str] = "val_loss"
     mode: str | list[str] = "min"
     epochs: int = 10
@@ -105,7 +108,20 @@ class SearchSpace:
     def base_config(self, variant: Variant) -> dict[str, Any]:
         """The fixed part of every trial config of a variant."""
         return {"seed": self.seed, **self.defaults, **variant.fixed, "epochs": self.epochs, "dataset": self.dataset,
-                "eval_noise": self.eval_noise}
+                "eval_noise": self.eval_noise, **{key: getattr(self, key) for key in DATA_KEYS}}
+
+    def image_shape(self) -> tuple[int, int, int]:
+        """C x H x W of the images every trial reads: a named dataset's known shape with `channels` and
+        `image_size` applied; a file or folder is read for it (once per process: aetune.train.data caches it)."""
+        config = TrialConfig.from_dict(self.base_config(next(iter(self.variants.values()))))
+        from aetune.train.sources.torchvision import NAMED
+
+        if config.dataset in NAMED:
+            channels, height, width = NAMED[config.dataset].shape
+            return (config.channels or channels, *(config.image_size or (height, width)))
+        from aetune.train.data import trial_data
+
+        return trial_data(config).shape
 
     def search(self, variant: Variant) -> Search:
         """The variant's search settings: its own where it gives them, else the space's."""
@@ -173,8 +189,13 @@ class SearchSpace:
     def validate(self, source: str) -> None:
         _check(self.searcher in SEARCHERS, source, "searcher",
                f"unknown {self.searcher!r}; use one of {SEARCHERS}")
-        _check(self.dataset in DATASETS, source, "dataset",
-               f"unknown {self.dataset!r}; use one of {', '.join(DATASETS)}")
+        _check(isinstance(self.dataset, str) and (self.dataset in DATASETS or is_dataset_path(self.dataset)), source,
+               "dataset", f"unknown {self.dataset!r}; use one of {', '.join(DATASETS)}, the path of a .npy/.npz file, "
+               "or a folder of images")
+        try:
+            TrialConfig.from_dict({key: getattr(self, key) for key in DATA_KEYS})
+        except UsageError as err:  # its message starts with the key
+            raise SpaceError(f"{source}: {err}") from None
         for key in ("epochs", "samples", "grace_period"):
             _check(is_int(getattr(self, key)) and getattr(self, key) > 0, source, key, "must be a positive integer")
         _check(is_int(self.reduction_factor) and self.reduction_factor >= 2, source, "reduction_factor",
@@ -222,9 +243,10 @@ class SearchSpace:
         known = (*METRICS, *sorted({m for cls in families().values() for m in cls.extra_metrics}))
         for metric in _as_tuple(self.metric):
             _check(metric in known, source, "metric", f"unknown {metric!r}; use one of {', '.join(known)}")
+        shape = self.image_shape()
         for variant in self.variants.values():
             for member in _expand(variant):
-                self._check_models(member, self.search(member), source, f"variants.{variant.name}")
+                self._check_models(member, self.search(member), source, f"variants.{variant.name}", shape)
 
     def _validate_search(self, variant: Variant, source: str, where: str) -> Search:
         search = self.search(variant)
@@ -243,11 +265,12 @@ class SearchSpace:
                    "or use scheduler: fifo")
         return search
 
-    def _check_models(self, variant: Variant, search: Search, source: str, where: str) -> None:
+    def _check_models(self, variant: Variant, search: Search, source: str, where: str,
+                      shape: tuple[int, int, int]) -> None:
         code_sizes: dict[str, set[int]] = {}  # per searched key: the code sizes its options give
         for key, values in _option_configs(self, variant):
             try:
-                model = build_model(TrialConfig.from_dict(values), IMAGE_SHAPE)
+                model = build_model(TrialConfig.from_dict(values), shape)
             except UsageError as err:  # its message starts with the config key
                 raise SpaceError(f"{source}: {where}.{err}") from None
             code_sizes.setdefault(key, set()).add(math.prod(model.code_shape))
@@ -319,6 +342,9 @@ def parse_space(raw: Any, source: str, models: bool = True) -> SearchSpace:
     values.setdefault("name", Path(source).stem)
     _check(isinstance(values["name"], str) and bool(values["name"]), source, "name",
            f"must be a text (it names the experiment folder), e.g. name: study, not {quote(values['name'])}")
+    dataset = values.get("dataset")
+    if isinstance(dataset, str) and dataset not in DATASETS and is_dataset_path(dataset):
+        values["dataset"] = str(Path(dataset).expanduser().resolve())  # relative to the working directory
     _check_objectives(values, source, "")
     asha = _section(raw, "asha", source, set(ASHA_KEYS))
     values |= {("asha_metric" if k == "metric" else k): v for k, v in asha.items()}
@@ -439,7 +465,8 @@ def space_to_yaml(space: SearchSpace) -> str:
                 for v in space.variants.values()}
     asha = {"grace_period": space.grace_period, "reduction_factor": space.reduction_factor}
     raw = {
-        "name": space.name, "dataset": space.dataset, "metric": space.metric, "mode": space.mode,
+        "name": space.name, "dataset": space.dataset, **{key: getattr(space, key) for key in DATA_KEYS},
+        "metric": space.metric, "mode": space.mode,
         "epochs": space.epochs, "samples": space.samples, "searcher": space.searcher, "scheduler": space.scheduler,
         "seed": space.seed, "eval_noise": space.eval_noise,
         "asha": asha | ({"metric": space.asha_metric} if space.asha_metric else {}),

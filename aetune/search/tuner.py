@@ -25,7 +25,7 @@ from aetune.search.ray_compat import run_config_of
 from aetune.search.resume import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
 from aetune.search.schedulers import make_schedulers
 from aetune.search.searchers import label_studies, make_router, study_prefix
-from aetune.search.spaces import IMAGE_SHAPE, SearchSpace, space_to_yaml
+from aetune.search.spaces import SearchSpace, space_to_yaml
 from aetune.search.trainable import train_trial
 from aetune.storage import is_uri, join, write_text
 
@@ -141,7 +141,8 @@ def trial_costs(space: SearchSpace) -> dict[str, float]:
     training images are the same for every variant): the router starts the costliest first."""
     from aetune.models import build_model
 
-    return {v.name: build_model(space.first_config(v), IMAGE_SHAPE).training_flops() for v in space.runs()}
+    shape = space.image_shape()
+    return {v.name: build_model(space.first_config(v), shape).training_flops() for v in space.runs()}
 
 
 def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, console: str = "live") -> tune.Tuner:

@@ -1,64 +1,70 @@
 """Datasets as uint8 tensors, loaded once per process and kept resident on the trial's device.
 
-Three splits: train | val | test. The validation images are held out of the training images in use by a
-permutation that depends only on how many there are and `val_size` (never on a trial's seed), so every trial of
-every variant, and the evaluation, see the same ones. Trials read train and val; only aetune.evaluate reads test.
-`val_size: 0` is the course protocol: validation is the test split, and every output says so.
+Where the images come from (a torchvision dataset, a folder of images, a NumPy file) is aetune.train.sources' job;
+here they are split. Three splits: train | val | test. A source without a test split of its own has one carved
+from its images by a fixed permutation (TEST_FRACTION of them, seed TEST_SPLIT_SEED: never a trial's). The
+validation images are held out of the training images in use by a permutation that depends only on how many there
+are and `val_size` (never on a trial's seed), so every trial of every variant, and the evaluation, see the same
+ones. Trials read train and val; only aetune.evaluate reads test. `val_size: 0` is the course protocol: validation
+is the test split, and every output says so. Labels are optional: an unlabelled dataset has None for every *_y.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torchvision import datasets
 
 from aetune.config import TrialConfig
-from aetune.errors import UsageError, first_line
+from aetune.train.sources import DataError, is_named, read_source
 
-DATASET_CLASSES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "kmnist": datasets.KMNIST}
-
-
-class DataError(UsageError):
-    """The dataset is missing or unreadable; the message names the path and the fix."""
-
+__all__ = ["DataError", "ImageData", "add_noise", "load_data", "to_float", "trial_data", "validation_indices"]
 
 SPLIT_SEED = 0  # the validation permutation's seed: a constant, so the split never depends on a trial
 VAL_FRACTION = 0.1  # val_size when it is not given
+TEST_SPLIT_SEED = 0  # the carved test split's permutation seed (sources without test files): a constant too
+TEST_FRACTION = 0.2  # of a source's images carved out as its test split when it has none
 
 
 @dataclass(frozen=True)
 class ImageData:
-    """The splits of one dataset: images as uint8 N x C x H x W, labels as int64; test is None in a trial."""
+    """The splits of one dataset: images as uint8 N x C x H x W, labels as int64 (None: the dataset has none);
+    test is None in a trial."""
 
     name: str
     train_x: torch.Tensor
-    train_y: torch.Tensor
+    train_y: torch.Tensor | None
     val_x: torch.Tensor
-    val_y: torch.Tensor
+    val_y: torch.Tensor | None
     test_x: torch.Tensor | None = None
     test_y: torch.Tensor | None = None
     val_from: str = "train"  # "test" under val_size: 0
+    test_from: str = "files"  # "files": the source's own test split; else how it was carved
+    origin: str = ""  # where the images came from, in words
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
 
     @property
-    def split(self) -> dict[str, int | str]:
-        """What summary.json records of the split."""
-        return {"train": len(self.train_x), "val": len(self.val_x), "val_from": self.val_from}
+    def labelled(self) -> bool:
+        return self.train_y is not None
+
+    @property
+    def split(self) -> dict[str, int | str | list]:
+        """What summary.json records of the split, and of the dataset it came from."""
+        return {"train": len(self.train_x), "val": len(self.val_x), "val_from": self.val_from,
+                "test_from": self.test_from, "dataset": self.name, "source": self.origin, "shape": list(self.shape),
+                "labels": self.labelled}
 
     def to(self, device: torch.device | str) -> "ImageData":
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return ImageData(self.name, move(self.train_x), move(self.train_y), move(self.val_x), move(self.val_y),
-                         move(self.test_x), move(self.test_y), self.val_from)
+        return replace(self, train_x=move(self.train_x), train_y=move(self.train_y), val_x=move(self.val_x),
+                       val_y=move(self.val_y), test_x=move(self.test_x), test_y=move(self.test_y))
 
 
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
@@ -77,31 +83,63 @@ def load_data(
     val_size: int | None = None,
     val_split: str = "random",
     test: bool = True,
+    channels: int | None = None,
+    image_size: tuple[int, int] | None = None,
+    layout: str = "auto",
 ) -> ImageData:
     """The three splits (cached per process: Ray reuses worker processes across trials). `test=False` is what a
-    trial asks for: the test files are then not even read, unless val_size 0 makes them the validation split."""
-    if name not in DATASET_CLASSES:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_CLASSES)}")
-    root = resolve_data_root(data_root)
-    images, labels = _read_split(name, root, True, download)
-    images, labels = images[:train_size], labels[:train_size]
-    test_x = test_y = None
-    if test or val_size == 0:
-        test_x, test_y = _read_split(name, root, False, download)
-        test_x, test_y = test_x[:test_size], test_y[:test_size]
+    trial asks for: a named dataset's test files are then not even read, unless val_size 0 makes them the
+    validation split. `name`: a torchvision dataset's name, or the path of a NumPy file or an image folder."""
+    source = read_source(name, resolve_data_root(data_root), download, channels, image_size, layout,
+                         test or val_size == 0 or not is_named(name))  # a file is read whole either way
+    images, labels, test_x, test_y, test_from = source.x, source.y, source.test_x, source.test_y, "files"
+    if test_x is None and not is_named(name):  # no test split of its own: carve one, never trained on
+        train_idx, test_idx = carve_test(name, len(images))
+        test_x, test_y = images[test_idx], _take(labels, test_idx)
+        images, labels = images[train_idx], _take(labels, train_idx)
+        test_from = (f"carved: {TEST_FRACTION:.0%} of the {len(train_idx) + len(test_idx)} images by a fixed "
+                     f"permutation (seed {TEST_SPLIT_SEED})")
+    if not (test or val_size == 0):
+        test_x = test_y = None
+    images, labels = images[:train_size], _take(labels, slice(train_size))
+    if test_x is not None:
+        test_x, test_y = test_x[:test_size], _take(test_y, slice(test_size))
+    common = {"test_from": test_from, "origin": source.origin}
     if val_size == 0:
         return ImageData(name, images, labels, test_x, test_y, test_x if test else None, test_y if test else None,
-                         val_from="test")
+                         val_from="test", **common)
     train_idx, val_idx = validation_indices(len(images), val_size, val_split)
-    return ImageData(name, images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], test_x, test_y)
+    return ImageData(name, images[train_idx], _take(labels, train_idx), images[val_idx], _take(labels, val_idx),
+                     test_x, test_y, **common)
 
 
 def trial_data(config: TrialConfig, data_root: str | os.PathLike | None = None, download: bool = True) -> ImageData:
     """What a trial of this config reads: its training and validation images (the test split only under
     val_size 0). The driver calls it too, so a missing file or a val_size that leaves no training image is
     found before any trial starts."""
-    return load_data(config.dataset, str(data_root) if data_root else None, config.train_size, config.test_size,
-                     download, config.val_size, config.val_split, test=False)
+    root = str(data_root) if data_root and is_named(config.dataset) else None  # a file needs no root: one cache entry
+    return load_data(config.dataset, root, config.train_size, config.test_size,
+                     download, config.val_size, config.val_split, test=False, **dataset_keys(config))
+
+
+def dataset_keys(config: TrialConfig) -> dict:
+    """The trial config keys that say how the dataset's images are read (load_data's keyword arguments)."""
+    return {"channels": config.channels, "image_size": config.image_size, "layout": config.layout}
+
+
+def carve_test(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) indices of a source without a test split, each ascending; the same for every trial."""
+    size = round(TEST_FRACTION * n)
+    if size < 1 or n - size < 2:
+        raise DataError(f"dataset: {name} has {n} image(s): too few to carve a test split ({TEST_FRACTION:.0%}) and "
+                        "keep training and validation images; add images, or give a test split of its own "
+                        "(x_test in the .npz, or train/ and test/ folders)")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(TEST_SPLIT_SEED))
+    return order[:n - size].sort().values, order[n - size:].sort().values
+
+
+def _take(labels: torch.Tensor | None, index) -> torch.Tensor | None:
+    return None if labels is None else labels[index]
 
 
 def validation_indices(n: int, val_size: int | None, val_split: str = "random") -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,28 +151,6 @@ def validation_indices(n: int, val_size: int | None, val_split: str = "random") 
     order = torch.arange(n) if val_split == "last" else torch.randperm(n, generator=torch.Generator().manual_seed(
         SPLIT_SEED))
     return order[:n - size].sort().values, order[n - size:].sort().values
-
-
-@functools.lru_cache(maxsize=8)
-def _read_split(name: str, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    cls = DATASET_CLASSES[name]
-    where = root / cls.__name__ / "raw"
-    try:
-        # torchvision prints download progress and mirror failures; keep them out of the user's terminal.
-        with contextlib.redirect_stdout(io.StringIO()):
-            ds = cls(str(root), train=train, download=download)
-        images = ds.data if isinstance(ds.data, torch.Tensor) else torch.as_tensor(ds.data)
-        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-    except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, AssertionError... for one cause
-        fix = f"put the {cls.__name__} IDX files in {where} or point --data-root / AETUNE_DATA at their root"
-        if not download:
-            fix += " (or allow the download)"
-        reason = "files not found" if "Dataset not found" in str(err) else first_line(err).rstrip(":")
-        raise DataError(f"cannot read {name} from {where} ({reason}); {fix}") from None
-    if images.ndim != 3 or len(images) != len(labels) or len(images) == 0:
-        raise DataError(f"{name} in {where} is corrupt (images {tuple(images.shape)}, labels {len(labels)}); "
-                        f"delete {where} and download it again")
-    return images.unsqueeze(1).contiguous(), labels
 
 
 def add_noise(images: torch.Tensor, noise_factor: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -68,12 +68,12 @@ def hparam_values(config: TrialConfig, code_numbers: int | None = None) -> dict[
     for key, value in family_keys(config).items():
         if isinstance(value, list):
             value = "-".join(map(str, value)) or "none"
-        out[key] = "all" if value is None else value
+        out[key] = ("native" if key in ("channels", "image_size") else "all") if value is None else value
     return out
 
 
 class TrialLogger:
-    """Writes one TensorBoard run (the trial's folder). Images of 8 fixed validation digits every `image_every` epochs.
+    """Writes one TensorBoard run (the trial's folder). Images of 8 fixed validation images every `image_every` epochs.
 
     `start_epoch` is the last epoch the trial's restore point has (0: a fresh start). Epochs after it may have
     been logged before a crash; the writer's purge step hides them from TensorBoard, so the epochs logged again
