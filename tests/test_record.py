@@ -211,11 +211,12 @@ def test_a_lease_is_refused_while_held_and_taken_over_once_stale(tmp_path, monke
             pass
 
 
-SLOW = TINY.replace("epochs: 1", "epochs: 100").replace("train_size: 300", "train_size: 3000")  # runs past the checks
+# Trials that outlive the test's checks and its SIGTERM, however busy the machine: the driver never ends by itself.
+ENDLESS = TINY.replace("epochs: 1", "epochs: 100000")
 
 
 def test_two_drivers_never_run_one_experiment_and_sigterm_is_ctrl_c(tmp_path):
-    space = write_space(tmp_path / "slow.yaml", SLOW)
+    space = write_space(tmp_path / "endless.yaml", ENDLESS)
     storage = tmp_path / "runs"
     experiment = storage / "tiny"
     first = subprocess.Popen([*SEARCH, "--space", str(space), "--storage", str(storage), "--quiet"], cwd=REPO,
@@ -237,13 +238,15 @@ def test_two_drivers_never_run_one_experiment_and_sigterm_is_ctrl_c(tmp_path):
             first.kill()
     assert first.returncode == 130, err[-3000:]
     assert "interrupted; continue with" in out and err.rstrip().endswith("aetune: interrupted"), err[-3000:]
-    # A driver killed outright leaves its lock file: the next one takes it over, with a notice, and finishes.
-    (experiment / lock.LOCK_FILE).write_text(json.dumps({"host": "here", "pid": first.pid}))
+    assert not (experiment / lock.LOCK_FILE).exists()  # released on the way out
+
+
+def test_a_dead_drivers_lock_is_taken_over_with_a_notice(finished, tmp_path):
+    """A driver killed outright leaves its lock file: the next one takes it over, says so, and goes on."""
+    experiment = copy(finished, tmp_path)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (experiment / lock.LOCK_FILE).write_text(json.dumps({"host": "here", "pid": int(gone.stdout)}))
     run = resume(experiment)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"took over the lock of {experiment} from PID {first.pid} on here (its process is gone)" in run.stderr
-    assert len(list(experiment.glob("dense-*"))) == 2
-    [study] = optuna.get_all_study_names(f"sqlite:///{experiment / 'optuna.db'}")
-    states = [t.state for t in optuna.load_study(study_name=study, storage=f"sqlite:///{experiment / 'optuna.db'}")
-              .trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 2 and len(states) <= 3  # a budget of 2
+    assert f"took over the lock of {experiment} from PID {int(gone.stdout)} on here (its process is gone)" in run.stderr
+    assert not (experiment / lock.LOCK_FILE).exists()
