@@ -17,11 +17,13 @@ from aetune.evaluate.probe import probe_accuracy
 from aetune.models.base import Autoencoder
 from aetune.numbers import is_finite
 from aetune.train.data import ImageData, add_noise, to_float
-from aetune.train.trainer import EVAL_BATCH, EVAL_NOISE_SEED
+from aetune.train.trainer import EVAL_BATCH, EVAL_NOISE_SEED, chunks, latent_draw
 
 VALIDATION = ("val_loss", "val_bce", "val_mse", "val_denoise_bce")  # reported by every trial; code_l1 too
+IS_SAMPLES = 100  # importance samples per test image of test_nll (Burda et al. report K = 5000; 100 is within ~1 nat)
+NLL_SEED = 2  # test_nll's draw: the same codes for every checkpoint and rerun
 LEADERBOARD = ["rank", "name", "kind", "selected_on", "dataset", "model", "code", "params", "epoch", "trial_id",
-               "val_loss", "test_loss", "val_bce", "test_bce", "val_mse", "test_mse", "test_psnr",
+               "val_loss", "test_loss", "test_nll", "test_nll_se", "val_bce", "test_bce", "val_mse", "test_mse", "test_psnr",
                "val_denoise_bce", "test_denoise_bce", "test_denoise_psnr", "val_code_l1", "test_code_l1",
                "test_probe", "test_flagged"]
 
@@ -72,16 +74,20 @@ class EvalImages:
 
 @torch.inference_mode()
 def score_checkpoint(v: Variant, images: EvalImages, device: torch.device) -> None:
-    """Own objective, clean and denoising reconstruction, codes and per-image errors, in big batches."""
+    """Own objective (a VAE's: the negative ELBO with one fixed code draw per image, as the trainer's val_loss),
+    clean and denoising reconstruction, codes and per-image errors, in big batches; test_nll where the family has a
+    likelihood."""
     v.device = device
     cfg, model = v.config, v.model.to(device)
     own_noise = torch.Generator(device).manual_seed(cfg.seed + 1)  # the trainer's val_loss noise: same numbers
+    latents = chunks(latent_draw(model, len(images.data.test_x), device), EVAL_BATCH)
     parts, loss = defaultdict(list), 0.0
-    for chunk, noisy in zip(images.data.test_x.split(EVAL_BATCH), images.noisy.split(EVAL_BATCH)):
+    for chunk, noisy, latent in zip(images.data.test_x.split(EVAL_BATCH), images.noisy.split(EVAL_BATCH), latents):
         clean = to_float(chunk.to(device))
-        out = model.objective(clean, clean)
-        own = model.objective(add_noise(clean, cfg.noise_factor, own_noise), clean) if cfg.noise_factor else out
-        denoised = model.objective(noisy.to(device), clean)
+        out = model.objective(clean, clean, latent)
+        own = (model.objective(add_noise(clean, cfg.noise_factor, own_noise), clean, latent) if cfg.noise_factor
+               else out)
+        denoised = model.objective(noisy.to(device), clean, latent)
         loss += float(own.loss) * len(clean)
         for key, pixels in (("bce", out.pixel_bce(clean)), ("mse", out.pixel_mse(clean)),
                             ("denoise_bce", denoised.pixel_bce(clean)), ("denoise_mse", denoised.pixel_mse(clean))):
@@ -93,6 +99,21 @@ def score_checkpoint(v: Variant, images: EvalImages, device: torch.device) -> No
                  **summarise(cat["denoise_bce"], cat["denoise_mse"], "test_denoise_"),
                  "test_code_l1": float(v.codes.abs().mean()),
                  "test_flagged": int((v.errors > 2 * v.errors.mean()).sum())}
+    if model.likelihood:
+        v.metrics |= test_nll(model, images.data.test_x, device)
+
+
+@torch.inference_mode()
+def test_nll(model: Autoencoder, test_x: torch.Tensor, device: torch.device,
+             samples: int = IS_SAMPLES) -> dict[str, float]:
+    """-log p(x) in nats per test image, importance-sampled with `samples` codes per image (seeded: every rerun
+    draws the same), and its standard error over the test images (sd / sqrt(N): how far another test set of the
+    same size would move the mean)."""
+    generator = torch.Generator().manual_seed(NLL_SEED)
+    nll = torch.cat([model.nll(to_float(chunk.to(device)), samples, generator).float().cpu()
+                     for chunk in test_x.split(EVAL_BATCH)])
+    return {"test_nll": float(nll.mean()), "test_nll_se": float(nll.std() / len(nll) ** 0.5),
+            "test_nll_samples": samples}
 
 
 @torch.inference_mode()
