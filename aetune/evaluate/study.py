@@ -10,11 +10,11 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable
 
+from aetune.metrics import MODEL_PROPERTIES  # metrics that are the same on every split
 from aetune.numbers import is_finite
 
 Record = dict[str, Any]  # one variant of summary.json's "variants"
 NOT_KNOBS = ("seed",)  # config keys that vary between trials without being a question the study asks
-MODEL_PROPERTIES = ("code_size", "params")  # metrics that are the same on every split
 
 
 def objectives(record: Record) -> list[tuple[str, str]]:
