@@ -90,11 +90,17 @@ def code_sizes(records: dict[str, Record]) -> list[int]:
                    if is_finite((t.get("metrics") or {}).get("code_size"))})
 
 
+UNRECORDED = "validation or test (unrecorded)"  # a summary written before splits were recorded: trials then
+# were scored on the test split, so its val_* may come from it
+
+
 def selection_split(records: Iterable[Record]) -> str:
     """The split the search scored these variants' trials on (their val_* metrics), from each record's
-    `selected_on`: "validation", or "test" under val_size 0; "validation and test" when they differ. A record
-    that does not say (written before splits were recorded) counts as validation."""
-    splits = {r.get("selected_on") or "validation" for r in records}
+    `selected_on`: "validation", or "test" under val_size 0; "validation and test" when they differ; UNRECORDED
+    where a record does not say (written before splits were recorded)."""
+    splits = {r.get("selected_on") for r in records}
+    if None in splits:
+        return UNRECORDED
     return "validation and test" if len(splits) > 1 else next(iter(splits), "validation")
 
 
