@@ -26,9 +26,10 @@ def test_a_pick_is_labelled_with_the_split_its_objectives_read(metric, val_from,
 
 
 def test_a_summary_without_its_split_is_not_worded_validation():
-    older = {"selected_on": None}  # evaluate's record_of: a summary that predates recorded splits
+    older = {"selected_on": None, "checkpoint": "x.pt"}  # evaluate's record_of: a summary before recorded splits
     assert study.selection_split([older]) == study.UNRECORDED
     assert study.selection_split([older, {"selected_on": "validation"}]) == study.UNRECORDED
     assert "validation split" not in f"On the {study.selection_split([older])} split"
-    assert study.selection_split([{"selected_on": "validation"}]) == "validation"
-    assert study.selection_split([{"selected_on": "validation"}, {"selected_on": "test"}]) == "validation and test"
+    picked, crashed = {"selected_on": "validation", "checkpoint": "y.pt"}, {"selected_on": None, "trial_results": []}
+    assert study.selection_split([picked, crashed]) == "validation"  # a variant that scored nothing says nothing
+    assert study.selection_split([picked, {"selected_on": "test", "checkpoint": "z.pt"}]) == "validation and test"

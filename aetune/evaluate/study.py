@@ -97,8 +97,10 @@ UNRECORDED = "validation or test (unrecorded)"  # a summary written before split
 def selection_split(records: Iterable[Record]) -> str:
     """The split the search scored these variants' trials on (their val_* metrics), from each record's
     `selected_on`: "validation", or "test" under val_size 0; "validation and test" when they differ; UNRECORDED
-    where a record does not say (written before splits were recorded)."""
-    splits = {r.get("selected_on") for r in records}
+    where a record does not say (written before splits were recorded). A variant that scored nothing (every trial
+    crashed) says nothing about a split."""
+    splits = {r.get("selected_on") for r in records
+              if r.get("checkpoint") or any(t.get("metrics") for t in r.get("trial_results") or [])}
     if None in splits:
         return UNRECORDED
     return "validation and test" if len(splits) > 1 else next(iter(splits), "validation")
