@@ -53,7 +53,8 @@ class VariantResult:
     mode: str | list[str] = "min"
     pick_rule: str = ""  # how the pick was chosen, in words
     split: dict[str, Any] = field(default_factory=dict)  # {"train": 5400, "val": 600, "val_from": "train"|"test"}
-    selected_on: str = "validation"  # the split that chose the pick: "test" only under val_size 0 (course protocol)
+    selected_on: str = "validation"  # the split that chose the pick: "test" under val_size 0 (course protocol),
+    # "training" for metric: train_loss (aetune.search.picks.selected_on)
     sweep: dict[str, Any] = field(default_factory=dict)  # the swept value(s) of this sweep member
     base: str = ""  # the space's variant a sweep member came from ("" when it is that variant)
     front: list[dict[str, Any]] = field(default_factory=list)  # multi-objective: the non-dominated trials

@@ -11,21 +11,35 @@ from dataclasses import dataclass
 # extra_metrics (the VAE's kl) come on top.
 METRICS = ("val_loss", "val_bce", "val_mse", "val_denoise_bce", "train_loss", "code_l1", "code_size", "params")
 RECONSTRUCTION = ("val_loss", "train_loss", "val_bce", "val_mse", "val_denoise_bce")
+OWN_LOSS = ("val_loss", "train_loss")  # in the variant's own units: its loss kind, and its family's reduction
+MODEL_PROPERTIES = ("code_size", "params")  # fixed by the architecture: no training knob moves them
 
 
 @dataclass(frozen=True)
 class Bias:
-    """A knob that only trades one score for another: metrics that reward the low end of its range whatever the
-    data, those that reward the high end, why, and what to search instead. A search whose objectives (or ASHA's
-    metric) all reward one end returns that end: an answer known before it ran."""
+    """A knob that only trades one score for another: metrics that, minimised, reward the low end of its range
+    whatever the data, those that reward the high end, those the knob does not move, why, and what to search
+    instead. A search whose objectives (or ASHA's metric) all reward one end, or do not move, returns that end: an
+    answer known before it ran. Maximising a metric rewards the other end."""
 
     low: tuple[str, ...]
     high: tuple[str, ...]
     why: str
     fix: str
+    constant: tuple[str, ...] = ()
 
-    def biased(self, metrics: tuple[str, ...]) -> bool:
-        return set(metrics) <= set(self.low) or set(metrics) <= set(self.high)
+    def end(self, metric: str, mode: str) -> str | None:
+        """The end of the range that optimising `metric` in `mode` rewards: "low", "high", or None where the
+        data decide (a metric not listed)."""
+        end = "low" if metric in self.low else "high" if metric in self.high else None
+        if end is None or mode == "min":
+            return end
+        return "high" if end == "low" else "low"
+
+    def biased(self, metrics: tuple[str, ...], modes: tuple[str, ...]) -> bool:
+        """Every objective that the knob moves rewards the same end (one that does not move balances nothing)."""
+        ends = {self.end(m, mode) for m, mode in zip(metrics, modes) if m not in self.constant}
+        return len(ends) == 1 and None not in ends
 
 
 CODE_SIZE_BIAS = Bias(("code_size", "params"), RECONSTRUCTION,
@@ -35,14 +49,15 @@ BIASED = {
     "l1": Bias(RECONSTRUCTION, ("code_l1",),
                "the L1 penalty only costs reconstruction (val_loss and train_loss even contain it), so the search "
                "returns the end of the l1 range",
-               "search the trade-off, metric: [val_bce, code_l1], or sweep: {l1: [...]}"),
+               "search the trade-off, metric: [val_bce, code_l1], or sweep: {l1: [...]}", MODEL_PROPERTIES),
     "noise_factor": Bias(("val_loss", "train_loss", "val_bce", "val_mse"), (),
                          "it scores each trial on inputs at its own noise (or on clean ones), so the search returns "
                          "the lowest noise_factor",
-                         "use metric: val_denoise_bce (clean images from inputs at the space's fixed eval_noise)"),
+                         "use metric: val_denoise_bce (clean images from inputs at the space's fixed eval_noise)",
+                         MODEL_PROPERTIES),
     "beta": Bias(RECONSTRUCTION, ("kl",),
                  "a smaller KL weight always reconstructs better (and val_loss weighs the KL by it), so the search "
                  "returns the end of the beta range",
-                 "search the trade-off, metric: [val_bce, kl], or sweep: {beta: [...]}"),
+                 "search the trade-off, metric: [val_bce, kl], or sweep: {beta: [...]}", MODEL_PROPERTIES),
     "code_size": CODE_SIZE_BIAS,
 }

@@ -111,14 +111,23 @@ def test_conv_stages_start_lecun_normal_before_a_selu():
     assert float(second.std()) * math.sqrt(second[0].numel()) == pytest.approx(1, abs=0.05)
 
 
-def test_vae_encodes_the_mean_and_samples_only_while_training():
-    vae = build_model(VARIANTS["vae"])
+def test_vae_encodes_the_mean_and_samples_its_loss_in_eval_mode_too():
+    """The code is the posterior mean; the loss decodes a sampled code (given noise: that draw), and an eval pass's
+    reconstruction is the mean-decoded one."""
+    vae = build_model(VARIANTS["vae"]).eval()
     x = torch.rand(3, 1, 28, 28)
     mean, log_var = vae.encoder(x)
     assert torch.equal(vae.encode(x), mean) and vae.code_shape == (2,) and log_var.shape == (3, 2)
-    assert not torch.equal(vae.sample_code(mean, log_var), mean)  # training mode samples
-    assert torch.equal(vae.eval().sample_code(mean, log_var), mean)  # eval mode is deterministic
-    assert torch.equal(vae.objective(x, x).code, mean)
+    noise = vae.latent_noise(3, torch.Generator().manual_seed(0))
+    out = vae.objective(x, x, noise)
+    assert torch.equal(out.code, mean) and torch.equal(out.logits, vae.decode_logits(mean))
+    sampled = vae.decode_logits(mean + noise * torch.exp(0.5 * log_var))
+    bce = F.binary_cross_entropy_with_logits(sampled, x, reduction="none").flatten(1).sum(1).mean()
+    assert torch.allclose(out.recon_loss, bce, rtol=1e-5)
+    assert torch.equal(vae.objective(x, x, noise).loss, out.loss)  # the same draw, the same loss
+    mean_decoded = F.binary_cross_entropy(vae(x), x, reduction="none").flatten(1).sum(1).mean()
+    assert not torch.allclose(out.recon_loss, mean_decoded, rtol=1e-5)  # an untrained decoder: close, not equal
+    assert build_model(VARIANTS["dense"]).latent_noise(3, torch.Generator()) is None
 
 
 def test_kl_matches_closed_form():
@@ -133,7 +142,8 @@ def test_kl_matches_closed_form():
 def test_vae_objective_is_summed_bce_plus_kl():
     vae = build_model(VARIANTS["vae"]).eval()
     x = torch.rand(5, 1, 28, 28)
-    out = vae.objective(x, x)
+    noise = torch.zeros(5, 2)  # z = the mean: the sampled loss reduces to the mean-decoded one
+    out = vae.objective(x, x, noise)
     bce = torch.nn.functional.binary_cross_entropy(vae(x), x, reduction="none").flatten(1).sum(1).mean()
     assert torch.allclose(out.recon_loss, bce, rtol=1e-4)
     assert torch.allclose(out.loss, out.recon_loss + out.reg_loss)

@@ -29,13 +29,13 @@ import torch
 from aetune.config import TrialConfig
 from aetune.errors import UsageError, cli, quote
 from aetune.evaluate import study
-from aetune.evaluate.baselines import PCA_FIT_IMAGES
 from aetune.evaluate.findings import findings
 from aetune.evaluate.model_figures import Artifact, figures
 from aetune.evaluate.probe import C_GRID, HELD_OUT
 from aetune.evaluate.progress import SILENT, Progress
 from aetune.evaluate.report import Evaluation, write_report
 from aetune.evaluate.scoring import (
+    IS_SAMPLES,
     LEADERBOARD,
     RANKED_BY,
     RANKING,
@@ -54,7 +54,7 @@ from aetune.evaluate.study_figures import study_figures
 from aetune.experiment import EVAL_DIR, Summary, VariantResult, _finite_or_null
 from aetune.storage import is_uri, write_bytes, write_text
 from aetune.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from aetune.train.data import dataset_keys, load_data, trial_data
+from aetune.train.data import dataset_keys, load_data
 from aetune.train.trainer import pick_device
 
 # --- loading ---------------------------------------------------------------------------------------------------
@@ -232,6 +232,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="evaluate checkpoints that summary.json names outside the experiment folder")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr (what is being scored "
                         "or drawn, and the total time); the leaderboard is printed either way")
+    parser.add_argument("--nll-samples", type=int, default=IS_SAMPLES, metavar="K",
+                        help=f"importance samples per test image of a VAE's test_nll (default {IS_SAMPLES}; 0 skips "
+                        "it: a conv VAE's takes minutes per 1,000 test images on 2 busy CPU cores)")
     return parser
 
 
@@ -254,15 +257,16 @@ def resolve_test_size(variants: list[Variant], given: int | None) -> tuple[int |
 
 
 def load_test_images(variants: list[Variant], args, skipped: dict[str, str]) -> tuple[list[Variant], dict]:
-    """Each dataset once: the first PCA_FIT_IMAGES training images (baselines and probe: val_size 0 keeps them
-    all) and the test split; a checkpoint for other images is skipped."""
+    """Each dataset once: the images the trials trained and validated on (the split of its first pick's config:
+    train_size less val_size, by the trials' permutation; aetune.train.data), which the baselines and the probe
+    are fitted on, and the test split; a checkpoint for other images is skipped. The split is space-wide, so
+    every variant of one search shares it."""
     images = {}
     for name in sorted({v.config.dataset for v in variants}):
-        config = next(v.config for v in variants if v.config.dataset == name)  # dataset keys: space-level
-        data = load_data(name, args.data_root, PCA_FIT_IMAGES, args.test_size, not args.no_download, val_size=0,
-                         **dataset_keys(config))
-        eval_noise = next(v.config.eval_noise for v in variants if v.config.dataset == name)  # a space-level key
-        images[name] = EvalImages.build(data, eval_noise)
+        config = min((v for v in variants if v.config.dataset == name), key=lambda v: v.kind != "model").config
+        data = load_data(name, args.data_root, config.train_size, args.test_size, not args.no_download,
+                         config.val_size, config.val_split, **dataset_keys(config))
+        images[name] = EvalImages.build(data, config.eval_noise)  # eval_noise: a space-level key
     usable = []
     for v in variants:
         shape, expected = tuple(v.bundle["input_shape"]), images[v.config.dataset].data.shape
@@ -279,15 +283,15 @@ def validation_key(config: TrialConfig) -> tuple:
             config.test_size if config.val_size == 0 else None)
 
 
-def pca_on_validation(records: dict[str, Record], variants: list[Variant], args) -> PCACurve | None:
-    """PCA per code size on the validation images the first pick's trials were scored on (rebuilt from its
-    config: the test split only under val_size 0), so the code-size comparison stays on one split."""
+def pca_on_validation(records: dict[str, Record], variants: list[Variant],
+                      images: dict[str, EvalImages]) -> PCACurve | None:
+    """PCA per code size on the validation images the first pick's trials were scored on (the test split only
+    under val_size 0), so the code-size comparison stays on one split; the same PCA fit as the baselines'."""
     sizes, picks = study.code_sizes(records), [v for v in variants if v.kind == "model"]
     if len(sizes) < 2 or not picks:
         return None
     first = picks[0]
-    data = trial_data(first.config, args.data_root, not args.no_download)
-    return pca_curve(data, sizes, study.selection_split([first.record]), first.name,
+    return pca_curve(images[first.config.dataset], sizes, study.selection_split([first.record]), first.name,
                      len({validation_key(v.config) for v in picks}) == 1)
 
 
@@ -296,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.test_size is not None and args.test_size <= 0:
         raise UsageError(f"--test-size must be > 0, got {args.test_size}")
+    if args.nll_samples < 0:
+        raise UsageError(f"--nll-samples must be >= 0 (0 skips test_nll), got {args.nll_samples}")
     if is_uri(args.experiment):
         raise UsageError(f"{args.experiment}: evaluate reads checkpoints from a local folder; copy the experiment "
                          "first (e.g. `aws s3 sync` / `gsutil -m rsync -r`) and pass that folder")
@@ -314,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "summary.json lists no variants"
         raise UsageError(f"nothing to evaluate in {args.experiment}: {reasons}")
     progress = Progress(args.quiet)
-    ev = evaluate(summary.name, records, variants, images, skipped, device, pca_on_validation(records, variants, args),
-                  progress)
+    pca = pca_on_validation(records, variants, images)
+    ev = evaluate(summary.name, records, variants, images, skipped, device, pca, args.nll_samples, progress)
     ev.test_note = test_note
     out.mkdir(parents=True, exist_ok=True)
     write_tables(out, ev.rows, metrics_document(ev, args.experiment))
@@ -329,13 +335,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(name: str, records: dict[str, Record], variants: list[Variant], images: dict[str, EvalImages],
              skipped: dict[str, str], device: torch.device, pca: PCACurve | None,
-             progress: Progress = SILENT) -> Evaluation:
+             nll_samples: int = IS_SAMPLES, progress: Progress = SILENT) -> Evaluation:
     """Score every checkpoint and baseline on the test split, then draw and write up what they show; `pca`: PCA
     per code size on the trials' own validation images (pca_on_validation)."""
     for i, v in enumerate(variants, 1):
         progress.say(f"scoring {i}/{len(variants)}: {v.name} on {len(images[v.config.dataset].data.test_x)} test "
                      "images, then its linear probe")
-        score_checkpoint(v, images[v.config.dataset], device)
+        score_checkpoint(v, images[v.config.dataset], device, nll_samples)
         probe_pass(v, images[v.config.dataset])
     progress.say("scoring the baselines (mean image, PCA, raw pixels)")
     baselines = baseline_rows(variants, images)  # first: it names each variant's baselines

@@ -2,8 +2,9 @@
 
 - mean image: every input reconstructed as the training mean (all a code of size 0 can say);
 - PCA with k components: the best squared error any *linear* k-dimensional code can reach (a linear autoencoder
-  trained with MSE spans this subspace). Fitted exactly, in float64, on the first PCA_FIT_IMAGES training images,
-  so it is deterministic (torch.pca_lowrank is randomised); the tests check it against numpy's SVD of the data.
+  trained with MSE spans this subspace). Fitted exactly, in float64, on the images the trials trained on (never
+  their validation images), so it is deterministic (torch.pca_lowrank is randomised); the tests check it against
+  numpy's SVD of the data.
 """
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from dataclasses import dataclass
 import torch
 
 from aetune.models.base import pixel_bce
-
-PCA_FIT_IMAGES = 10_000  # 10k x 784 in float64: a fraction of a second on 2 cores (10k x 3072, CIFAR: seconds)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from aetune.evaluate import study
-from aetune.evaluate.baselines import PCA_FIT_IMAGES
 from aetune.evaluate.model_figures import Artifact
 from aetune.evaluate.scoring import RANKING, PCACurve, Variant
 from aetune.evaluate.study import Record, fmt
@@ -33,12 +32,12 @@ NOTES = ("(val): reported by the search for the same checkpoint, on the validati
          "per-pixel BCE of the reconstruction of clean inputs, averaged over images. PSNR: "
          "10 log10(1 / MSE). Denoise BCE: clean images reconstructed from inputs corrupted at the study's eval_noise "
          "{noise} (noisy inputs: {psnr:.1f} dB), the same noisy images for every row. Own loss: each variant's "
-         "training objective (a VAE's is per-image summed BCE + KL, so not comparable). Probe accuracy: logistic "
-         "regression on the frozen codes of {probe} training images (its L2 strength chosen on a held-out fifth of "
-         "them), scored on the test codes. Baselines, "
-         "fitted on the first {fit} training images: the mean image; PCA with as many components as the code has "
-         "numbers (conv feature-map codes capped at a quarter of the image's numbers, C x H x W, where a PCA of the code's size would "
-         "be near exact); raw pixels (probe only). Anomalies: test images with MSE above 2 x the mean.")
+         "training objective (a VAE's: its negative ELBO with sampled codes, nats per image, so not comparable). "
+         "Probe accuracy: logistic regression on the frozen codes of {probe} training images (its L2 strength chosen "
+         "on a held-out fifth of them), scored on the test codes. Baselines, fitted on the same {fit} training images "
+         "(those the trials trained on): the mean image; PCA with as many components as the code has numbers (conv "
+         "feature-map codes capped at a quarter of the image's numbers, C x H x W, where a PCA of the code's size would be near exact); "
+         "raw pixels (probe only). Anomalies: test images with MSE above 2 x the mean.")
 
 
 @dataclass
@@ -218,7 +217,7 @@ def write_report(path: Path, ev: Evaluation) -> None:
     title = f"aetune evaluation: {html.escape(ev.name)}"
     first = ev.variants[0]
     notes = NOTES.format(noise=fmt(ev.eval_noise), psnr=ev.noisy_input_psnr, probe=ev.probe_images,
-                         fit=PCA_FIT_IMAGES)
+                         fit=ev.probe_images)
     write_text(str(path), (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style></head><body>'
         f"<h1>{title}</h1><p>{len(ev.picks)} variants evaluated on {len(first.errors)} test images of "

@@ -12,17 +12,20 @@ from typing import Any
 import torch
 
 from aetune.config import TrialConfig
-from aetune.evaluate.baselines import PCA, PCA_FIT_IMAGES, image_mse, mean_image, pca_components, psnr, score, summarise
+from aetune.evaluate.baselines import PCA, image_mse, mean_image, pca_components, psnr, score, summarise
 from aetune.evaluate.probe import probe_accuracy
 from aetune.models.base import Autoencoder
 from aetune.numbers import is_finite
 from aetune.train.data import ImageData, add_noise, to_float
-from aetune.train.trainer import EVAL_BATCH, EVAL_NOISE_SEED
+from aetune.train.trainer import EVAL_BATCH, EVAL_NOISE_SEED, chunks, latent_draw
 
 VALIDATION = ("val_loss", "val_bce", "val_mse", "val_denoise_bce")  # reported by every trial; code_l1 too
+IS_SAMPLES = 100  # importance samples per test image of test_nll; measured on a 784-400-20 VAE: K = 1000 is 0.5 nats
+# lower (the estimate tightens with K), and 100 cost 3 minutes for 10,000 test images on 2 busy cores
+NLL_SEED = 2  # test_nll's draw: the same codes for every checkpoint and rerun
 LEADERBOARD = ["rank", "name", "kind", "selected_on", "dataset", "model", "code", "params", "epoch", "trial_id",
-               "val_loss", "test_loss", "val_bce", "test_bce", "val_mse", "test_mse", "test_psnr",
-               "val_denoise_bce", "test_denoise_bce", "test_denoise_psnr", "val_code_l1", "test_code_l1",
+               "val_loss", "test_loss", "test_nll", "test_nll_se", "val_bce", "test_bce", "val_mse", "test_mse",
+               "test_psnr", "val_denoise_bce", "test_denoise_bce", "test_denoise_psnr", "val_code_l1", "test_code_l1",
                "test_probe", "test_flagged"]
 
 
@@ -49,13 +52,14 @@ class Variant:
 
 @dataclass(frozen=True)
 class EvalImages:
-    """One dataset as the evaluation reads it: the baselines' and the probe's training images, the test split,
-    and the test split corrupted at the study's eval_noise (one draw shared by every model and baseline)."""
+    """One dataset as the evaluation reads it: the images the trials trained on (the baselines' and the probe's
+    training images) and were validated on, the test split, and the test split corrupted at the study's eval_noise
+    (one draw shared by every model and baseline)."""
 
-    data: ImageData  # train_x: the first PCA_FIT_IMAGES training images; test_x: the test split
+    data: ImageData  # train_x, val_x: the trials' training and validation images; test_x: the test split
     eval_noise: float
     noisy: torch.Tensor  # float test images + eval_noise * N(0, 1), clipped: the trainer's val_denoise_bce recipe
-    pca: PCA  # fitted on data.train_x
+    pca: PCA  # fitted on data.train_x: the one PCA of every "PCA-k" (baseline rows and the validation curve)
 
     @classmethod
     def build(cls, data: ImageData, eval_noise: float) -> "EvalImages":
@@ -71,17 +75,21 @@ class EvalImages:
 # --- models ----------------------------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def score_checkpoint(v: Variant, images: EvalImages, device: torch.device) -> None:
-    """Own objective, clean and denoising reconstruction, codes and per-image errors, in big batches."""
+def score_checkpoint(v: Variant, images: EvalImages, device: torch.device, nll_samples: int = IS_SAMPLES) -> None:
+    """Own objective (a VAE's: the negative ELBO with one fixed code draw per image, as the trainer's val_loss),
+    clean and denoising reconstruction, codes and per-image errors, in big batches; test_nll where the family has a
+    likelihood (`nll_samples` importance samples per image; 0 leaves it out)."""
     v.device = device
     cfg, model = v.config, v.model.to(device)
     own_noise = torch.Generator(device).manual_seed(cfg.seed + 1)  # the trainer's val_loss noise: same numbers
+    latents = chunks(latent_draw(model, len(images.data.test_x), device), EVAL_BATCH)
     parts, loss = defaultdict(list), 0.0
-    for chunk, noisy in zip(images.data.test_x.split(EVAL_BATCH), images.noisy.split(EVAL_BATCH)):
+    for chunk, noisy, latent in zip(images.data.test_x.split(EVAL_BATCH), images.noisy.split(EVAL_BATCH), latents):
         clean = to_float(chunk.to(device))
-        out = model.objective(clean, clean)
-        own = model.objective(add_noise(clean, cfg.noise_factor, own_noise), clean) if cfg.noise_factor else out
-        denoised = model.objective(noisy.to(device), clean)
+        out = model.objective(clean, clean, latent)
+        own = (model.objective(add_noise(clean, cfg.noise_factor, own_noise), clean, latent) if cfg.noise_factor
+               else out)
+        denoised = model.objective(noisy.to(device), clean, latent)
         loss += float(own.loss) * len(clean)
         for key, pixels in (("bce", out.pixel_bce(clean)), ("mse", out.pixel_mse(clean)),
                             ("denoise_bce", denoised.pixel_bce(clean)), ("denoise_mse", denoised.pixel_mse(clean))):
@@ -93,6 +101,21 @@ def score_checkpoint(v: Variant, images: EvalImages, device: torch.device) -> No
                  **summarise(cat["denoise_bce"], cat["denoise_mse"], "test_denoise_"),
                  "test_code_l1": float(v.codes.abs().mean()),
                  "test_flagged": int((v.errors > 2 * v.errors.mean()).sum())}
+    if model.likelihood and nll_samples:
+        v.metrics |= test_nll(model, images.data.test_x, device, nll_samples)
+
+
+@torch.inference_mode()
+def test_nll(model: Autoencoder, test_x: torch.Tensor, device: torch.device,
+             samples: int = IS_SAMPLES) -> dict[str, float]:
+    """-log p(x) in nats per test image, importance-sampled with `samples` codes per image (seeded: every rerun
+    draws the same), and its standard error over the test images (sd / sqrt(N): how far another test set of the
+    same size would move the mean)."""
+    generator = torch.Generator().manual_seed(NLL_SEED)
+    nll = torch.cat([model.nll(to_float(chunk.to(device)), samples, generator).float().cpu()
+                     for chunk in test_x.split(EVAL_BATCH)])
+    return {"test_nll": float(nll.mean()), "test_nll_se": float(nll.std() / len(nll) ** 0.5),
+            "test_nll_samples": samples}
 
 
 @torch.inference_mode()
@@ -159,7 +182,7 @@ def reconstruction_scores(reconstruct, imgs: EvalImages) -> dict[str, float]:
 class PCACurve:
     """BCE of PCA with k components for each code size k of the study, scored on the images the trials were scored
     on (the validation images of `source`'s config; the test split under val_size 0), so it sits on the trials'
-    scale; fitted on that config's training images (never its validation images)."""
+    scale; the baselines' fit, on the trials' training images (never their validation images)."""
 
     scores: dict[int, float]
     split: str  # "validation" | "test": what the trials' val_* were measured on (selected_on)
@@ -169,13 +192,11 @@ class PCACurve:
     same_images: bool  # every evaluated pick was validated on the same images
 
 
-def pca_curve(data: ImageData, sizes: list[int], split: str, source: str, same_images: bool) -> PCACurve:
-    """`data`: aetune.train.data.trial_data of a pick's config: its training part and validation images."""
-    train, val = to_float(data.train_x[:PCA_FIT_IMAGES]), to_float(data.val_x)
-    pca = PCA.fit(train)
-    scores = {k: score(pca.top(k).reconstruct, val)["test_bce"] for k in sizes
-              if k < val[0].numel() and k <= len(pca.components)}
-    return PCACurve(scores, split, len(val), len(train), source, same_images)
+def pca_curve(images: EvalImages, sizes: list[int], split: str, source: str, same_images: bool) -> PCACurve:
+    """`images`: the dataset of `source`, a pick whose trials' validation images the curve is scored on."""
+    val = to_float(images.data.val_x)
+    scores = {k: score(images.pca.top(k).reconstruct, val)["test_bce"] for k in sizes if k < val[0].numel()}
+    return PCACurve(scores, split, len(val), len(images.data.train_x), source, same_images)
 
 
 # --- the table -------------------------------------------------------------------------------------------------

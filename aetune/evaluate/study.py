@@ -10,11 +10,11 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable
 
+from aetune.metrics import MODEL_PROPERTIES  # metrics that are the same on every split
 from aetune.numbers import is_finite
 
 Record = dict[str, Any]  # one variant of summary.json's "variants"
 NOT_KNOBS = ("seed",)  # config keys that vary between trials without being a question the study asks
-MODEL_PROPERTIES = ("code_size", "params")  # metrics that are the same on every split
 
 
 def objectives(record: Record) -> list[tuple[str, str]]:
@@ -90,11 +90,19 @@ def code_sizes(records: dict[str, Record]) -> list[int]:
                    if is_finite((t.get("metrics") or {}).get("code_size"))})
 
 
+UNRECORDED = "validation or test (unrecorded)"  # a summary written before splits were recorded: trials then
+# were scored on the test split, so its val_* may come from it
+
+
 def selection_split(records: Iterable[Record]) -> str:
     """The split the search scored these variants' trials on (their val_* metrics), from each record's
-    `selected_on`: "validation", or "test" under val_size 0; "validation and test" when they differ. A record
-    that does not say (written before splits were recorded) counts as validation."""
-    splits = {r.get("selected_on") or "validation" for r in records}
+    `selected_on`: "validation", or "test" under val_size 0; "validation and test" when they differ; UNRECORDED
+    where a record does not say (written before splits were recorded). A variant that scored nothing (every trial
+    crashed) says nothing about a split."""
+    splits = {r.get("selected_on") for r in records
+              if r.get("checkpoint") or any(t.get("metrics") for t in r.get("trial_results") or [])}
+    if None in splits:
+        return UNRECORDED
     return "validation and test" if len(splits) > 1 else next(iter(splits), "validation")
 
 

@@ -89,7 +89,7 @@ class Autoencoder(nn.Module):
     config_keys: tuple[str, ...] = ()  # the architecture keys this family reads (summary, HParams, report)
     generative: bool = False  # decode(z) of z ~ N(0, I) gives samples (a prior was trained in)
     extra_metrics: tuple[str, ...] = ()  # keys of Output.extras, reported per epoch (e.g. the VAE's kl)
-    loss_per_image: bool = False  # the loss sums over an image's pixels (nats per image), not a per-pixel mean
+    loss_per_image: bool = False  # the loss sums over an image's pixels (nats per image), not Keras' per-pixel mean
 
     def __init__(self, config: TrialConfig, input_shape: tuple[int, int, int]):
         super().__init__()
@@ -108,9 +108,22 @@ class Autoencoder(nn.Module):
             self.linear_head = True
         return ACTIVATIONS[config.activation]
 
+    @property
+    def likelihood(self) -> bool:
+        """Whether nll() gives -log p(x): a generative family trained on a log-likelihood."""
+        return False
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The deterministic code of x, batch first (a VAE's posterior mean)."""
         raise NotImplementedError
+
+    def latent_noise(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """A fixed draw of the noise objective() samples codes with, for n images (None: a deterministic code)."""
+        return None
+
+    def nll(self, x: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
+        """-log p(x) per image in nats, estimated with `samples` importance samples (where `likelihood`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no likelihood")
 
     @property
     def code_shape(self) -> tuple[int, ...]:
@@ -162,7 +175,8 @@ class Autoencoder(nn.Module):
             self.zero_grad(set_to_none=True)
         return counter.get_total_flops() + sum(recurrent)
 
-    def objective(self, x: torch.Tensor, target: torch.Tensor) -> Output:
+    def objective(self, x: torch.Tensor, target: torch.Tensor, noise: torch.Tensor | None = None) -> Output:
+        """The variant's loss of reconstructing target from x; `noise`: latent_noise's draw (None here)."""
         code = self.encode(x)
         logits = self.decode_logits(code)
         recon = reconstruction_loss(logits, target, self.loss_kind, per_image_sum=False, linear_head=self.linear_head)

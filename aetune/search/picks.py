@@ -12,6 +12,7 @@ from ray import tune
 from aetune.config import TrialConfig
 from aetune.errors import first_line
 from aetune.experiment import DIVERGED, VARIANT_KEY, VariantResult
+from aetune.metrics import MODEL_PROPERTIES
 from aetune.models import family
 from aetune.numbers import is_finite
 from aetune.pareto import front
@@ -60,7 +61,7 @@ def summarise(grid: list[tune.Result], variant: Variant, search: Search, epochs:
     described = dict(
         trials=len(outcomes), metric=list(search.metric) if search.multi_objective else search.metric[0],
         mode=list(search.mode) if search.multi_objective else search.mode[0], split=split,
-        selected_on="test" if split.get("val_from") == "test" else "validation",
+        selected_on=selected_on(search, split),
         sweep=variant.swept, base=variant.base,
         errored=[{k: o[k] for k in ("trial_id", "error_file", "error")} for o in outcomes if o["state"] == "errored"],
         diverged=[o["trial_id"] for o in outcomes if o["state"] == "diverged"],
@@ -83,6 +84,15 @@ def summarise(grid: list[tune.Result], variant: Variant, search: Search, epochs:
         return VariantResult(None, {}, {}, None, None, pick_rule=rule, **described)
     return VariantResult(pick["trial_id"], pick["config"], pick["metrics"], pick["checkpoint"], pick["trial_dir"],
                          pick_rule=rule, front=front_rows, **described)
+
+
+def selected_on(search: Search, split: dict[str, Any]) -> str:
+    """The split the pick's objectives were measured on: train_loss on the training images, code_size and params on
+    none (properties of the model), every other metric on the validation images (the test split under val_size 0);
+    "training and validation" where they mix."""
+    held_out = "test" if split.get("val_from") == "test" else "validation"
+    splits = {"training" if m == "train_loss" else held_out for m in search.metric if m not in MODEL_PROPERTIES}
+    return " and ".join(sorted(splits)) or held_out
 
 
 def _on_storage(checkpoint: tune.Checkpoint) -> bool:

@@ -21,7 +21,7 @@ from aetune.metrics import BIASED, METRICS
 from aetune.models import build_model  # imports torch only when called: structural validation never does
 from aetune.numbers import is_int, is_number
 from aetune.search.domains import Domain
-from aetune.search.guard import bias_refusal, code_size_refusal
+from aetune.search.guard import bias_refusal, code_size_refusal, units_refusal
 
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
@@ -32,6 +32,7 @@ SEARCH_KEYS = ("metric", "mode", "samples", "scheduler", "asha", "sweep")  # a v
 ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
 SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "true or false"}  # TPESampler's
 
+JOINT_CHECK_LIMIT = 256  # option combinations whose code sizes are checked together (models built: milliseconds each)
 SPACE_WIDE = ("train_size", "val_size", "val_split", "test_size")  # the split: one for every trial, in `defaults`
 RESOURCE_STEP = 0.0001  # Ray counts resources in these units: a smaller share is refused by Ray itself
 
@@ -221,6 +222,9 @@ class SearchSpace:
         for knob, bias in BIASED.items():
             if knob in variant.domains:
                 _refuse(bias_refusal(bias, search), source, f"{where}.{knob}")
+        if "loss" in variant.domains and len(set(variant.domains["loss"].values)) > 1:
+            _refuse(units_refusal(search, "loss: bce and mse measure the loss in different units (cross-entropy, "
+                                  "squared error)"), source, f"{where}.loss")
         for member in _expand(variant):
             for _, values in _option_configs(self, member):
                 try:
@@ -268,19 +272,55 @@ class SearchSpace:
     def _check_models(self, variant: Variant, search: Search, source: str, where: str,
                       shape: tuple[int, int, int]) -> None:
         code_sizes: dict[str, set[int]] = {}  # per searched key: the code sizes its options give
+        per_image: dict[str, set[bool]] = {}  # per searched key: whether its options' losses sum over an image
         for key, values in _option_configs(self, variant):
-            try:
-                model = build_model(TrialConfig.from_dict(values), shape)
-            except UsageError as err:  # its message starts with the config key
-                raise SpaceError(f"{source}: {where}.{err}") from None
+            model = _build(values, shape, source, where)
             code_sizes.setdefault(key, set()).add(math.prod(model.code_shape))
+            per_image.setdefault(key, set()).add(model.loss_per_image)
         for key, sizes in code_sizes.items():  # e.g. conv filters: the last filter count sets the code size
             if key and key != "code_size":
                 _refuse(code_size_refusal(search, sizes), source, f"{where}.{key}")
+            if len(per_image[key]) > 1:
+                _refuse(units_refusal(search, f"{key}: its options' losses are a per-pixel mean and a sum per image "
+                                      "(nats)"), source, f"{where}.{key}")
+        keys, sizes = _joint_code_sizes(self, variant, shape, source, where)
+        _refuse(code_size_refusal(search, sizes), source, f"{where}.{' and '.join(keys)} (together)")
         known = (*METRICS, *model.extra_metrics)
         for metric in search.metric:
             _check(metric in known, source, f"{where}.metric" if "metric" in variant.settings else "metric",
                    f"unknown {metric!r} for a {values['model']} model; use one of {', '.join(known)}")
+
+
+def _build(values: dict[str, Any], shape: tuple[int, int, int], source: str, where: str):
+    try:
+        return build_model(TrialConfig.from_dict(values), shape)
+    except UsageError as err:  # its message starts with the config key
+        raise SpaceError(f"{source}: {where}.{err}") from None
+
+
+def _joint_code_sizes(space: SearchSpace, variant: Variant, shape: tuple[int, int, int], source: str,
+                      where: str) -> tuple[list[str], set[int]]:
+    """Keys that change the code size only together (model and filters: a dense code of 128 and conv [16, 8, 8]
+    agree, conv [16, 16] does not), with the code sizes of every combination of their options; one at a time,
+    each looks constant. Listed domains other than code_size (its own check), up to JOINT_CHECK_LIMIT
+    combinations; ([], one size) where the keys change nothing together."""
+    listed = {k: d.values for k, d in variant.domains.items() if d.kind in ("choice", "grid") and k != "code_size"}
+    if len(listed) < 2 or math.prod(len(v) for v in listed.values()) > JOINT_CHECK_LIMIT:
+        return [], set()
+    base = space.first_config(variant)
+    combos = [dict(zip(listed, values)) for values in itertools.product(*listed.values())]
+    sizes = [math.prod(_build({**base, **combo}, shape, source, where).code_shape) for combo in combos]
+    if len(set(sizes)) < 2:
+        return [], set()
+    return [k for k in listed if _moves(k, combos, sizes)], set(sizes)
+
+
+def _moves(key: str, combos: list[dict[str, Any]], sizes: list[int]) -> bool:
+    """Whether two combinations that differ in `key` alone give codes of different sizes."""
+    by_rest: dict[str, set[int]] = {}
+    for combo, size in zip(combos, sizes):
+        by_rest.setdefault(repr({k: v for k, v in combo.items() if k != key}), set()).add(size)
+    return any(len(group) > 1 for group in by_rest.values())
 
 
 def _option_configs(space: SearchSpace, variant: Variant) -> list[tuple[str, dict[str, Any]]]:

@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
 from aetune.config import TrialConfig
 from aetune.errors import UsageError, first_line
 from aetune.models import build_model
+from aetune.models.base import Autoencoder
 from aetune.train.checkpoint import CheckpointError, save_checkpoint
 from aetune.train.data import ImageData, add_noise, to_float, trial_data
 
 EVAL_BATCH = 2048
 EVAL_NOISE_SEED = 0  # val_denoise_bce's corruption: one draw, the same inputs for every trial and epoch
+EVAL_LATENT_SEED = 1  # a sampling family's val_loss: one code draw per image, the same for every trial and epoch
 
 
 def default_device() -> torch.device:
@@ -58,6 +61,7 @@ class Trainer:
         clean_val = to_float(data.val_x)
         self.val_noisy = add_noise(clean_val, config.eval_noise, torch.Generator().manual_seed(EVAL_NOISE_SEED)
                                    ).to(self.device, memory_format=self.memory_format)
+        self.val_latent = latent_draw(self.model, len(data.val_x), self.device)
         self.params = self.model.trainable_params
         self.epoch = 0
         self.history: list[dict[str, float]] = []
@@ -71,10 +75,11 @@ class Trainer:
     def _sanity_check(self) -> None:
         """One forward pass before any training, so a bad architecture fails here with its likely causes."""
         batch = to_float(self.data.val_x[:2])
+        latent = next(iter(chunks(self.val_latent, 2)))  # a fresh draw would move the seeded training's RNG
         try:
             with torch.no_grad():
                 self.model.eval()
-                out = self.model.objective(batch, batch)
+                out = self.model.objective(batch, batch, latent)
         except RuntimeError as err:
             raise UsageError(f"{self.config.model} model cannot run on {self.config.dataset} images of shape "
                              f"{tuple(batch.shape[1:])}: {first_line(err)}; check filters/hidden_layers/"
@@ -107,7 +112,8 @@ class Trainer:
     @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:
         """Metrics on the validation split (never the test split, unless val_size 0 made them one):
-        val_loss   the variant's own objective (a denoiser's inputs corrupted at its own noise_factor),
+        val_loss   the variant's own objective (a denoiser's inputs corrupted at its own noise_factor; a VAE's
+                   codes sampled with one fixed draw per image: its negative ELBO, nats per image),
         val_bce, val_mse   clean reconstruction, comparable across variants,
         val_denoise_bce    clean images recovered from inputs corrupted at eval_noise, the same for every trial,
         code_l1, code_size, params, and the family's extra metrics (the VAE's kl)."""
@@ -117,12 +123,14 @@ class Trainer:
         sums = dict.fromkeys(["val_loss", "val_bce", "val_mse", "val_denoise_bce", "code_l1", *model.extra_metrics],
                              0.0)
         n, pixels, code_numel = len(self.data.val_x), 0, 0
-        for chunk, noisy in zip(self.data.val_x.split(EVAL_BATCH), self.val_noisy.split(EVAL_BATCH)):
+        for chunk, noisy, latent in zip(self.data.val_x.split(EVAL_BATCH), self.val_noisy.split(EVAL_BATCH),
+                                        chunks(self.val_latent, EVAL_BATCH)):
             clean = to_float(chunk.contiguous(memory_format=self.memory_format))
             with self._autocast():
-                out = model.objective(clean, clean)
-                own = model.objective(add_noise(clean, cfg.noise_factor, noise), clean) if cfg.noise_factor else out
-                denoised = model.objective(noisy, clean)
+                out = model.objective(clean, clean, latent)
+                own = (model.objective(add_noise(clean, cfg.noise_factor, noise), clean, latent) if cfg.noise_factor
+                       else out)
+                denoised = model.objective(noisy, clean, latent)
             sums["val_loss"] += own.loss.float() * len(clean)
             sums["val_bce"] += out.pixel_bce(clean).float().sum()
             sums["val_mse"] += out.pixel_mse(clean).float().sum()
@@ -186,6 +194,18 @@ class Trainer:
 
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(self.state_dict(), path)
+
+
+def latent_draw(model: Autoencoder, n: int, device: torch.device) -> torch.Tensor | None:
+    """The model's latent noise for n evaluation images, drawn on the CPU from EVAL_LATENT_SEED: the same codes'
+    noise whatever the trial's device, seed or epoch (None for a deterministic code)."""
+    noise = model.latent_noise(n, torch.Generator().manual_seed(EVAL_LATENT_SEED))
+    return None if noise is None else noise.to(device)
+
+
+def chunks(tensor: torch.Tensor | None, size: int) -> Iterable[torch.Tensor | None]:
+    """tensor.split(size), or endless Nones for no tensor (zip stops at the images' last chunk)."""
+    return tensor.split(size) if tensor is not None else itertools.repeat(None)
 
 
 def trainer_for(config: TrialConfig, data_root: str | None = None, download: bool = True,
