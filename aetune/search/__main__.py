@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="dataset root every node can read (default: $AETUNE_DATA or ~/.cache/aetune/data)")
     group = p.add_argument_group("overrides of the space file")
     group.add_argument("--samples", type=int, help="trials per variant")
+    group.add_argument("--repeats", type=int, help="train each variant's pick again under this many new seeds "
+                       "(0: none; the evaluation reports their mean and 95%% confidence interval)")
     group.add_argument("--epochs", type=int, help="maximum epochs per trial")
     group.add_argument("--train-size", type=int, help="training images per trial (default: the whole split)")
     group.add_argument("--test-size", type=int, help="held-out images per trial")
@@ -63,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
     """The space (structurally validated: no PyTorch yet), with command-line overrides; on --resume, the
     experiment's saved space. Also the experiment's name and the file it came from."""
-    overrides = {k: getattr(args, k) for k in ("samples", "epochs", "train_size", "test_size", "cpus", "gpus", "seed")}
+    overrides = {k: getattr(args, k) for k in ("samples", "repeats", "epochs", "train_size", "test_size", "cpus", "gpus", "seed")}
     if args.resume:
         if not args.name:
             raise UsageError("--resume needs --name: the experiment to continue (a folder under --storage)")
