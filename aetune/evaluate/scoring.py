@@ -226,13 +226,13 @@ def leaderboard(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = [dict(r) for r in rows]
     repeat_estimates(rows)
     table = {r["name"]: r for r in rows}
-    pixels = {r["dataset"]: r["code"] for r in rows if r.get("model") == "pixels"}
+    pixels = {r.get("dataset"): r["code"] for r in rows if r.get("model") == "pixels"}
     models = [r for r in rows if r["kind"] == "model"]
     board, shown = [], set()
     for size in sorted({r["code"] for r in models}):
         group = [r for r in models if r["code"] == size]
         for row in group:
-            if size >= pixels.get(row["dataset"], math.inf):
+            if size >= pixels.get(row.get("dataset"), math.inf):
                 row["note"] = NO_BOTTLENECK
         for name in dict.fromkeys(r.get("pca_baseline") for r in group):
             if name in table:
