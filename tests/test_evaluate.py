@@ -206,7 +206,8 @@ def test_report_is_self_contained_and_shows_splits_fronts_and_skips(evaluated):
     report = (evaluated / "report.html").read_text()
     assert report.count("data:image/png;base64,") == len(EXPECTED_FIGURES)
     assert "src=\"figures/" not in report and not re.search(r'(src|href)="(https?:|//)', report)
-    assert '<th class="val">BCE (val)</th><th class="test">BCE (test)</th>' in report
+    assert '<th class="val">BCE (val), pick&#x27;s run</th><th class="test">BCE (test), pick&#x27;s run</th>' in report
+    assert '<th>K (repeats)</th><th class="val">BCE (val), mean of K</th><th class="val">± 95% CI (val)</th>' in report
     assert "<td>sparse#1</td>" in report  # the front table
     assert '<th class="val">val_bce</th><th class="test">test_bce</th>' in report
     assert "crashed</b>: no finished trial (2 run, 1 errored" in report
@@ -431,7 +432,7 @@ def test_metrics_json_is_strict_json(tmp_path):
     """A noiseless eval_noise gives an infinite PSNR: written as null, never as the non-JSON `Infinity`."""
     write_tables(tmp_path, [], {"noisy_input_psnr": math.inf, "scores": [math.nan, 1.5]})
     assert read_metrics(tmp_path) == {"noisy_input_psnr": None, "scores": [None, 1.5]}
-    assert (tmp_path / "leaderboard.csv").read_text().startswith("rank,name,")
+    assert (tmp_path / "leaderboard.csv").read_text().startswith("group,rank,name,")
 
 
 def test_unknown_variant_exits_2(experiment, data_root, capsys):
