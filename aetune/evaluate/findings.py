@@ -237,7 +237,6 @@ def knobs(records: dict[str, Record], eval_noise: float | None) -> Iterator[Find
         if record.get("sweep") or best is None or len(trials) < 3 or not turned:
             continue
         metric, mode = study.objectives(record)[0]
-        scores = [t["metrics"][metric] for t in trials]
         settings = ", ".join(f"{k} {fmt(best['config'].get(k))}" for k in turned)
         what = metric + (f" (clean digits from inputs with noise {fmt(eval_noise)})"
                          if metric == "val_denoise_bce" and eval_noise is not None else "")
