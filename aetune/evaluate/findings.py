@@ -241,7 +241,7 @@ def knobs(records: dict[str, Record], eval_noise: float | None) -> Iterator[Find
         what = metric + (f" (clean digits from inputs with noise {fmt(eval_noise)})"
                          if metric == "val_denoise_bce" and eval_noise is not None else "")
         completed = [t["metrics"][metric] for t in trials if t.get("state", "completed") == "completed"]
-        worst = (max(completed) if mode == "min" else min(completed)) if completed else None
+        worst = (max(completed) if mode == "min" else min(completed)) if len(completed) > 1 else None
         stopped = len(trials) - len(completed)
         split = study.selection_split([record])
         repeats = [r["metrics"][metric] for r in record.get("repeats") or [] if is_finite(r["metrics"].get(metric))]
