@@ -24,7 +24,10 @@ from aetune import __version__
 from aetune.errors import UsageError, first_line, quote
 from aetune.storage import join, read_text, write_text
 
-VARIANT_KEY = "variant"  # the one key a Ray trial's config has beyond the trial config: the variant it belongs to
+VARIANT_KEY = "variant"  # a Ray trial's config key beyond the trial config: the variant it belongs to
+REPEAT_KEY = "repeat"  # ... and, in a repeat of a variant's pick only: which repeat (1..K)
+REPEAT_OF_KEY = "repeat_of"  # ... and the trial id of the pick it repeats
+NOT_CONFIG_KEYS = (VARIANT_KEY, REPEAT_KEY, REPEAT_OF_KEY)  # dropped before a Ray config is read as a trial config
 DIVERGED = "diverged"  # a trial's result key: True in the last result of a trial whose loss turned NaN/inf
 CHECKPOINT_RANK = "checkpoint_rank"  # a trial's result key, higher is better: what Ray keeps the best checkpoints by
 REPLAYED = "replayed"  # a trial's result key: True for an epoch told again from a checkpoint's history, not its last
@@ -59,6 +62,11 @@ class VariantResult:
     base: str = ""  # the space's variant a sweep member came from ("" when it is that variant)
     front: list[dict[str, Any]] = field(default_factory=list)  # multi-objective: the non-dominated trials
     trial_results: list[dict[str, Any]] = field(default_factory=list)  # every trial: config, metrics, state
+    # The pick's config trained again under new seeds (`repeats: K`): [{"trial_id", "seed", "config", "metrics",
+    # "checkpoint", "trial_dir", "state"}], in the order of their seeds. Their mean estimates the pick (its own run
+    # was the best of many, so it overstates it). A summary written before repeats existed has none.
+    repeats: list[dict[str, Any]] = field(default_factory=list)
+    repeats_wanted: int = 0  # K of the space (0: no repeats)
 
 
 @dataclass
@@ -87,7 +95,9 @@ class Summary:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise TypeError(f"a JSON {type(raw).__name__}, not an object")
-            variants = {name: VariantResult(**{**_typed(name, result), "metrics": _null_as_nan(result.get("metrics", {}))})
+            variants = {name: VariantResult(**{**_typed(name, result), "metrics": _null_as_nan(result.get("metrics", {})),
+                                               "repeats": [{**r, "metrics": _null_as_nan(r.get("metrics") or {})}
+                                                           for r in result.get("repeats") or []]})
                         for name, result in _typed("variants", raw.pop("variants"), dict).items()}
             return cls(variants=variants, **raw)
         except (ValueError, TypeError, KeyError, AttributeError) as err:

@@ -80,6 +80,7 @@ SMALL_SPACE = """\
         hidden_layers: [64]
         lr: {loguniform: [0.001, 0.01]}
         sweep: {code_size: [8, 16]}
+        repeats: 2
       denoising:
         model: conv
         filters: [8, 8]
@@ -94,6 +95,7 @@ SMALL_SPACE = """\
         metric: [val_bce, code_l1]
         mode: [min, min]
         samples: 3
+        repeats: 2
       conv:
         model: conv
         filters: [8, 8]
@@ -109,7 +111,8 @@ SMALL_SPACE = """\
 @pytest.fixture(scope="session")
 def searched(tmp_path_factory, data_root) -> Path:
     """A small but real experiment made by the search driver: five variants (a code-size sweep, a Pareto front over
-    l1, a denoiser scored on fixed-noise inputs), two or three trials each, three epochs."""
+    l1, a denoiser scored on fixed-noise inputs), two or three trials each, three epochs; the sweep members' picks
+    and the front's picked member repeated under two new seeds."""
     root = tmp_path_factory.mktemp("runs")
     space = write_space(root / "small.yaml", SMALL_SPACE)
     run = run_search("--space", str(space), "--storage", str(root), "--quiet")

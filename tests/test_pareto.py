@@ -32,3 +32,41 @@ def test_a_front_of_one_or_two_has_no_knee_and_says_so():
     assert pick([], ["min", "min"], ["val_bce", "code_l1"]) == (None, "no trial completed: no front")
     three = [(0.10, 0.9), (0.11, 0.3), (0.20, 0.1)]
     assert pick(three, ["min", "min"], ["val_bce", "code_l1"]) == (1, KNEE_RULE)
+
+
+def test_the_knee_under_mode_max_is_the_mirror_of_the_knee_under_min():
+    """Maximising an objective is minimising its negative: the same member is the knee, never the far end."""
+    points = [(0.10, 900.0), (0.11, 300.0), (0.13, 250.0), (0.30, 10.0)]
+    mirrored = [(a, -b) for a, b in points]  # the second objective now to be maximised
+    assert front(mirrored, ["min", "max"]) == [0, 1, 2, 3]
+    assert knee(mirrored, ["min", "max"]) == 2
+    assert pick(mirrored, ["min", "max"], ["val_bce", "code_l1"]) == (2, KNEE_RULE)
+
+
+def told(repeats, trial_id, config, results, error=False):
+    repeats.asked("sparse", trial_id, config)
+    for result in results:
+        repeats.on_result("sparse", trial_id, result)
+    repeats.on_complete("sparse", trial_id, None, error)
+
+
+def test_the_router_picks_the_knee_of_the_trials_that_ran_every_epoch():
+    """A trial stopped early (ASHA) is not on the front, however good its partial values look; an errored or
+    diverged trial neither. The repeats then train the knee's config under the next seeds."""
+    from aetune.experiment import REPEAT_KEY, REPEAT_OF_KEY
+    from aetune.search.repeats import Repeats
+
+    repeats = Repeats({"sparse": 2}, {"sparse": (("val_bce", "code_l1"), ("min", "min"))}, epochs=3)
+    last = [(0.10, 900.0), (0.11, 300.0), (0.13, 250.0), (0.30, 10.0)]
+    for i, (bce, l1) in enumerate(last):
+        told(repeats, f"t{i}", {"seed": 0, "l1": i}, [{"epoch": e, "val_bce": bce, "code_l1": l1} for e in (1, 2, 3)])
+    told(repeats, "stopped", {"seed": 0, "l1": 9}, [{"epoch": 1, "val_bce": 0.01, "code_l1": 1.0}])  # dominates all
+    told(repeats, "errored", {"seed": 0, "l1": 8}, [{"epoch": 3, "val_bce": 0.01, "code_l1": 2.0}], error=True)
+    told(repeats, "diverged", {"seed": 0, "l1": 7},
+         [{"epoch": 3, "val_bce": 0.02, "code_l1": 2.0, "diverged": True}])
+    assert repeats.pick("sparse") == "t2"
+    assert repeats.ready("sparse", search_over=True) and not repeats.ready("sparse", search_over=False)
+    first, second = repeats.suggest("sparse", "r1"), repeats.suggest("sparse", "r2")
+    assert (first["seed"], second["seed"]) == (1, 2) and first["l1"] == second["l1"] == 2
+    assert first[REPEAT_OF_KEY] == "t2" and (first[REPEAT_KEY], second[REPEAT_KEY]) == (1, 2)
+    assert not repeats.pending("sparse")

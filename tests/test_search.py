@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import aetune.search.__main__ as search
 from aetune.experiment import Summary
 from aetune.models import build_model
-from aetune.pareto import dominates, pick
+from aetune.pareto import dominates
 from aetune.search import trainable
 from aetune.search.picks import RESULT_METRICS
 from aetune.search.searchers import VariantRouter
@@ -36,9 +36,14 @@ def epochs_of(trial_dir: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in lines]
 
 
-def trial_dirs(experiment: Path, variant: str) -> list[Path]:
-    """The trial folders of one variant: runs/<name>/<variant>-<trial id>/."""
-    return sorted(p for p in experiment.glob(f"{variant}-*") if p.is_dir())
+def trial_dirs(experiment: Path, variant: str, repeats: bool = False) -> list[Path]:
+    """The trial folders of one variant's search (with `repeats`: of its pick's repeats instead), read from the
+    config Tune wrote in each: runs/<name>/<variant>-<trial id>/params.json."""
+    def repeated(folder: Path) -> bool:
+        params = folder / "params.json"  # not there yet: a trial starting now
+        return params.is_file() and "repeat" in json.loads(params.read_text())
+
+    return sorted(p for p in experiment.glob(f"{variant}-*") if p.is_dir() and repeated(p) == repeats)
 
 
 # --- end to end ----------------------------------------------------------------------------------------------------
@@ -92,9 +97,7 @@ def test_a_multi_objective_variant_records_its_pareto_front_and_picks_the_knee(s
     assert sparse.metric == ["val_bce", "code_l1"] and sparse.mode == ["min", "min"]
     points = {t["trial_id"]: (t["metrics"]["val_bce"], t["metrics"]["code_l1"]) for t in sparse.trial_results}
     members = [m["trial_id"] for m in sparse.front]
-    index, rule = pick([[m["metrics"]["val_bce"], m["metrics"]["code_l1"]] for m in sparse.front], sparse.mode,
-                       sparse.metric)
-    assert members and sparse.trial_id == members[index] and sparse.pick_rule == rule
+    assert members and sparse.trial_id == knee_by_hand([points[m] for m in members], members)
     for trial_id, point in points.items():
         dominated = any(dominates(other, point, ["min", "min"]) for other in points.values())
         assert dominated == (trial_id not in members)
@@ -105,6 +108,44 @@ def test_a_multi_objective_variant_records_its_pareto_front_and_picks_the_knee(s
     assert optuna_study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
     told = {trial_id: tuple(t.values) for trial_id, t in study_trials(study_storage(searched), "sparse").items()}
     assert told == {trial_id: pytest.approx(point) for trial_id, point in points.items()}
+
+
+def knee_by_hand(points: list[tuple[float, float]], ids: list[str]) -> str:
+    """The knee rule written out for two objectives to minimise: each scaled to [0, 1] over the front, the member
+    nearest (0, 0); a front of one or two: its lowest first objective."""
+    if len(points) < 3:
+        return ids[min(range(len(points)), key=lambda i: points[i][0])]
+    lows, highs = [min(c) for c in zip(*points)], [max(c) for c in zip(*points)]
+    scaled = [[(v - lo) / (hi - lo) for v, lo, hi in zip(p, lows, highs)] for p in points]
+    return ids[min(range(len(points)), key=lambda i: scaled[i][0] ** 2 + scaled[i][1] ** 2)]
+
+
+def test_each_pick_is_repeated_under_new_seeds_after_its_search_ended(searched):
+    """repeats: 2 on the sweep and on the front: each pick's config (a front's picked member) trained again from
+    scratch under the pick's seed + 1 and + 2, every epoch (no ASHA), after the last trial of its own search ended;
+    no Optuna study hears of them; the other variants have none."""
+    summary = Summary.read(searched)
+    for name, v in summary.variants.items():
+        if name not in (*SWEEP, "sparse"):
+            assert v.repeats == [] and v.repeats_wanted == 0 and not trial_dirs(searched, name, repeats=True)
+            continue
+        folders = trial_dirs(searched, name, repeats=True)
+        assert v.repeats_wanted == 2 and len(v.repeats) == len(folders) == 2
+        assert [r["seed"] for r in v.repeats] == [v.config["seed"] + 1, v.config["seed"] + 2]
+        search_ended = max(json.loads(line)["timestamp"] for t in trial_dirs(searched, name)
+                           for line in (t / "result.json").read_text().splitlines())
+        for repeat in v.repeats:
+            assert repeat["repeat_of"] == v.trial_id and repeat["state"] == "completed"
+            assert {k: x for k, x in repeat["config"].items() if k != "seed"} == \
+                {k: x for k, x in v.config.items() if k != "seed"}
+            bundle = torch.load(searched / repeat["checkpoint"], weights_only=True)
+            assert bundle["config"] == repeat["config"] and bundle["config"]["seed"] == repeat["seed"]
+            results = [json.loads(line) for line in
+                       (searched / repeat["trial_dir"] / "result.json").read_text().splitlines()]
+            assert [r["epoch"] for r in results] == [1, 2, 3]
+            assert results[0]["timestamp"] - results[0]["time_this_iter_s"] >= search_ended - 1  # whole seconds
+        assert not {r["trial_id"] for r in v.repeats} & set(study_trials(study_storage(searched), name))
+    assert len(study(searched, "sparse").trials) == 3
 
 
 def test_each_trial_writes_scalars_images_and_hparams(searched):

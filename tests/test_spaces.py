@@ -225,3 +225,20 @@ def test_help_and_a_mistyped_space_import_neither_torch_nor_ray(tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "[]"
     assert "variants.dense.code_sise: unknown config key" in run.stderr
+
+
+def test_repeats_are_set_at_the_top_per_variant_and_on_the_command_line():
+    raw = {**VALID, "repeats": 3}
+    space = parse_space(raw, "space.yaml")
+    counts = {v.name: space.search(v).repeats for v in space.runs()}
+    assert counts["sparse"] == 2 and counts["dense@code_size=8"] == 2 and counts["conv"] == 3  # the variants' own
+    none = space.replace(repeats=0)
+    assert {none.search(v).repeats for v in none.runs()} == {0}  # --repeats wins
+    assert parse_space(yaml.safe_load(space_to_yaml(space)), "saved") == space
+    assert {load_space(REPO / "search_spaces" / "quick.yaml").search(v).repeats
+            for v in load_space(REPO / "search_spaces" / "quick.yaml").runs()} == {3}
+    for bad, key in (({**VALID, "repeats": 1}, "repeats"), ({**VALID, "repeats": -2}, "repeats"),
+                     ({**VALID, "variants": {**VALID["variants"], "conv": {**VALID["variants"]["conv"],
+                                                                           "repeats": "3"}}}, "variants.conv.repeats")):
+        with pytest.raises(SpaceError, match=rf"space.yaml: {re.escape(key)}: must be 0 \(no repeats\) or an integer"):
+            parse_space(bad, "space.yaml")

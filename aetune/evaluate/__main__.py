@@ -102,6 +102,8 @@ def load_variants(experiment: Path, records: dict[str, Record], names: list[str]
             skipped[name] = no_trial_reason(record)
         if fronts and study.is_multi_objective(record):
             wanted += [(f"{name}#{i}", "front", member) for i, member in enumerate(study.sorted_front(record), 1)]
+        if record.get("checkpoint"):  # the pick's repeats under new seeds: its estimate (scoring.repeat_estimates)
+            wanted += [(f"{name}~seed={r.get('seed')}", "repeat", r) for r in record.get("repeats") or []]
         for label, kind, source in wanted:
             check_inside(experiment, label, source.get("checkpoint"), allow_outside)
             try:
@@ -340,15 +342,18 @@ def evaluate(name: str, records: dict[str, Record], variants: list[Variant], ima
     per code size on the trials' own validation images (pca_on_validation)."""
     for i, v in enumerate(variants, 1):
         progress.say(f"scoring {i}/{len(variants)}: {v.name} on {len(images[v.config.dataset].data.test_x)} test "
-                     "images, then its linear probe")
-        score_checkpoint(v, images[v.config.dataset], device, nll_samples)
-        probe_pass(v, images[v.config.dataset])
+                     "images" + ("" if v.kind == "repeat" else ", then its linear probe"))
+        # test_nll is the pick's (and a front member's): importance sampling every repeat would multiply its cost
+        score_checkpoint(v, images[v.config.dataset], device, 0 if v.kind == "repeat" else nll_samples)
+        if v.kind != "repeat":  # the probe describes the picked encoder; repeats estimate its reconstruction
+            probe_pass(v, images[v.config.dataset])
     progress.say("scoring the baselines (mean image, PCA, raw pixels)")
     baselines = baseline_rows(variants, images)  # first: it names each variant's baselines
     rows = leaderboard([variant_row(v) for v in variants] + baselines)
     first = images[variants[0].config.dataset]
     picks = [v for v in variants if v.kind == "model"]
-    artifacts = list(progress.drawing(chain(study_figures(records, rows, variants, images, pca), figures(picks, images))))
+    artifacts = list(progress.drawing(chain(study_figures(records, rows, [v for v in variants if v.kind != "repeat"],
+                                                          images, pca), figures(picks, images))))
     notes = findings(records, rows, pca.scores if pca else {}, len(first.data.train_x), first.eval_noise)
     return Evaluation(name, records, rows, variants, skipped, artifacts, notes, first.eval_noise,
                       first.noisy_input_psnr, len(first.data.train_x), pca, origin=first.data.origin,
@@ -360,10 +365,23 @@ def print_summary(ev: Evaluation, out: Path) -> None:
         value = row.get(key)
         return f"{value:.4f}" if isinstance(value, float) else "   -  "
 
-    print(f"{'#':>3}  {'name':<24} {'val_bce':>8} {'test_bce':>8} {'probe':>6}")
+    def interval_cell(row: dict[str, Any], key: str) -> str:
+        mean, half = row.get(f"{key}_mean"), row.get(f"{key}_ci")
+        if mean is None:
+            return cell(row, key)
+        return f"{mean:.4f}" + (f" ± {half:.4f}" if half is not None else "")
+
+    print("picks by code size, ranked within each on the validation BCE (mean ± 95% CI over K repeats where run); "
+          "PCA of that size first")
+    nll = any(row.get("test_nll") is not None for row in ev.rows)
+    print(f"{'code':>5} {'#':>3}  {'name':<24} {'K':>2} {'val_bce':>17} {'test_bce':>17} {'probe':>6}"
+          + (f" {'test_nll':>9}" if nll else ""))
     for row in ev.rows:
-        print(f"{row['rank'] or '':>3}  {row['name']:<24} {cell(row, 'val_bce'):>8} {cell(row, 'test_bce'):>8} "
-              f"{cell(row, 'test_probe'):>6}")
+        if row["kind"] in ("front", "repeat"):
+            continue
+        print(f"{row.get('group') or '':>5} {row['rank'] or '':>3}  {row['name']:<24} {row.get('repeats') or '':>2} "
+              f"{interval_cell(row, 'val_bce'):>17} {interval_cell(row, 'test_bce'):>17} {cell(row, 'test_probe'):>6}"
+              + (f" {cell(row, 'test_nll'):>9}" if nll else "") + (f"  {row['note']}" if row.get("note") else ""))
     for finding in ev.findings:
         print(f"- {finding['text']}")
     for name, why in ev.skipped.items():

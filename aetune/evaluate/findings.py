@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from aetune.evaluate import study
-from aetune.evaluate.study import Record, fmt
+from aetune.evaluate import stats, study
+from aetune.evaluate.study import NO_BOTTLENECK, Record, fmt
 from aetune.metrics import BIASED
 from aetune.numbers import is_finite
 
@@ -68,39 +68,72 @@ def selected_on_test(records: dict[str, Record]) -> Iterator[Finding]:
                       f"{'its' if len(names) == 1 else 'their'} test scores are not held-out estimates.", "test")
 
 
+def runs(row: Row, key: str) -> list[float]:
+    """A pick's values of `key` (val_bce, test_bce...) over its repeats, else its one run's."""
+    return row.get(f"{key}_runs") or ([row[key]] if is_finite(row.get(key)) else [])
+
+
+def shown(row: Row, key: str) -> str:
+    """A pick's value: the mean ± 95 % half-width over its K repeats, or its one run's value."""
+    values = runs(row, key)
+    return str(stats.estimate(values)) + (f" over {len(values)} seeds" if len(values) > 1 else " (one run)")
+
+
+def outcome(verdict: str, k: int) -> str:
+    return {"untested": "one run; not tested", "indistinguishable": f"indistinguishable at {k} seeds"}.get(
+        verdict, verdict)
+
+
 def best_reconstruction(rows: list[Row], records: dict[str, Record]) -> Iterator[Finding]:
-    """The winner by the score it was selected on (val_bce), its test score beside: naming it by test BCE would
-    choose on the split meant to report it. Older picks without a val_bce take no part."""
-    models = [r for r in picks(rows, "val_bce") if is_finite(r.get("test_bce"))]
-    if not models:
-        return
-    best, table = min(models, key=lambda r: r["val_bce"]), by_name(rows)
-    split = study.selection_split(records[r["name"]] for r in models if r["name"] in records)
-    baselines = [f"{num(table[name]['test_bce'])} for {label}" for name, label in
-                 ((best.get("pca_baseline"), f"PCA with as many components ({best.get('pca_baseline')})"),
-                  (best.get("mean_baseline"), "the mean image")) if name in table]
-    yield finding(f"On the {split} split (the one the picks were selected on), {best['name']} reconstructs best of "
-                  f"the {len(models)} picked models (BCE {num(best['val_bce'])}); on the test split its BCE is "
-                  f"{num(best['test_bce'])}" + (f", vs {' and '.join(baselines)}" if baselines else "") + ".",
-                  "test" if split == "test" else "validation and test")
+    """Within each code size, the pick ranked first by validation BCE (the split it was selected on; the mean of
+    its repeats where it has them) against the runner-up on the test split (the same test images for both): a
+    difference is claimed only where Welch's test holds it (Holm over the code sizes). Codes without a bottleneck
+    are never "best". Comparisons across code sizes are the code-size view's (by_code_size)."""
+    groups = [[r for r in rows if r["kind"] == "model" and r.get("group") == size and r.get("rank")]
+              for size in sorted({r["group"] for r in rows if r["kind"] == "model" and r.get("rank")})]
+    groups = [g for g in groups if len(g) >= 2]
+    pairs = [sorted(g, key=lambda r: r["rank"])[:2] for g in groups]
+    adjusted = stats.holm([stats.p_value(runs(a, "test_bce"), runs(b, "test_bce")) for a, b in pairs])
+    split = study.selection_split(records[r["name"]] for g in groups for r in g if r["name"] in records)
+    for group, (best, second), p in zip(groups, pairs, adjusted):
+        verdict = stats.verdict(p, runs(best, "test_bce"), runs(second, "test_bce"))
+        k = min(len(runs(best, "test_bce")), len(runs(second, "test_bce")))
+        claim = (f"{best['name']} reconstructs better than {second['name']}" if verdict == "better" else
+                 f"{best['name']} vs {second['name']}: {outcome(verdict, k)}")
+        yield finding(f"At code size {best['group']}, {best['name']} ranks first of the {len(group)} picks on the "
+                      f"{split} split (BCE {shown(best, 'val_bce')}); on the test split "
+                      f"{shown(best, 'test_bce')} vs {shown(second, 'test_bce')} for {second['name']}: {claim}"
+                      + (f" ({stats.TEST}, p = {p:.3g})" if p is not None else "") + ".",
+                      "test" if split == "test" else "validation and test")
+    unbounded = [r["name"] for r in rows if r["kind"] == "model" and r.get("note") == NO_BOTTLENECK]
+    if unbounded:
+        yield finding(f"{', '.join(unbounded)}: the code has at least as many numbers as the image (no bottleneck), "
+                      "so it is not ranked and never called best.", "test")
 
 
 def against_pca(rows: list[Row]) -> Iterator[Finding]:
+    """Each pick against PCA with as many components as its code, on the same test images: PCA is one
+    deterministic fit, so the test is the one-sample t-test of the pick's repeats against it (Holm over picks)."""
     table = by_name(rows)
-    pairs = [(r, table[r["pca_baseline"]]) for r in picks(rows, "test_bce") if r.get("pca_baseline") in table]
-    if len(pairs) < 2:
+    pairs = [(r, table[r["pca_baseline"]]) for r in picks(rows, "test_bce")
+             if r.get("pca_baseline") in table and r.get("note") != NO_BOTTLENECK]
+    capped = [r["name"] for r, p in pairs if p["code"] < r["code"]]
+    pairs = [(r, p) for r, p in pairs if p["code"] >= r["code"]]
+    if not pairs:
         return
-    losers = [(r, p) for r, p in pairs if r["test_bce"] >= p["test_bce"]]
-    margins = [(p["test_bce"] - r["test_bce"]) / p["test_bce"] for r, p in pairs if r["test_bce"] < p["test_bce"]]
-    text = f"On the test split, {len(pairs) - len(losers)} of {len(pairs)} picked models reconstruct better than PCA " \
-           "with as many components as their code"
-    if margins:
-        spread = percent(min(margins)) + (f" to {percent(max(margins))}" if len(margins) > 1 else "")
-        text += f" (BCE lower by {spread})"
-    if losers:
-        text += "; not " + ", ".join(f"{r['name']} ({num(r['test_bce'])} vs {num(p['test_bce'])} for {p['name']})"
-                                     for r, p in losers)
-    yield finding(text + ".", "test")
+    adjusted = stats.holm([stats.p_value(runs(r, "test_bce"), [p["test_bce"]], b_fixed=True) for r, p in pairs])
+    by_verdict: dict[str, list[str]] = {}
+    for (r, p), q in zip(pairs, adjusted):
+        verdict = stats.verdict(q, runs(r, "test_bce"), [p["test_bce"]])
+        label = outcome(verdict, len(runs(r, "test_bce")))
+        by_verdict.setdefault(label, []).append(f"{r['name']} {shown(r, 'test_bce')} vs {num(p['test_bce'])} for "
+                                                f"{p['name']}")
+    parts = [f"{label}: {'; '.join(items)}" for label, items in by_verdict.items()]
+    yield finding(f"On the test split, each pick against PCA with as many components as its code ({stats.TEST}; "
+                  f"PCA is one deterministic fit, so a one-sample t-test): " + "; ".join(
+                      f"[{part}]" for part in parts)
+                  + (f"; not compared, PCA capped below the code's size: {', '.join(capped)}" if capped else "")
+                  + ".", "test")
 
 
 # --- what the knobs bought -------------------------------------------------------------------------------------
@@ -149,9 +182,49 @@ def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
             yield finding(f"{base} swept over {key}, {split} split: {metric} of each member's pick by {key}: "
                           f"{values} (a trade-off curve, not a best: {why}).", split)
             continue
-        best = (min if mode == "min" else max)(scored, key=lambda p: p[1])
-        yield finding(f"{base} swept over {key}, {split} split: {key} {fmt(best[0])} gives the best {metric} "
-                      f"({values}).", split)
+        sizes = {(r.get("metrics") or {}).get("code_size") for _, r in members}
+        if len(sizes) > 1:  # e.g. filter lists: each value is another code size, and a larger code reconstructs better
+            yield finding(f"{base} swept over {key}, {split} split: {metric} of each member's pick by {key}: "
+                          f"{values} (a trade-off curve, not a best: the values give codes of different sizes).", split)
+            continue
+        yield sweep_best(base, key, metric, mode, [(s[key], r) for s, r in members if key in s], split)
+
+
+def member_runs(record: Record, metric: str) -> list[float]:
+    """A sweep member's values of its metric: over its pick's repeats, else the pick's one run."""
+    repeated = [r["metrics"][metric] for r in record.get("repeats") or []
+                if is_finite((r.get("metrics") or {}).get(metric))]
+    return repeated or ([record["metrics"][metric]] if is_finite((record.get("metrics") or {}).get(metric)) else [])
+
+
+def sweep_best(base: str, key: str, metric: str, mode: str, members: list[tuple[Any, Record]],
+               split: str) -> Finding:
+    """'value X gives the best' only where the best member (by its repeats' mean) beats every other member under
+    Welch's test, Holm over those comparisons (all on the same validation images); flagged on the edge of the range
+    tried (a numeric knob's lowest or highest value: the best may lie beyond it)."""
+    sign = 1 if mode == "min" else -1
+    scored = sorted(((value, member_runs(r, metric)) for value, r in members if member_runs(r, metric)),
+                    key=lambda p: sign * stats.estimate(p[1]).mean)
+    best, others = scored[0], scored[1:]
+    adjusted = stats.holm([stats.p_value(best[1], values) for _, values in others])
+    verdicts = [stats.verdict(p, best[1], values, mode) for p, (_, values) in zip(adjusted, others)]
+    values = "; ".join(f"{fmt(value)}: {stats.estimate(runs_)}" + (f" ({len(runs_)} seeds)" if len(runs_) > 1 else "")
+                       for value, runs_ in ((v, member_runs(r, metric)) for v, r in members) if runs_)
+    numeric = sorted(v for v, _ in scored if is_finite(v))
+    edge = (f"; {key} {fmt(best[0])} is the {'lowest' if best[0] == numeric[0] else 'highest'} value tried: the best "
+            "may lie outside the range" if is_finite(best[0]) and len(numeric) >= 2 and best[0] in (numeric[0],
+                                                                                                     numeric[-1])
+            else "")
+    if all(v == "better" for v in verdicts):
+        claim = f"{key} {fmt(best[0])} gives the best {metric} ({stats.TEST})"
+    elif "untested" in verdicts:
+        claim = f"{key} {fmt(best[0])} has the best {metric} of one run each; not tested"
+    else:
+        k = min(len(r) for _, r in scored)
+        claim = (f"no value of {key} is better than every other: {key} {fmt(best[0])} has the best mean, "
+                 f"indistinguishable at {k} seeds from " + ", ".join(
+                     fmt(v) for (v, _), verdict in zip(others, verdicts) if verdict != "better") + f" ({stats.TEST})")
+    return finding(f"{base} swept over {key}, {split} split: {claim} ({values}){edge}.", split)
 
 
 def knobs(records: dict[str, Record], eval_noise: float | None) -> Iterator[Finding]:
@@ -164,14 +237,19 @@ def knobs(records: dict[str, Record], eval_noise: float | None) -> Iterator[Find
         if record.get("sweep") or best is None or len(trials) < 3 or not turned:
             continue
         metric, mode = study.objectives(record)[0]
-        scores = [t["metrics"][metric] for t in trials]
         settings = ", ".join(f"{k} {fmt(best['config'].get(k))}" for k in turned)
         what = metric + (f" (clean images from inputs with noise {fmt(eval_noise)})"
                          if metric == "val_denoise_bce" and eval_noise is not None else "")
-        worst = max(scores) if mode == "min" else min(scores)
+        completed = [t["metrics"][metric] for t in trials if t.get("state", "completed") == "completed"]
+        worst = (max(completed) if mode == "min" else min(completed)) if len(completed) > 1 else None
+        stopped = len(trials) - len(completed)
         split = study.selection_split([record])
-        text = (f"{name}, {split} split: of {len(trials)} trials, {settings} gives the best {what}, "
-                f"{num(best['metrics'][metric])} (worst {num(worst)})")
+        repeats = [r["metrics"][metric] for r in record.get("repeats") or [] if is_finite(r["metrics"].get(metric))]
+        text = (f"{name}, {split} split: of {len(trials)} trials (one run each; not tested across seeds), {settings} "
+                f"scored best on {what}, {num(best['metrics'][metric])}"
+                + (f" (worst of the {len(completed)} that ran every epoch: {num(worst)}"
+                   + (f"; {stopped} stopped early by ASHA left out)" if stopped else ")") if worst is not None else "")
+                + (f"; the pick's config over {len(repeats)} new seeds: {stats.estimate(repeats)}" if repeats else ""))
         edges = [edge for k in turned if (edge := at_edge(k, best, trials))]
         yield finding(text + (f"; {'; '.join(edges)}: the best may lie outside the searched range" if edges else "")
                       + ".", split)
@@ -198,16 +276,20 @@ def fronts(records: dict[str, Record], rows: list[Row]) -> Iterator[Finding]:
                                for k in study.varying_keys(m.get("config") or {} for m in front))
         moves = [f"{metric} {num(first['metrics'].get(metric))} -> {num(last['metrics'].get(metric))}"
                  for metric, _ in pairs]
-        trials = len([t for t in record.get("trial_results") or [] if t.get("metrics")])
+        scored = [t for t in record.get("trial_results") or [] if t.get("metrics")]
+        trials = len([t for t in scored if t.get("state", "completed") == "completed"])  # ASHA-stopped: not on it
         pick = next((m for m in front if m.get("trial_id") == record.get("trial_id")), None)
         chosen = ""
         if pick is not None:
             rule = (record.get("pick_rule") or "the search's rule").split(":")[0]  # its name, not its definition
             chosen = f"; picked #{front.index(pick) + 1} by {rule}"
         split = study.selection_split([record])
-        yield finding(f"{name} front, {split} split: {len(front)} of {trials} trials are non-dominated; from one "
-                      f"end to the other ({knob_range or 'along the front'}) {moves[0]} while "
-                      f"{', '.join(moves[1:])}{chosen}.", split)
+        stopped = len(scored) - trials
+        yield finding(f"{name} front, {split} split: {len(front)} of {trials} trials that ran every epoch are "
+                      "non-dominated" + (f" ({stopped} stopped early left out)" if stopped else "") +
+                      f"; from one end to the other ({knob_range or 'along the front'}) {moves[0]} while "
+                      f"{', '.join(moves[1:])}{chosen}; each member is one run (differences along the front are "
+                      "not tested across seeds).", split)
         ends = [tested.get(first.get("trial_id")), tested.get(last.get("trial_id"))]
         measured = [(study.test_metric(m), m) for m, _ in pairs
                     if all(end is not None and is_finite(end.get(study.test_metric(m))) for end in ends)]

@@ -21,13 +21,22 @@ CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
        "th.test{background:#eef4ff}th.val{background:#f3f3f3}"
        ".warning{border:2px solid #c00;background:#fff0f0;padding:.6em 1em;font-size:110%}"
        ".split{color:#666;font-size:85%}figure{margin:2.5em 0}img{max-width:100%}figcaption{color:#444}")
-COLUMNS = {"rank": "#", "name": "variant", "selected_on": "selected on", "model": "model", "code": "code size",
-           "params": "parameters", "epoch": "epoch", "val_bce": "BCE (val)", "test_bce": "BCE (test)",
+COLUMNS = {"group": "code size group", "rank": "# in group", "name": "variant", "note": "note",
+           "selected_on": "selected on", "model": "model", "code": "code size",
+           "params": "parameters", "epoch": "epoch", "repeats": "K (repeats)",
+           "val_bce_mean": "BCE (val), mean of K", "val_bce_ci": "± 95% CI (val)",
+           "test_bce_mean": "BCE (test), mean of K", "test_bce_ci": "± 95% CI (test)",
+           "val_loss_mean": "own loss (val), mean of K", "val_loss_ci": "± 95% CI (val) ",
+           "test_loss_mean": "own loss (test), mean of K", "test_loss_ci": "± 95% CI (test) ", "test_nll": "NLL (test)", "test_nll_se": "± SE (NLL)",
+           "val_bce": "BCE (val), pick's run", "test_bce": "BCE (test), pick's run",
            "test_psnr": "PSNR dB (test)", "val_denoise_bce": "denoise BCE (val)",
            "test_denoise_bce": "denoise BCE (test)", "val_code_l1": "mean |code| (val)",
            "test_code_l1": "mean |code| (test)", "test_probe": "probe accuracy (test)",
            "test_flagged": "anomalies (test)", "val_loss": "own loss (val)", "test_loss": "own loss (test)"}
-NOTES = ("(val): reported by the search for the same checkpoint, on the validation split it was picked on; (test): "
+NOTES = ("K: the pick's config trained again under K new seeds once the search had picked; 'mean of K' is their "
+         "mean, the pick's estimate (its own run, beside it, was the best of many trials and overstates it), ± the "
+         "half-width of the 95% Student t confidence interval. "
+         "(val): reported by the search for the same checkpoint, on the validation split it was picked on; (test): "
          "measured here on the test split, which the search never read (unless 'selected on' says test). BCE: "
          "per-pixel BCE of the reconstruction of clean inputs, averaged over images. PSNR: "
          "10 log10(1 / MSE). Denoise BCE: clean images reconstructed from inputs corrupted at the study's eval_noise "
@@ -92,7 +101,7 @@ def _split_class(key: str) -> str:
 
 def leaderboard_html(rows: list[dict[str, Any]]) -> str:
     """Picks and baselines (front members have their own tables); columns nobody fills are left out."""
-    shown = [r for r in rows if r["kind"] != "front"]
+    shown = [r for r in rows if r["kind"] not in ("front", "repeat")]
     keys = [k for k in COLUMNS if any(r.get(k) is not None for r in shown)]
     return table([COLUMNS[k] for k in keys], [[r.get(k) for k in keys] for r in shown], [r["kind"] for r in shown],
                  keys)

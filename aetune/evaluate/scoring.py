@@ -5,6 +5,7 @@ the search reported for the same checkpoint, read from summary.json.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,8 @@ import torch
 from aetune.config import TrialConfig
 from aetune.evaluate.baselines import PCA, image_mse, mean_image, pca_components, psnr, score, summarise
 from aetune.evaluate.probe import probe_accuracy
+from aetune.evaluate.stats import estimate
+from aetune.evaluate.study import NO_BOTTLENECK
 from aetune.models.base import Autoencoder
 from aetune.numbers import is_finite
 from aetune.train.data import ImageData, add_noise, to_float
@@ -23,9 +26,11 @@ VALIDATION = ("val_loss", "val_bce", "val_mse", "val_denoise_bce")  # reported b
 IS_SAMPLES = 100  # importance samples per test image of test_nll; measured on a 784-400-20 VAE: K = 1000 is 0.5 nats
 # lower (the estimate tightens with K), and 100 cost 3 minutes for 10,000 test images on 2 busy cores
 NLL_SEED = 2  # test_nll's draw: the same codes for every checkpoint and rerun
-LEADERBOARD = ["rank", "name", "kind", "selected_on", "dataset", "model", "code", "params", "epoch", "trial_id",
-               "val_loss", "test_loss", "test_nll", "test_nll_se", "val_bce", "test_bce", "val_mse", "test_mse",
-               "test_psnr", "val_denoise_bce", "test_denoise_bce", "test_denoise_psnr", "val_code_l1", "test_code_l1",
+LEADERBOARD = ["group", "rank", "name", "kind", "note", "selected_on", "dataset", "model", "code", "params", "epoch",
+               "trial_id", "repeats", "val_bce_mean", "val_bce_ci", "test_bce_mean", "test_bce_ci",
+               "val_loss_mean", "val_loss_ci", "test_loss_mean", "test_loss_ci", "test_nll", "test_nll_se",
+               "val_loss", "test_loss", "val_bce", "test_bce", "val_mse", "test_mse", "test_psnr",
+               "val_denoise_bce", "test_denoise_bce", "test_denoise_psnr", "val_code_l1", "test_code_l1",
                "test_probe", "test_flagged"]
 
 
@@ -39,7 +44,8 @@ class Variant:
     model: Autoencoder
     bundle: dict[str, Any]
     checkpoint: str  # relative to the experiment folder
-    kind: str = "model"  # "model": the variant's pick; "front": a member of its Pareto front
+    kind: str = "model"  # "model": the variant's pick; "front": a member of its Pareto front; "repeat": the pick's
+    # config trained again under a new seed (its name: <pick>~seed=N)
     reported: dict[str, float] = field(default_factory=dict)  # the search's validation metrics of this checkpoint
     trial_id: str | None = None
     device: torch.device = torch.device("cpu")
@@ -202,17 +208,68 @@ def pca_curve(images: EvalImages, sizes: list[int], split: str, source: str, sam
 # --- the table -------------------------------------------------------------------------------------------------
 
 RANKED_BY = "val_bce"  # the picks' BCE on the split each was selected on (selected_on): never the test split
-RANKING = ("picked models ranked by val_bce, their BCE on the split each was selected on (selected_on), test scores "
-           "beside; baselines (scored on the test split only) and Pareto-front members unranked")
+RANKING = ("picks grouped by code size (ascending), PCA of that size as each group's baseline row, ranked within "
+           "the group by val_bce, their BCE on the split each was selected on (selected_on): the mean over the "
+           "pick's repeats under new seeds where it has them (± the 95% t-interval half-width), else its one run; "
+           "test scores beside; a code with at least as many numbers as the image (no bottleneck) is not ranked; "
+           "other baselines (scored on the test split only) and Pareto-front members unranked")
+ESTIMATED = ("bce", "loss", "denoise_bce")  # metrics whose mean and interval over repeats a pick's row gets
+
+
+def repeat_estimates(rows: list[dict[str, Any]]) -> None:
+    """Each pick's row gets, from its repeats' rows (kind "repeat", named <pick>~seed=N), K (`repeats`) and per
+    metric the per-run values (`val_bce_runs`, `test_bce_runs`: the findings test them) and their mean and 95 %
+    t-interval half-width (`val_bce_mean`, `val_bce_ci`...). Validation values are the search's, test ones measured
+    here; both on the same images for every repeat."""
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["kind"] == "repeat":
+            runs[row["name"].split("~seed=")[0]].append(row)
+    for row in rows:
+        repeats = runs.get(row["name"]) if row["kind"] == "model" else None
+        if not repeats:
+            continue
+        row["repeats"] = len(repeats)
+        for split, metric in ((s, m) for m in ESTIMATED for s in ("val", "test")):
+            values = [r[f"{split}_{metric}"] for r in repeats if is_finite(r.get(f"{split}_{metric}"))]
+            if len(values) == len(repeats):
+                found = estimate(values)
+                row |= {f"{split}_{metric}_runs": values, f"{split}_{metric}_mean": found.mean,
+                        f"{split}_{metric}_ci": found.half_width}
+
+
+def ranking_score(row: dict[str, Any]) -> float | None:
+    """What a pick is ranked by: the mean of its repeats' val_bce, else its own run's."""
+    return row.get(f"{RANKED_BY}_mean", row.get(RANKED_BY))
 
 
 def leaderboard(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The picked models ranked by their validation BCE of clean inputs (the split they were selected on, the score
-    every variant reports), test scores beside; then, unranked, the picks without one (older summaries), the
-    baselines (scored on the test split only, so they cannot join a validation ranking) and the Pareto-front members
-    (kind "front"). Ranking on the test split would pick the winner on the split meant to report it."""
+    """The picks grouped by code size, ascending; each group opens with the PCA of that size (its baseline row,
+    labelled where it is capped below the code's size) and ranks its picks by validation BCE, the mean over their
+    repeats where they have them (the split they were selected on; ranking on the test split would pick the winner
+    on the split meant to report it). A code with at least as many numbers as the image is no bottleneck: marked,
+    never ranked. Then, unranked, the other baselines, the Pareto-front members and the repeats."""
+    rows = [dict(r) for r in rows]
+    repeat_estimates(rows)
+    table = {r["name"]: r for r in rows}
+    pixels = {r.get("dataset"): r["code"] for r in rows if r.get("model") == "pixels"}
     models = [r for r in rows if r["kind"] == "model"]
-    ranked = sorted((r for r in models if is_finite(r.get(RANKED_BY))), key=lambda r: r[RANKED_BY])
-    rest = ([r for r in models if not is_finite(r.get(RANKED_BY))] + [r for r in rows if r["kind"] == "baseline"] +
+    board, shown = [], set()
+    for size in sorted({r["code"] for r in models}):
+        group = [r for r in models if r["code"] == size]
+        for row in group:
+            if size >= pixels.get(row.get("dataset"), math.inf):
+                row["note"] = NO_BOTTLENECK
+        for name in dict.fromkeys(r.get("pca_baseline") for r in group):
+            if name in table:
+                pca, capped = table[name], table[name]["code"] < size
+                shown.add(name)
+                board.append({"group": size, "rank": None, **pca,
+                              "note": f"PCA capped at {pca['code']} components (the code has {size})" if capped
+                              else ""})
+        ranked = sorted((r for r in group if is_finite(ranking_score(r)) and not r.get("note")), key=ranking_score)
+        board += [{"group": size, "rank": i, **r} for i, r in enumerate(ranked, 1)]
+        board += [{"group": size, "rank": None, **r} for r in group if r not in ranked]
+    rest = ([r for r in rows if r["kind"] == "baseline" and r["name"] not in shown] +
             [r for r in rows if r["kind"] not in ("model", "baseline")])
-    return [{"rank": i, **row} for i, row in enumerate(ranked, 1)] + [{"rank": None, **row} for row in rest]
+    return board + [{"group": r.get("code") if r["kind"] != "baseline" else None, "rank": None, **r} for r in rest]

@@ -15,6 +15,7 @@ from aetune.numbers import is_finite
 
 Record = dict[str, Any]  # one variant of summary.json's "variants"
 NOT_KNOBS = ("seed",)  # config keys that vary between trials without being a question the study asks
+NO_BOTTLENECK = "no bottleneck: the code has at least as many numbers as the image"  # a leaderboard row's note
 
 
 def objectives(record: Record) -> list[tuple[str, str]]:

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="dataset root every node can read (default: $AETUNE_DATA or ~/.cache/aetune/data)")
     group = p.add_argument_group("overrides of the space file")
     group.add_argument("--samples", type=int, help="trials per variant")
+    group.add_argument("--repeats", type=int, help="train each variant's pick again under this many new seeds "
+                       "(0: none; the evaluation reports their mean and 95%% confidence interval)")
     group.add_argument("--epochs", type=int, help="maximum epochs per trial")
     group.add_argument("--train-size", type=int,
                        help="training images in use: the first N of the training split (default: all of it)")
@@ -76,8 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
     """The space (structurally validated: no PyTorch yet), with command-line overrides; on --resume, the
     experiment's saved space. Also the experiment's name and the file it came from."""
-    overrides = {k: getattr(args, k) for k in ("samples", "epochs", "train_size", "val_size", "test_size", "cpus",
-                                               "gpus", "seed")}
+    overrides = {k: getattr(args, k) for k in ("samples", "repeats", "epochs", "train_size", "val_size", "test_size",
+                                               "cpus", "gpus", "seed")}
     if args.resume:
         if not args.name:
             raise UsageError("--resume needs --name: the experiment to continue (a folder under --storage)")

@@ -11,7 +11,7 @@ from ray import tune
 
 from aetune.config import TrialConfig
 from aetune.errors import first_line
-from aetune.experiment import DIVERGED, VARIANT_KEY, VariantResult
+from aetune.experiment import DIVERGED, NOT_CONFIG_KEYS, REPEAT_KEY, REPEAT_OF_KEY, VariantResult
 from aetune.metrics import MODEL_PROPERTIES
 from aetune.models import family
 from aetune.numbers import is_finite
@@ -30,7 +30,7 @@ def trial_outcome(result: tune.Result, search: Search, epochs: int, root: str) -
     """One trial: its state, and the checkpoint that represents it with that epoch's metrics — its best epoch by
     the metric (single objective), or its last epoch (multi-objective: the values Optuna was told)."""
     trial_id = result.metrics.get("trial_id") or Path(result.path).name
-    config = TrialConfig.from_dict({k: v for k, v in result.config.items() if k != VARIANT_KEY}).to_dict()
+    config = TrialConfig.from_dict({k: v for k, v in result.config.items() if k not in NOT_CONFIG_KEYS}).to_dict()
     outcome = {"trial_id": trial_id, "config": config, "metrics": {}, "checkpoint": None,
                "trial_dir": posixpath.relpath(result.path, root)}
     if result.error:
@@ -55,7 +55,23 @@ def trial_outcome(result: tune.Result, search: Search, epochs: int, root: str) -
 def summarise(grid: list[tune.Result], variant: Variant, search: Search, epochs: int, root: str,
               split: dict[str, Any]) -> VariantResult:
     """Single objective: the best checkpoint of any trial. Multi-objective: the front of the completed trials (ASHA
-    may have stopped others early: their values are not comparable), and its knee."""
+    may have stopped others early: their values are not comparable), and its knee. Repeats (`repeats: K`) are the
+    pick's config under new seeds: recorded beside it, never candidates for it."""
+    searched = [result for result in grid if REPEAT_KEY not in result.config]
+    repeated = sorted((result for result in grid if REPEAT_KEY in result.config), key=lambda r: r.config[REPEAT_KEY])
+    result = summarise_search(searched, variant, search, epochs, root, split)
+    result.repeats_wanted = search.repeats
+    outcomes = [(r.config[REPEAT_OF_KEY], trial_outcome(r, search, epochs, root)) for r in repeated]
+    # The router picked by the rule above from what the trials told Tune; were the two ever to differ (a tie), the
+    # record says which trial the repeats repeated.
+    result.repeats = [{"seed": o["config"]["seed"], "repeat_of": of,
+                       **{k: o[k] for k in ("trial_id", "config", "metrics", "checkpoint", "trial_dir", "state")}}
+                      for of, o in outcomes]
+    return result
+
+
+def summarise_search(grid: list[tune.Result], variant: Variant, search: Search, epochs: int, root: str,
+                     split: dict[str, Any]) -> VariantResult:
     outcomes = [trial_outcome(result, search, epochs, root) for result in grid]
     usable = [o for o in outcomes if o["checkpoint"]]
     described = dict(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from aetune.experiment import REPLAYED, VARIANT_KEY
+from aetune.experiment import REPEAT_KEY, REPLAYED, VARIANT_KEY
 from aetune.search.spaces import Search, SearchSpace
 
 
@@ -24,6 +24,8 @@ class PerVariantScheduler(FIFOScheduler):
         self.schedulers = schedulers
 
     def _of(self, trial: Trial) -> TrialScheduler:
+        if REPEAT_KEY in trial.config:  # a repeat of a pick runs every epoch: ASHA would judge it against the search
+            return self.__dict__.setdefault("repeats", FIFOScheduler())
         return self.schedulers[trial.config[VARIANT_KEY]]
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:

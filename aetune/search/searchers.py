@@ -20,8 +20,9 @@ from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from aetune.errors import UsageError, first_line
-from aetune.experiment import VARIANT_KEY
+from aetune.experiment import REPEAT_KEY, VARIANT_KEY
 from aetune.search.domains import OptunaSampler, enumerated_configs
+from aetune.search.repeats import Repeats, make_repeats
 from aetune.search.spaces import SearchSpace, Variant
 
 STATES = optuna.trial.TrialState
@@ -205,9 +206,11 @@ class VariantRouter(Searcher):
 
     costs: dict[str, float] = {}  # what a router saved before it had costs restores with: the space's order
 
-    def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int], costs: dict[str, float]):
+    def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int], costs: dict[str, float],
+                 repeats: Repeats | None = None):
         super().__init__()
         self.searchers, self.budgets, self.costs = searchers, budgets, costs
+        self.repeats = repeats or Repeats({}, {}, 0)  # the picks' repeats, handed out once each variant has picked
         self.done = dict.fromkeys(searchers, 0)
         self.variant_of: dict[str, str] = {}  # trial id -> its variant, for every trial asked
 
@@ -221,11 +224,15 @@ class VariantRouter(Searcher):
 
     def suggest(self, trial_id: str) -> dict | str | None:
         asked = self.asked
-        open_variants = [n for n in self.searchers if asked[n] < self.budgets[n]]
-        if not open_variants:
-            return Searcher.FINISHED
-        in_flight = {n: asked[n] - self.done[n] for n in open_variants}
+        ready = [n for n in self.searchers
+                 if self.repeats.ready(n, search_over=asked[n] >= self.budgets[n] and self.done[n] >= asked[n])]
+        open_variants = [n for n in self.searchers if asked[n] < self.budgets[n] or n in ready]
+        if not open_variants:  # repeats wait for their variant's last trials to end
+            return None if any(map(self.repeats.pending, self.searchers)) else Searcher.FINISHED
+        in_flight = {n: asked[n] - self.done[n] + self.repeats.in_flight(n) for n in open_variants}
         name = min(open_variants, key=lambda n: (in_flight[n], -self.costs.get(n, 0.0)))  # ties: the space's order
+        if name in ready:
+            return self.repeats.suggest(name, trial_id)
         config = self.searchers[name].suggest(trial_id)
         if config == Searcher.FINISHED:  # fewer configs than the budget said: that variant is done
             self.budgets[name] = asked[name]
@@ -233,18 +240,28 @@ class VariantRouter(Searcher):
         if config is None:
             return None
         self.variant_of[trial_id] = name
+        self.repeats.asked(name, trial_id, {**config, VARIANT_KEY: name})
         return {**config, VARIANT_KEY: name}
+
+    @property
+    def trials_asked(self) -> int:
+        """Every trial handed out: the searches' and the repeats'."""
+        return sum(self.asked.values()) + self.repeats.count
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         name = self.variant_of.get(trial_id)
         if name is not None:
             self.searchers[name].on_trial_result(trial_id, result)
+            self.repeats.on_result(name, trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         name = self.variant_of.get(trial_id)
         if name is not None:
             self.done[name] += 1
             self.searchers[name].on_trial_complete(trial_id, result=result, error=error)
+            self.repeats.on_complete(name, trial_id, result, error)
+        elif trial_id in self.repeats.handed:  # a repeat: no study hears of it
+            self.repeats.on_repeat_complete(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -254,6 +271,7 @@ class VariantRouter(Searcher):
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(SnapshotUnpickler(f).load())
         self.__dict__.pop("asked", None)  # an earlier aetune kept the counts the property now derives
+        self.__dict__.setdefault("repeats", Repeats({}, {}, 0))  # one saved before repeats existed: none
         for name, searcher in self.searchers.items():
             handed_out = searcher.__dict__.pop("handed_out", None)
             if handed_out is not None:  # an EnumeratedSearch of an earlier aetune counted the configs it handed out
@@ -270,6 +288,8 @@ class VariantRouter(Searcher):
         """Agree with the trials Tune restored, whichever moment the searcher's snapshot is from: a trial asked
         after the experiment state Tune restored is forgotten (its budget is free again), one the searcher's
         snapshot missed is adopted; what is in flight is what Tune will run."""
+        self.repeats.reconcile(trials)
+        trials = {trial_id: t for trial_id, t in trials.items() if REPEAT_KEY not in t.config}
         for trial_id in set(self.variant_of) - set(trials):
             self.searchers[self.variant_of.pop(trial_id)].forget(trial_id)
         for trial_id, trial in trials.items():
@@ -356,7 +376,7 @@ class RoutedSearch(SearchGenerator):
 
     def restore_from_dir(self, dirpath: str) -> None:
         super().restore_from_dir(dirpath)  # the router reconciles itself with Tune's trials
-        self._counter, self._finished = sum(self.searcher.asked.values()), False  # the router says when it is done
+        self._counter, self._finished = self.searcher.trials_asked, False  # the router says when it is done
 
     def save_to_dir(self, dirpath: str, session_str: str) -> None:
         """Tune writes the searcher's snapshots through temp files inside `dirpath`, the folder its driver syncer
@@ -389,4 +409,4 @@ def make_router(space: SearchSpace, storage_url: str | None, costs: dict[str, fl
                 prefix: str = "") -> RoutedSearch:
     runs = space.runs()
     return RoutedSearch(VariantRouter({v.name: make_searcher(space, v, storage_url, prefix) for v in runs},
-                                      {v.name: space.trial_count(v) for v in runs}, costs))
+                                      {v.name: space.trial_count(v) for v in runs}, costs, make_repeats(space)))

@@ -28,7 +28,7 @@ SCHEDULERS = ("asha", "fifo")
 MODES = ("min", "max")
 DATA_KEYS = ("channels", "image_size", "layout")  # how the dataset's images are read: top level, beside `dataset`
 NOT_SEARCHABLE = ("epochs", "dataset", "eval_noise", *DATA_KEYS)  # set once for the whole space, at the top level
-SEARCH_KEYS = ("metric", "mode", "samples", "scheduler", "asha", "sweep")  # a variant's own search settings
+SEARCH_KEYS = ("metric", "mode", "samples", "repeats", "scheduler", "asha", "sweep")  # a variant's own settings
 ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
 SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "true or false"}  # TPESampler's
 
@@ -68,6 +68,7 @@ class Search:
     grace_period: int
     reduction_factor: int
     asha_metric: str | None  # the one metric ASHA stops on
+    repeats: int = 0  # the pick's config trained again under this many new seeds, once the search has picked
 
     @property
     def multi_objective(self) -> bool:
@@ -89,6 +90,7 @@ class SearchSpace:
     mode: str | list[str] = "min"
     epochs: int = 10
     samples: int = 8
+    repeats: int = 0  # per variant (sweep member): its pick trained again under this many new seeds
     searcher: str = "optuna"
     scheduler: str = "asha"
     grace_period: int = 1
@@ -134,7 +136,7 @@ class SearchSpace:
         return Search(metric, mode, own.get("samples", self.samples), own.get("scheduler", self.scheduler),
                       asha.get("grace_period", self.grace_period),
                       asha.get("reduction_factor", self.reduction_factor),
-                      asha_metric or (metric[0] if len(metric) == 1 else None))
+                      asha_metric or (metric[0] if len(metric) == 1 else None), own.get("repeats", self.repeats))
 
     def runs(self) -> list[Variant]:
         """The variants as they run: a variant with a sweep becomes one variant per value (its own study, ASHA
@@ -156,10 +158,11 @@ class SearchSpace:
         changes = {k: v for k, v in changes.items() if v is not None}
         if "seed" in changes:
             config_keys["seed"] = changes["seed"]
-        if "samples" in changes:  # the command line wins over every variant's own budget
-            changes["variants"] = {n: dataclasses.replace(v, settings={k: x for k, x in v.settings.items()
-                                                                       if k != "samples"})
-                                   for n, v in changes.get("variants", self.variants).items()}
+        for budget in ("samples", "repeats"):
+            if budget in changes:  # the command line wins over every variant's own budget
+                changes["variants"] = {n: dataclasses.replace(v, settings={k: x for k, x in v.settings.items()
+                                                                           if k != budget})
+                                       for n, v in changes.get("variants", self.variants).items()}
         space = dataclasses.replace(self, defaults={**self.defaults, **config_keys}, **changes)
         space.validate(source="command line")
         return space
@@ -199,6 +202,7 @@ class SearchSpace:
             raise SpaceError(f"{source}: {err}") from None
         for key in ("epochs", "samples", "grace_period"):
             _check(is_int(getattr(self, key)) and getattr(self, key) > 0, source, key, "must be a positive integer")
+        _check(_repeats_ok(self.repeats), source, "repeats", REPEATS_FIX)
         _check(is_int(self.reduction_factor) and self.reduction_factor >= 2, source, "reduction_factor",
                "must be an integer >= 2")
         _check(is_number(self.cpus) and RESOURCE_STEP <= self.cpus < math.inf, source, "resources.cpus",
@@ -449,6 +453,15 @@ def _check_objectives(values: dict, source: str, where: str) -> None:
     if "samples" in values:
         _check(is_int(values["samples"]) and values["samples"] > 0, source, f"{where}samples",
                "must be a positive integer")
+    if "repeats" in values:
+        _check(_repeats_ok(values["repeats"]), source, f"{where}repeats", REPEATS_FIX)
+
+
+REPEATS_FIX = "must be 0 (no repeats) or an integer >= 2 (a confidence interval needs two runs), e.g. repeats: 3"
+
+
+def _repeats_ok(value: Any) -> bool:
+    return is_int(value) and (value == 0 or value >= 2)
 
 
 def _check_sweep(sweep: Any, config: dict, source: str, where: str) -> None:
@@ -511,5 +524,5 @@ def space_to_yaml(space: SearchSpace) -> str:
         "seed": space.seed, "eval_noise": space.eval_noise,
         "asha": asha | ({"metric": space.asha_metric} if space.asha_metric else {}),
         "resources": {"cpus": space.cpus, "gpus": space.gpus}, "defaults": space.defaults, "variants": variants,
-    } | ({"sampler": space.sampler} if space.sampler else {})
+    } | ({"sampler": space.sampler} if space.sampler else {}) | ({"repeats": space.repeats} if space.repeats else {})
     return yaml.safe_dump(raw, sort_keys=False)

@@ -12,7 +12,7 @@ import torch
 from ray import tune
 
 from aetune.config import TrialConfig
-from aetune.experiment import CHECKPOINT_RANK, DIVERGED, REPLAYED, VARIANT_KEY
+from aetune.experiment import CHECKPOINT_RANK, DIVERGED, NOT_CONFIG_KEYS, REPLAYED, VARIANT_KEY
 from aetune.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from aetune.train.logger import TrialLogger
 from aetune.train.trainer import is_finite, trainer_for
@@ -62,8 +62,8 @@ def train_trial(config: dict[str, Any], *, data_root: str, threads: int, rank_by
     torch.set_num_threads(threads)
     node = {"node_id": ray.get_runtime_context().get_node_id()}  # which node ran each epoch (multi-node runs)
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one INFO line per epoch
-    config = dict(config)
-    variant = config.pop(VARIANT_KEY)
+    variant = config[VARIANT_KEY]
+    config = {k: v for k, v in config.items() if k not in NOT_CONFIG_KEYS}  # a repeat's number is not a config key
     trainer = trainer_for(TrialConfig.from_dict(config), data_root, download=False)
     trial_dir = Path(experiment) / f"{variant}-{tune.get_context().get_trial_id()}" if experiment else None
     restored = restore_point(tune.get_checkpoint())

@@ -17,7 +17,7 @@ import ray
 from ray import tune
 
 from aetune.errors import UsageError, first_line
-from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, write_manifest
+from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, VariantResult, write_manifest
 from aetune.models import family
 from aetune.search.console import LiveStatus, hide_ray_resume_hint
 from aetune.search.picks import summarise
@@ -170,7 +170,7 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, consol
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=router, scheduler=make_schedulers(space),
-                                    num_samples=sum(map(space.trial_count, runs)),
+                                    num_samples=sum(space.trial_count(v) + space.search(v).repeats for v in runs),
                                     reuse_actors=True, trial_dirname_creator=trial_dirname,
                                     trial_name_creator=trial_dirname),  # the live view names each variant
         run_config=tune.RunConfig(
@@ -231,20 +231,31 @@ def run(experiment: Experiment, resume: bool, trainable: Callable | None, consol
     # A trial Tune never got to report for (Ctrl-C right after it started) comes back as a FileNotFoundError
     # ("could not fetch metrics"): unfinished, not failed.
     failed = sum(1 for result in grid if result.error is not None and not isinstance(result.error, FileNotFoundError))
-    unread = any(result.config is None for result in grid)
-    if unread or grid.num_terminated + failed < sum(map(space.trial_count, space.runs())):
+    ended = grid.num_terminated + failed
+    unread = any(result.config is None for result in grid) or ended < sum(map(space.trial_count, space.runs()))
+    results = None if unread else summarise_all(experiment, grid)
+    if results is None or ended < expected_trials(space, results):
         # Ctrl-C: Tune saved its state and returned
         print(f"\ninterrupted; continue with: {experiment.resume_command()}", flush=True)
         raise KeyboardInterrupt
-    by_variant = defaultdict(list)
-    for result in grid:
-        by_variant[result.config[VARIANT_KEY]].append(result)
-    root = experiment.path.split("://")[-1]
-    results = {v.name: summarise(by_variant[v.name], v, space.search(v), space.epochs, root, experiment.splits[v.name])
-               for v in space.runs()}
     summary = Summary(experiment.name, space.metric, space.mode, results, experiment.data_root)
     summary.write(experiment.path)
     return summary
+
+
+def summarise_all(experiment: Experiment, grid: tune.ResultGrid) -> dict[str, VariantResult]:
+    space, by_variant = experiment.space, defaultdict(list)
+    for result in grid:
+        by_variant[result.config[VARIANT_KEY]].append(result)
+    root = experiment.path.split("://")[-1]
+    return {v.name: summarise(by_variant[v.name], v, space.search(v), space.epochs, root, experiment.splits[v.name])
+            for v in space.runs()}
+
+
+def expected_trials(space: SearchSpace, results: dict[str, VariantResult]) -> int:
+    """Trials a finished run has: every variant's search, and the repeats of every variant that picked a trial."""
+    return sum(space.trial_count(v) + (space.search(v).repeats if results[v.name].trial_id else 0)
+               for v in space.runs())
 
 
 def print_summary(summary: Summary, experiment: Experiment) -> None:
@@ -260,6 +271,9 @@ def print_summary(summary: Summary, experiment: Experiment) -> None:
                   f"{v.metrics.get('epoch', 0):>5}  {_describe(v.config)}")
             if v.front:
                 print(f"{'':<22} front of {len(v.front)} trials; picked: {v.pick_rule}")
+            if v.repeats:
+                print(f"{'':<22} repeated under seeds {', '.join(str(r['seed']) for r in v.repeats)} "
+                      f"(python -m aetune.evaluate reports their mean and 95% confidence interval)")
             if v.selected_on == "test":
                 print(f"{'':<22} selected on the TEST split (val_size: 0, the course protocol)")
             print(f"{'':<22}  {join(experiment.path, v.checkpoint)}")
