@@ -1,6 +1,6 @@
 """What the quick job's repeats cost: search_spaces/quick.yaml as shipped (every pick repeated under 3 new seeds),
-the same space with `--repeats 0` (its search alone), and the search budget it had before repeats (3 trials per
-variant, 4 for sparse and denoising, no repeats), each run once, one after the other, in a fresh driver.
+the same space with `--repeats 0` (its search alone), and the job it was before repeats (3 trials per variant, 4 for
+sparse and denoising, 6,000 images, 4 epochs, no repeats), each run once, one after the other, in a fresh driver.
 
     python bench/repeats_cost.py [--data-root DIR]
 """
@@ -17,10 +17,10 @@ QUICK = REPO / "search_spaces" / "quick.yaml"
 
 
 def before_repeats(folder: Path) -> Path:
-    """quick.yaml with the budget it had before repeats: samples 3 (sparse and denoising 4), no repeats."""
+    """quick.yaml as it was before repeats: samples 3 (sparse and denoising 4), 6,000 images, 4 epochs, no repeats."""
     raw = yaml.safe_load(QUICK.read_text())
     raw.pop("repeats", None)
-    raw["samples"] = 3
+    raw["samples"], raw["epochs"], raw["defaults"]["train_size"] = 3, 4, 6000
     for name in ("sparse", "denoising"):
         raw["variants"][name]["samples"] = 4
     path = folder / "quick_before.yaml"
