@@ -38,7 +38,7 @@ def main() -> None:
         folder = Path(tmp)
         jobs = [("quick.yaml as shipped (repeats: 3)", [], QUICK),
                 ("quick.yaml --repeats 0 (its search alone)", ["--repeats", "0"], QUICK),
-                ("the budget before repeats (samples 3, sparse/denoising 4)", [], before_repeats(folder))]
+                ("the job before repeats (samples 3, sparse/denoising 4; 6k images, 4 epochs)", [], before_repeats(folder))]
         for i, (label, extra, space) in enumerate(jobs):
             progress(label)
             env = python_env({"AETUNE_DATA": args.data_root} if args.data_root else None)
