@@ -24,7 +24,8 @@ from aetune.errors import UsageError
 from aetune.experiment import Summary
 from aetune.search import lock
 from aetune.search.resumable import no_restart
-from aetune.search.searchers import SnapshotUnpickler
+from aetune.search.searchers import make_router, read_snapshot
+from aetune.search.spaces import load_space
 
 TINY = """\
     name: tiny
@@ -93,9 +94,28 @@ def move_the_study(experiment: Path) -> None:
     (experiment / "optuna.db").rename(experiment.parent / "optuna.db.moved")
 
 
+def popen(marker: Path) -> bytes:
+    """A protocol-4 pickle naming subprocess.Popen by a dotted name under an importable module."""
+    def text(value: str) -> bytes:
+        return pickle.SHORT_BINUNICODE + bytes([len(value)]) + value.encode()
+    return (b"\x80\x04" + text("numpy.distutils.exec_command") + text("subprocess.Popen") + pickle.STACK_GLOBAL
+            + pickle.EMPTY_LIST + pickle.MARK + text("touch") + text(str(marker)) + pickle.APPENDS + pickle.TUPLE1
+            + pickle.REDUCE + pickle.STOP)
+
+
+def memmap(target: Path) -> bytes:
+    """A pickle that builds numpy.memmap(target, mode="w+"): the file truncated to one byte."""
+    import numpy
+
+    class Truncate:
+        def __reduce__(self):
+            return numpy.memmap, (str(target), numpy.uint8, "w+", 0, (1,))
+    return pickle.dumps(Truncate())
+
+
 def plant_code(experiment: Path) -> None:
     for path in experiment.glob("searcher-state-*.pkl"):
-        path.write_bytes(pickle.dumps({"searchers": Payload(experiment.parent / "ran")}))
+        path.write_bytes(popen(experiment.parent / "ran"))
 
 
 DAMAGES = {
@@ -106,7 +126,7 @@ DAMAGES = {
     "trial-folder-deleted": (delete_a_trial, "is missing (terminated in Ray's snapshot)"),
     "study-storage-moved": (move_the_study, "optuna.db is gone"),
     "tuner-pkl-deleted": (lambda e: (e / "tuner.pkl").unlink(), "tuner.pkl is missing"),
-    "searcher-snapshot-runs-code": (plant_code, "is not a searcher snapshot aetune wrote (it names posix.system"),
+    "searcher-snapshot-runs-code": (plant_code, "is a pickle, as an earlier aetune wrote its searcher snapshots"),
 }
 
 
@@ -170,14 +190,42 @@ def test_studies_carry_the_experiments_name_and_another_of_that_name_is_refused(
     assert not (tmp_path / "other").exists()
 
 
-def test_the_searcher_snapshot_loader_refuses_code_and_reads_a_real_snapshot(finished, tmp_path):
-    real = next(finished.glob("searcher-state-*.pkl"))
-    assert set(SnapshotUnpickler(real.open("rb")).load()) >= {"searchers", "budgets", "variant_of"}
-    evil = tmp_path / "evil.pkl"
-    evil.write_bytes(pickle.dumps(Payload(tmp_path / "ran")))
-    with pytest.raises(pickle.UnpicklingError, match="posix.system"):
-        SnapshotUnpickler(evil.open("rb")).load()
-    assert not (tmp_path / "ran").exists()
+def test_the_searcher_snapshot_is_data_and_a_pickle_in_its_place_runs_nothing(finished, tmp_path):
+    real = next(finished.glob("searcher-state-*.pkl"))  # Ray's file name; aetune's JSON
+    assert set(read_snapshot(real)["variant_of"].values()) == {"dense"}
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"kept")
+    for name, payload in {"popen": popen(tmp_path / "ran"), "memmap": memmap(victim),
+                          "system": pickle.dumps(Payload(tmp_path / "ran"))}.items():
+        (tmp_path / name).write_bytes(payload)
+        with pytest.raises(ValueError):
+            read_snapshot(tmp_path / name)
+    assert not (tmp_path / "ran").exists() and victim.read_bytes() == b"kept"
+
+
+def test_a_resumed_router_writes_to_the_study_storage_resume_checked_not_the_pickled_one(tmp_path):
+    """tuner.pkl pickles the router with its studies' storage (an absolute path); a copy of the experiment resumed
+    must write to its own optuna.db."""
+    import ray.cloudpickle as cloudpickle
+
+    space = load_space(write_space(tmp_path / "tiny.yaml", TINY), models=False)
+    original, moved = tmp_path / "original.db", tmp_path / "copy.db"
+    generator = make_router(space, f"sqlite:///{original}", {}, "tiny/c0ffee/")
+    router = generator.searcher
+    router.suggest("t1")
+    router.save(str(tmp_path / "searcher-state-x.pkl"))
+    pickled = cloudpickle.dumps(generator)  # as tuner.pkl holds it
+    shutil.copy(original, moved)
+    before = hashlib.sha256(original.read_bytes()).hexdigest()
+    restored = cloudpickle.loads(pickled).searcher
+    restored.bind(f"sqlite:///{moved}")
+    restored.restore(str(tmp_path / "searcher-state-x.pkl"))
+    assert restored.variant_of == {"t1": "dense"} and set(restored.searchers["dense"]._ot_trials) == {"t1"}
+    restored.on_trial_complete("t1", {"val_bce": 0.1, "epoch": 1})
+    restored.suggest("t2")
+    assert hashlib.sha256(original.read_bytes()).hexdigest() == before
+    trials = optuna.load_study(study_name="tiny/c0ffee/dense", storage=f"sqlite:///{moved}").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
 
 
 def test_rays_restart_fallback_is_an_error():

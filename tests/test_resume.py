@@ -186,7 +186,7 @@ def test_a_snapshot_cut_by_the_kill_is_put_back_from_its_backup(local_ray, tmp_p
     experiment.mkdir(exist_ok=True)
     state, searcher = "experiment_state-2026-12-01_10-00-00.json", "searcher-state-2026-12-01_10-00-00.pkl"
     generator = "search_gen_state-2026-12-01_10-00-00.json"  # a pickle, its name notwithstanding
-    saved = {state: json.dumps({"trial_data": [1, 2]}).encode(), searcher: pickle.dumps({"searcher": 1}),
+    saved = {state: json.dumps({"trial_data": [1, 2]}).encode(), searcher: json.dumps({"searcher": 1}).encode(),
              generator: pickle.dumps({"counter": 2})}
 
     def tune_saves(name: str, data: bytes) -> None:  # into its staging folder, then copied to storage

@@ -21,7 +21,7 @@ from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary,
 from aetune.models import family
 from aetune.search.console import LiveStatus, hide_ray_resume_hint
 from aetune.search.picks import summarise
-from aetune.search.ray_compat import run_config_of
+from aetune.search.ray_compat import run_config_of, search_alg_of
 from aetune.search.resume import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
 from aetune.search.schedulers import make_schedulers
 from aetune.search.searchers import label_studies, make_router, study_prefix
@@ -163,6 +163,8 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, consol
             print(f"aetune: {name} was cut by the kill; resuming from its backup", file=sys.stderr)
     if resume and tune.Tuner.can_restore(experiment.path):
         tuner = tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)
+        if experiment.study_storage:  # the storage --resume checked, not the one tuner.pkl names
+            search_alg_of(tuner).searcher.bind(experiment.study_storage)
         return set_console(tuner, experiment, console)
     router = make_router(space, experiment.study_storage, trial_costs(space),
                          study_prefix(experiment.name, experiment.created))
