@@ -201,7 +201,8 @@ def set_console(tuner: tune.Tuner, experiment: Experiment, console: str) -> tune
     run_config.verbose = 1 if console == "ray" else 0
     callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, LiveStatus)]
     if console != "ray":
-        callbacks.append(LiveStatus(experiment.space, experiment.name, view=console == "live"))
+        callbacks.append(LiveStatus(experiment.space, experiment.name, view=console == "live",
+                                    splits=experiment.splits))
     run_config.callbacks = callbacks
     hide_ray_resume_hint()
     if console != "ray":
