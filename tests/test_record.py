@@ -126,6 +126,7 @@ DAMAGES = {
     "trial-folder-deleted": (delete_a_trial, "is missing (terminated in Ray's snapshot)"),
     "study-storage-moved": (move_the_study, "optuna.db is gone"),
     "tuner-pkl-deleted": (lambda e: (e / "tuner.pkl").unlink(), "tuner.pkl is missing"),
+    "tuner-pkl-cut": (cut("tuner.pkl"), "tuner.pkl is damaged (cut short)"),
     "searcher-snapshot-runs-code": (plant_code, "is a pickle, as an earlier aetune wrote its searcher snapshots"),
 }
 
@@ -151,12 +152,16 @@ def normalised(summary: dict) -> dict:
 
 
 def test_a_finished_experiment_resumes_to_the_same_summary_and_study(finished, tmp_path):
+    """A copy, resumed with no dataset at $AETUNE_DATA: it reads the data root its experiment.json names, and
+    writes to its own optuna.db, not to the original's that tuner.pkl names."""
     experiment = copy(finished, tmp_path)
     summary, study = (experiment / "summary.json").read_text(), digests(experiment)["optuna.db"]
-    run = resume(experiment)
+    run = subprocess.run([*SEARCH, "--storage", str(experiment.parent), "--name", experiment.name, "--resume",
+                          "--quiet"], capture_output=True, text=True, cwd=REPO,
+                         env=search_env(AETUNE_DATA=str(tmp_path / "nowhere")), timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert normalised(json.loads((experiment / "summary.json").read_text())) == normalised(json.loads(summary))
-    assert digests(experiment)["optuna.db"] == study
+    assert digests(experiment)["optuna.db"] == study and digests(finished)["optuna.db"] == study
     assert not (experiment / lock.LOCK_FILE).exists()
 
 
@@ -173,6 +178,12 @@ def test_summary_json_is_never_rewritten_to_hold_less(finished, tmp_path):
         summary.write(str(experiment))
     assert (experiment / "summary.json").read_bytes() == before
     Summary.read(experiment).write(str(experiment))  # the same record: written
+    summary = Summary.read(experiment)
+    summary.variants["dense"].repeats = [{"trial_id": "r1", "seed": 1, "metrics": {}}]
+    summary.write(str(experiment))  # more: written
+    summary.variants["dense"].repeats = []
+    with pytest.raises(UsageError, match="holds dense's repeat r1"):
+        summary.write(str(experiment))
 
 
 def test_studies_carry_the_experiments_name_and_another_of_that_name_is_refused(finished, tmp_path):
@@ -226,6 +237,27 @@ def test_a_resumed_router_writes_to_the_study_storage_resume_checked_not_the_pic
     assert hashlib.sha256(original.read_bytes()).hexdigest() == before
     trials = optuna.load_study(study_name="tiny/c0ffee/dense", storage=f"sqlite:///{moved}").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+
+
+def test_a_new_experiment_writes_its_manifest_before_its_space(tmp_path, monkeypatch):
+    """A driver stopped between the two writes never leaves a space.yaml (the experiment's marker) without the
+    experiment.json --resume checks it against."""
+    import aetune.experiment
+    from aetune.search import tuner
+
+    written, write_text = [], aetune.experiment.write_text
+
+    def recorded(location: str, text: str, exclusive: bool = False) -> str:
+        written.append(Path(location).name)
+        return write_text(location, text, exclusive)
+    monkeypatch.setattr(aetune.experiment, "write_text", recorded)
+    monkeypatch.setattr(tuner, "write_text", recorded)
+    space = load_space(write_space(tmp_path / "tiny.yaml", TINY), models=False)
+    made = tuner.Experiment(space, "tiny", str(tmp_path / "runs"), "/the/data", None)
+    made.create()
+    assert written == ["experiment.json", "space.yaml"]
+    manifest = json.loads((tmp_path / "runs" / "tiny" / "experiment.json").read_text())
+    assert manifest["data_root"] == "/the/data" and manifest["created"] == made.created
 
 
 def test_rays_restart_fallback_is_an_error():

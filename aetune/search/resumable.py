@@ -60,6 +60,10 @@ def _snapshots(root: Path) -> dict | None:
     if not (root / TUNER_FILE).is_file():
         raise NotResumable(f"{root / TUNER_FILE} is missing: Ray cannot restore the search without it; put it back "
                            "(nothing else replaces it), or start a new experiment with another --name")
+    if not whole(root / TUNER_FILE):
+        raise NotResumable(f"{root / TUNER_FILE} is damaged (cut short): Ray cannot restore the search without it; "
+                           "put a whole copy back (nothing else replaces it), or start a new experiment with another "
+                           "--name")
     readable = {}
     for path in files:
         if path.name.startswith("searcher-state-") and path.read_bytes()[:1] == b"\x80":

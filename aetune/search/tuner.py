@@ -53,17 +53,19 @@ class Experiment:
         return join(self.storage, self.name)
 
     def create(self) -> None:
-        """Save the space used; never overwrite an existing experiment (that would lose work). The space file is
-        the experiment's marker, created exclusively: of two searches started at once with one name, one wins."""
+        """Save the space used; never overwrite an existing experiment (that would lose work). Called holding the
+        experiment's lock once resumable.check_new found the name free: the manifest is written first, so a
+        space.yaml (the experiment's marker, created exclusively) always has its experiment.json beside it."""
         text = space_to_yaml(self.space)
+        self.created = uuid.uuid4().hex[:12]
+        write_manifest(self.path, text, self.created,
+                       self.study_storage if self.study_storage != default_study_url(self.path) else None,
+                       self.data_root)
         try:
             write_text(join(self.path, SPACE_FILE), text, exclusive=True)
         except FileExistsError:
             raise UsageError(f"experiment {self.path} exists; continue it with: {self.resume_command()}  "
                              "(or start another with --name)") from None
-        self.created = uuid.uuid4().hex[:12]
-        write_manifest(self.path, text, self.created,
-                       self.study_storage if self.study_storage != default_study_url(self.path) else None)
 
     def resume_command(self) -> str:
         """The command that continues this experiment, as it works when typed: its storage and study storage."""
