@@ -22,7 +22,6 @@ from ray import tune
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
-from ray.tune.search import Searcher
 from test_reliability import SMALL, events, reported_epochs, start_driver, study_url, trainer, val_steps, wait_until
 from test_search import epochs_of, kill_processes_with
 
@@ -321,22 +320,6 @@ def test_a_search_whose_searcher_snapshot_missed_a_trial_tune_saved_adopts_it(tm
 
     grid, _ = restored_search(GRID, None, tmp_path / "grid", searcher_after=1, state_after=3)
     assert grid.next_trial() is None  # no config handed out twice
-
-
-def test_a_grid_saved_by_an_earlier_aetune_hands_out_a_lost_trials_config_again(tmp_path):
-    space = parse_space(GRID, "test")
-    router = make_router(space, None, {}).searcher
-    configs = [router.suggest(f"t{i}") for i in range(2)]
-    grid = router.searchers["dense"]
-    del grid.handed
-    grid.handed_out = 2  # what it saved: how many configs it had handed out
-    router.save(str(tmp_path / "router.pkl"))
-    restored = make_router(space, None, {}).searcher
-    restored.restore(str(tmp_path / "router.pkl"))
-    kept = Trial("idle", config=configs[0], trial_id="t0", stub=True)
-    restored.reconcile({"t0": kept})  # t1 was lost
-    assert [restored.suggest(f"t{i}")["lr"] for i in (2, 3)] == [2e-3, 3e-3]
-    assert restored.suggest("t4") == Searcher.FINISHED
 
 
 def test_epochs_told_again_from_a_history_reach_tensorboard_once_with_images_only_of_the_model_at_hand(tmp_path):
