@@ -382,8 +382,9 @@ def snapshot_trials(experiment: Path, name: str | None = None) -> set[str]:
 
 def trials_counted(path: Path) -> int:
     """How many trials a snapshot of the router or of Tune's trial generator counts (0 while it is written)."""
-    try:
-        state = pickle.loads(path.read_bytes())
+    try:  # the router's is JSON, the generator's a pickle
+        state = json.loads(path.read_bytes()) if path.name.startswith("searcher-state-") else pickle.loads(
+            path.read_bytes())
     except Exception:  # cut, or being written
         return 0
     return state["counter"] if "counter" in state else len(state["variant_of"])
