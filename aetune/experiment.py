@@ -136,10 +136,12 @@ def _check_not_less(new: Summary, experiment_dir: str) -> None:
     for name, was in old.variants.items():
         now = new.variants.get(name)
         ids = {r.get("trial_id") for r in now.trial_results} if now else set()
+        repeats = {r.get("trial_id") for r in now.repeats} if now else set()
         lost = ("record" if now is None else
                 f"trials ({now.trials} of {was.trials})" if now.trials < was.trials else
                 next((f"trial {r.get('trial_id')}" for r in was.trial_results if r.get("trial_id") not in ids), None)
-                or (f"its pick {was.trial_id}" if was.trial_id is not None and was.trial_id not in ids else None))
+                or (f"its pick {was.trial_id}" if was.trial_id is not None and was.trial_id not in ids else None)
+                or next((f"repeat {r.get('trial_id')}" for r in was.repeats if r.get("trial_id") not in repeats), None))
         if lost:
             raise UsageError(f"{join(experiment_dir, SUMMARY_FILE)} holds {name}'s {lost}, which this run lacks; "
                              "it is kept as it was (check the experiment's trial folders and optuna.db)")
@@ -170,11 +172,11 @@ def _null_as_nan(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def write_manifest(experiment_dir: str, space_text: str | None = None, created: str | None = None,
-                   study_storage: str | None = None) -> None:
+                   study_storage: str | None = None, data_root: str | None = None) -> None:
     """What made this experiment, beside its space: a later aetune reads it before it resumes anything. `space_text`:
     the saved space.yaml, whose digest --resume compares; `created`: the id of this creation, in its study names;
     `study_storage`: where its Optuna studies live when that is not in the folder (a password in the URL is not
-    written)."""
+    written); `data_root`: where its trials read the dataset, --resume's default."""
     document = {"aetune": __version__, "layout": LAYOUT}
     if space_text is not None:
         document["space_sha256"] = space_digest(space_text)
@@ -182,11 +184,13 @@ def write_manifest(experiment_dir: str, space_text: str | None = None, created: 
         document["created"] = created
     if study_storage:
         document["study_storage"] = without_password(study_storage)
+    if data_root:
+        document["data_root"] = data_root
     write_text(join(experiment_dir, MANIFEST_FILE), json.dumps(document, indent=2) + "\n")
 
 
 def read_manifest(experiment_dir: str) -> dict[str, Any]:
-    """The manifest ({} for an experiment of aetune 0.1.0, which wrote none); check_resumable vouched for it."""
+    """The manifest ({} for an experiment of aetune 0.1.0, which wrote none); check_layout vouched for it."""
     text = read_text(join(experiment_dir, MANIFEST_FILE))
     return json.loads(text) if text else {}
 
@@ -204,15 +208,26 @@ def without_password(url: str) -> str:
 
 def saved_study_storage(experiment_dir: str) -> str | None:
     """The study storage the experiment's manifest names (None: the default beside it, or an older manifest)."""
+    return _saved(experiment_dir, "study_storage")
+
+
+def saved_data_root(experiment_dir: str) -> str | None:
+    """Where the experiment's trials read their dataset (None: a manifest written before it was kept)."""
+    return _saved(experiment_dir, "data_root")
+
+
+def _saved(experiment_dir: str, key: str) -> str | None:
     try:
-        return read_manifest(experiment_dir).get("study_storage")
+        value = read_manifest(experiment_dir).get(key)
     except (ValueError, AttributeError):
         return None
+    return value if isinstance(value, str) else None
 
 
-def check_resumable(experiment_dir: str) -> None:
-    """Refuse to resume an experiment whose Ray and searcher snapshots name another package layout's modules:
-    unpickling them would fail half way, after Ray has started."""
+def check_layout(experiment_dir: str) -> None:
+    """Refuse to resume an experiment whose Ray and searcher snapshots name another package layout's modules
+    (unpickling them would fail half way, after Ray has started), or whose manifest is damaged or lacks the space
+    digest --resume compares."""
     text = read_text(join(experiment_dir, MANIFEST_FILE))
     if text is None:
         layout, made_by = 1, LAST_FLAT_RELEASE
@@ -220,8 +235,10 @@ def check_resumable(experiment_dir: str) -> None:
         try:
             manifest = json.loads(text)
             layout, made_by = manifest["layout"], f"aetune {manifest['aetune']}"
-            if not all(isinstance(manifest.get(k, ""), str) for k in ("space_sha256", "created")):
-                raise TypeError("space_sha256 and created are texts")
+            if not all(isinstance(manifest.get(k, ""), str) for k in ("space_sha256", "created", "data_root")):
+                raise TypeError("space_sha256, created and data_root are texts")
+            if layout == LAYOUT and "space_sha256" not in manifest:
+                raise KeyError("space_sha256")
         except (ValueError, KeyError, TypeError):
             raise UsageError(f"{join(experiment_dir, MANIFEST_FILE)} is damaged; restore it, or start a new "
                              "experiment with another --name") from None

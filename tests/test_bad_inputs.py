@@ -108,13 +108,14 @@ class Payload:
         return Path.touch, (Path(self.marker),)
 
 
-def experiment(ws: Path, summary: dict | None = None, space: str = SPACE) -> Path:
-    """runs/old: an experiment whose search ran (space.yaml, a trial folder), with summary.json when given."""
+def experiment(ws: Path, summary: dict | None = None, space: str = SPACE, **manifest: str | None) -> Path:
+    """runs/old: an experiment whose search ran (space.yaml, a trial folder), with summary.json when given;
+    `manifest`: what its experiment.json holds beyond its space's digest (data_root=...)."""
     root = ws / "runs" / "old"
     (root / "dense" / "trial_1").mkdir(parents=True)
     (root / "space.yaml").write_text(textwrap.dedent(space) if space == SPACE else space)
     (root / "dense" / "trial_1" / "result.json").write_text('{"epoch": 1}\n')
-    write_manifest(str(root))
+    write_manifest(str(root), (root / "space.yaml").read_text(), **manifest)
     if summary is not None:
         (root / "summary.json").write_text(json.dumps(summary))
     return root
@@ -279,9 +280,13 @@ CASES = [
          lambda ws: experiment(ws, space="bogus: 1\nvariants: {d: {model: dense}}\n")),
     Case("resume-data-moved", "aetune.search",
          ["--storage", "{ws}/runs", "--resume", "--name", "old", "--data-root", "{ws}/moved"],
-         "if the dataset moved, pass --data-root", experiment),
+         "if the dataset moved, pass --data-root", lambda ws: experiment(ws, data_root=str(DATA_ROOT))),
     Case("resume-data-moved-env", "aetune.search", ["--storage", "{ws}/runs", "--resume", "--name", "old"],
          "if the dataset moved, pass --data-root", experiment, env={"AETUNE_DATA": "{ws}/moved"}),
+    Case("resume-saved-data-root-moved", "aetune.search", ["--storage", "{ws}/runs", "--resume", "--name", "old"],
+         "cannot read mnist from {ws}/moved", lambda ws: experiment(ws, data_root=str(ws / "moved"))),
+    Case("resume-manifest-without-digest", "aetune.search", ["--storage", "{ws}/runs", "--resume", "--name", "old"],
+         "experiment.json is damaged", lambda ws: write_manifest(str(experiment(ws)))),
     # aetune.train: config files and flags
     Case("config-missing", "aetune.train", TRAIN + ["--config", "{ws}/nope.yaml"], "cannot read config"),
     Case("config-bad-yaml", "aetune.train", TRAIN + ["--config", "{ws}/c.yaml"], "cannot read config",

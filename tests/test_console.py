@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ray.tune.experiment import Trial
 
-from aetune.experiment import VARIANT_KEY
+from aetune.experiment import REPEAT_KEY, VARIANT_KEY
 from aetune.search.console import LiveStatus, hide_ray_resume_hint
 from aetune.search.searchers import EnumeratedSearch, RoutedSearch, VariantRouter
 from aetune.search.spaces import load_space
@@ -15,8 +15,9 @@ from aetune.search.spaces import load_space
 QUICK = Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml"
 
 
-def trial(variant: str, status: str, **result) -> Trial:
-    made = Trial("train_trial", config={VARIANT_KEY: variant}, stub=True)
+def trial(variant: str, status: str, repeat: int | None = None, **result) -> Trial:
+    config = {VARIANT_KEY: variant} if repeat is None else {VARIANT_KEY: variant, REPEAT_KEY: repeat}
+    made = Trial("train_trial", config=config, stub=True)
     made.set_status(status)
     if result:
         made.update_last_result(result)
@@ -54,16 +55,44 @@ def trials() -> list[Trial]:
 def test_the_view_counts_trials_per_variant_and_state_with_each_variants_own_objective(monkeypatch):
     view, _ = status(monkeypatch, tty=True)
     lines = view.frame(trials())
-    assert lines[0].startswith("[quick ") and "6/23 trials finished (1 stopped early, 1 errored), 2 running" in lines[0]
+    assert lines[0].startswith("[quick ") and "6/18 trials finished (1 stopped early, 1 errored), 0/24 repeats " \
+        "finished, 2 running" in lines[0]
+    assert lines[1].endswith("repeats  best so far (validation)")
     row = {line.split()[0]: line for line in lines[2:]}
     assert row["dense@code_size=8"].split()[1:6] == ["1", "1", "1", "0", "0"]  # done stopped running waiting errored
     assert row["dense@code_size=8"].endswith("val_bce 0.18")
-    assert row["sparse"].split()[1:6] == ["3", "0", "0", "1", "0"]  # the fourth sample not asked for yet
+    assert row["sparse"].split()[1:6] == ["3", "0", "0", "0", "0"]
     assert row["sparse"].endswith("front of 2: val_bce 0.19..0.2, code_l1 1.7..9")
     assert row["vae@code_size=2"].endswith("val_loss 190")  # its own objective, not val_bce
     assert row["conv"].split()[5] == "1"
     running = lines[lines.index("running") + 1:]
     assert len(running) == 2 and "epoch 3/4  val_bce 0.21" in running[0] and "epoch 1/4  val_loss 190" in running[1]
+
+
+def test_repeats_are_counted_apart_from_the_search_and_a_variant_ends_with_its_repeats(monkeypatch):
+    """quick.yaml: conv's search of 3 trials, then its pick repeated under 3 seeds."""
+    view, pipe = status(monkeypatch, tty=False)
+    search = [trial("conv", Trial.TERMINATED, epoch=4, val_bce=0.2, code_size=784) for _ in range(3)]
+    repeats = [trial("conv", Trial.TERMINATED, k, epoch=4, val_bce=0.1, code_size=784) for k in (1, 2)]
+    running = [trial("conv", Trial.RUNNING, 3, epoch=1, val_bce=0.4, code_size=784)]
+    every = search + repeats + running
+    count = view.counts(every)["conv"]
+    assert [count[s] for s in ("done", "running", "waiting", "repeats", "repeats_running")] == [3, 0, 0, 2, 1]
+    assert "3/18 trials finished (0 stopped early, 0 errored), 2/24 repeats finished, 1 running" in view.headline(every)
+    assert view.best("conv", every) == "front of 1: val_bce 0.2, code_size 784"  # the repeats' 0.1 is not the search's
+    view._announce_finished(every)
+    assert "conv finished" not in pipe.getvalue()  # its third repeat runs
+    running[0].set_status(Trial.TERMINATED)
+    view._announce_finished(every)
+    assert "conv finished: 3 done, 0 stopped early, 0 errored, 3 repeats" in pipe.getvalue()
+
+
+def test_the_best_so_far_names_the_split_it_is_on(monkeypatch):
+    view = LiveStatus(load_space(QUICK, models=False), "quick",
+                      splits={"conv": {"val_from": "test"}, "sparse": {"val_from": "train"}})
+    rows = {line.split()[0]: line for line in view.frame(trials())[2:]}
+    assert view.frame(trials())[1].endswith("repeats  best so far")
+    assert rows["sparse"].endswith("(validation)") and rows["conv"].endswith("(test)")
 
 
 def test_on_a_terminal_the_view_is_redrawn_in_place(monkeypatch):
@@ -80,12 +109,13 @@ def test_elsewhere_the_view_is_plain_lines_one_per_finished_variant(monkeypatch)
     view._last -= 60  # a period has passed
     every = trials() + [trial("conv", Trial.ERROR), trial("conv", Trial.TERMINATED, epoch=4, val_bce=0.1,
                                                              code_size=784)]  # conv's budget of 3 is spent
+    every += [trial("conv", Trial.TERMINATED, k, epoch=4, val_bce=0.1, code_size=784) for k in (1, 2, 3)]
     view.on_step_end(1, every)
     view.on_step_end(2, every)  # no new variant finished, the period not over: nothing printed
     lines = pipe.getvalue().splitlines()
     assert "\x1b" not in pipe.getvalue()
-    assert len(lines) == 2 and "conv finished: 1 done, 0 stopped early, 2 errored; front of 1" in lines[0]
-    assert "8/23 trials finished" in lines[1] and "epoch 3/4  val_bce 0.21" in lines[1]
+    assert len(lines) == 2 and "conv finished: 1 done, 0 stopped early, 2 errored, 3 repeats; front of 1" in lines[0]
+    assert "8/18 trials finished" in lines[1] and "epoch 3/4  val_bce 0.21" in lines[1]
 
 
 def test_a_trials_error_reaches_the_console_with_its_error_file(monkeypatch, tmp_path):

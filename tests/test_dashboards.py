@@ -11,6 +11,7 @@ from tensorboard.plugins.hparams import metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from aetune.config import TrialConfig
+from aetune.experiment import read_manifest
 from aetune.models import build_model
 from aetune.search.spaces import load_space
 from aetune.train.logger import CODE_NUMBERS, TrialLogger
@@ -59,13 +60,15 @@ def test_every_study_names_its_objectives_variant_sweep_value_and_space_file(sea
     """What optuna-dashboard reads: the metric names it labels the objectives with, and the user attributes."""
     storage = f"sqlite:///{searched / 'optuna.db'}"
     space = load_space(searched / "space.yaml", models=False)
-    studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    studies = {s.user_attrs["variant"]: s for s in optuna.get_all_study_summaries(storage)}
     assert set(studies) == {v.name for v in space.runs()}
+    prefix = f"small/{read_manifest(str(searched))['created']}/"  # one experiment's studies, named after it
+    assert {s.study_name for s in studies.values()} == {prefix + v.name for v in space.runs()}
     for variant in space.runs():
-        study = optuna.load_study(study_name=variant.name, storage=storage)
+        study = optuna.load_study(study_name=studies[variant.name].study_name, storage=storage)
         assert study.metric_names == list(space.search(variant).metric)
         attrs = study.user_attrs
         assert attrs["variant"] == variant.name and attrs["base_variant"] == (variant.base or variant.name)
         assert attrs["sweep"] == variant.swept and attrs["space_file"] == str(searched / "space.yaml")
-    assert optuna.load_study(study_name="dense@code_size=8", storage=storage).user_attrs["sweep"] == {"code_size": 8}
-    assert optuna.load_study(study_name="sparse", storage=storage).metric_names == ["val_bce", "code_l1"]
+    assert studies["dense@code_size=8"].user_attrs["sweep"] == {"code_size": 8}
+    assert optuna.load_study(study_name=prefix + "sparse", storage=storage).metric_names == ["val_bce", "code_l1"]

@@ -134,3 +134,15 @@ def test_hook_experiment_state_layout(searched: Path):
     assert trials and all(isinstance(t, Trial) and t.config.get(VARIANT_KEY) for t in trials.values()), moved(
         "Trial.from_json_state(state, stub=True)", "searchers.restored_trials")
     assert {t.status for t in trials.values()} <= {Trial.TERMINATED, Trial.ERROR}
+
+
+# --- Tuner internals (tuner.make_tuner, set_console) --------------------------------------------------------------
+
+def test_hook_tuner_search_alg(tmp_path):
+    from ray import tune
+
+    generator = RoutedSearch(VariantRouter({"a": EnumeratedSearch([{"lr": 0.1}])}, {"a": 1}, {}))
+    tuner = tune.Tuner(lambda config: None, tune_config=tune.TuneConfig(search_alg=generator),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path)))
+    assert ray_compat.search_alg_of(tuner) is generator, moved("Tuner._local_tuner._tune_config.search_alg",
+                                                               "tuner.make_tuner (binding a restored run's studies)")

@@ -24,7 +24,8 @@ from aetune.errors import UsageError
 from aetune.experiment import Summary
 from aetune.search import lock
 from aetune.search.resumable import no_restart
-from aetune.search.searchers import SnapshotUnpickler
+from aetune.search.searchers import make_router, read_snapshot
+from aetune.search.spaces import load_space
 
 TINY = """\
     name: tiny
@@ -93,9 +94,28 @@ def move_the_study(experiment: Path) -> None:
     (experiment / "optuna.db").rename(experiment.parent / "optuna.db.moved")
 
 
+def popen(marker: Path) -> bytes:
+    """A protocol-4 pickle naming subprocess.Popen by a dotted name under an importable module."""
+    def text(value: str) -> bytes:
+        return pickle.SHORT_BINUNICODE + bytes([len(value)]) + value.encode()
+    return (b"\x80\x04" + text("numpy.distutils.exec_command") + text("subprocess.Popen") + pickle.STACK_GLOBAL
+            + pickle.EMPTY_LIST + pickle.MARK + text("touch") + text(str(marker)) + pickle.APPENDS + pickle.TUPLE1
+            + pickle.REDUCE + pickle.STOP)
+
+
+def memmap(target: Path) -> bytes:
+    """A pickle that builds numpy.memmap(target, mode="w+"): the file truncated to one byte."""
+    import numpy
+
+    class Truncate:
+        def __reduce__(self):
+            return numpy.memmap, (str(target), numpy.uint8, "w+", 0, (1,))
+    return pickle.dumps(Truncate())
+
+
 def plant_code(experiment: Path) -> None:
     for path in experiment.glob("searcher-state-*.pkl"):
-        path.write_bytes(pickle.dumps({"searchers": Payload(experiment.parent / "ran")}))
+        path.write_bytes(popen(experiment.parent / "ran"))
 
 
 DAMAGES = {
@@ -106,7 +126,8 @@ DAMAGES = {
     "trial-folder-deleted": (delete_a_trial, "is missing (terminated in Ray's snapshot)"),
     "study-storage-moved": (move_the_study, "optuna.db is gone"),
     "tuner-pkl-deleted": (lambda e: (e / "tuner.pkl").unlink(), "tuner.pkl is missing"),
-    "searcher-snapshot-runs-code": (plant_code, "is not a searcher snapshot aetune wrote (it names posix.system"),
+    "tuner-pkl-cut": (cut("tuner.pkl"), "tuner.pkl is damaged (cut short)"),
+    "searcher-snapshot-runs-code": (plant_code, "is a pickle, as an earlier aetune wrote its searcher snapshots"),
 }
 
 
@@ -131,12 +152,16 @@ def normalised(summary: dict) -> dict:
 
 
 def test_a_finished_experiment_resumes_to_the_same_summary_and_study(finished, tmp_path):
+    """A copy, resumed with no dataset at $AETUNE_DATA: it reads the data root its experiment.json names, and
+    writes to its own optuna.db, not to the original's that tuner.pkl names."""
     experiment = copy(finished, tmp_path)
     summary, study = (experiment / "summary.json").read_text(), digests(experiment)["optuna.db"]
-    run = resume(experiment)
+    run = subprocess.run([*SEARCH, "--storage", str(experiment.parent), "--name", experiment.name, "--resume",
+                          "--quiet"], capture_output=True, text=True, cwd=REPO,
+                         env=search_env(AETUNE_DATA=str(tmp_path / "nowhere")), timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert normalised(json.loads((experiment / "summary.json").read_text())) == normalised(json.loads(summary))
-    assert digests(experiment)["optuna.db"] == study
+    assert digests(experiment)["optuna.db"] == study and digests(finished)["optuna.db"] == study
     assert not (experiment / lock.LOCK_FILE).exists()
 
 
@@ -153,6 +178,12 @@ def test_summary_json_is_never_rewritten_to_hold_less(finished, tmp_path):
         summary.write(str(experiment))
     assert (experiment / "summary.json").read_bytes() == before
     Summary.read(experiment).write(str(experiment))  # the same record: written
+    summary = Summary.read(experiment)
+    summary.variants["dense"].repeats = [{"trial_id": "r1", "seed": 1, "metrics": {}}]
+    summary.write(str(experiment))  # more: written
+    summary.variants["dense"].repeats = []
+    with pytest.raises(UsageError, match="holds dense's repeat r1"):
+        summary.write(str(experiment))
 
 
 def test_studies_carry_the_experiments_name_and_another_of_that_name_is_refused(finished, tmp_path):
@@ -170,14 +201,63 @@ def test_studies_carry_the_experiments_name_and_another_of_that_name_is_refused(
     assert not (tmp_path / "other").exists()
 
 
-def test_the_searcher_snapshot_loader_refuses_code_and_reads_a_real_snapshot(finished, tmp_path):
-    real = next(finished.glob("searcher-state-*.pkl"))
-    assert set(SnapshotUnpickler(real.open("rb")).load()) >= {"searchers", "budgets", "variant_of"}
-    evil = tmp_path / "evil.pkl"
-    evil.write_bytes(pickle.dumps(Payload(tmp_path / "ran")))
-    with pytest.raises(pickle.UnpicklingError, match="posix.system"):
-        SnapshotUnpickler(evil.open("rb")).load()
-    assert not (tmp_path / "ran").exists()
+def test_the_searcher_snapshot_is_data_and_a_pickle_in_its_place_runs_nothing(finished, tmp_path):
+    real = next(finished.glob("searcher-state-*.pkl"))  # Ray's file name; aetune's JSON
+    assert set(read_snapshot(real)["variant_of"].values()) == {"dense"}
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"kept")
+    for name, payload in {"popen": popen(tmp_path / "ran"), "memmap": memmap(victim),
+                          "system": pickle.dumps(Payload(tmp_path / "ran"))}.items():
+        (tmp_path / name).write_bytes(payload)
+        with pytest.raises(ValueError):
+            read_snapshot(tmp_path / name)
+    assert not (tmp_path / "ran").exists() and victim.read_bytes() == b"kept"
+
+
+def test_a_resumed_router_writes_to_the_study_storage_resume_checked_not_the_pickled_one(tmp_path):
+    """tuner.pkl pickles the router with its studies' storage (an absolute path); a copy of the experiment resumed
+    must write to its own optuna.db."""
+    import ray.cloudpickle as cloudpickle
+
+    space = load_space(write_space(tmp_path / "tiny.yaml", TINY), models=False)
+    original, moved = tmp_path / "original.db", tmp_path / "copy.db"
+    generator = make_router(space, f"sqlite:///{original}", {}, "tiny/c0ffee/")
+    router = generator.searcher
+    router.suggest("t1")
+    router.save(str(tmp_path / "searcher-state-x.pkl"))
+    pickled = cloudpickle.dumps(generator)  # as tuner.pkl holds it
+    shutil.copy(original, moved)
+    before = hashlib.sha256(original.read_bytes()).hexdigest()
+    restored = cloudpickle.loads(pickled).searcher
+    restored.bind(f"sqlite:///{moved}")
+    restored.restore(str(tmp_path / "searcher-state-x.pkl"))
+    assert restored.variant_of == {"t1": "dense"} and set(restored.searchers["dense"]._ot_trials) == {"t1"}
+    restored.on_trial_complete("t1", {"val_bce": 0.1, "epoch": 1})
+    restored.suggest("t2")
+    assert hashlib.sha256(original.read_bytes()).hexdigest() == before
+    trials = optuna.load_study(study_name="tiny/c0ffee/dense", storage=f"sqlite:///{moved}").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+
+
+def test_a_new_experiment_writes_its_manifest_before_its_space(tmp_path, monkeypatch):
+    """A driver stopped between the two writes never leaves a space.yaml (the experiment's marker) without the
+    experiment.json --resume checks it against."""
+    import aetune.experiment
+    from aetune.search import tuner
+
+    written, write_text = [], aetune.experiment.write_text
+
+    def recorded(location: str, text: str, exclusive: bool = False) -> str:
+        written.append(Path(location).name)
+        return write_text(location, text, exclusive)
+    monkeypatch.setattr(aetune.experiment, "write_text", recorded)
+    monkeypatch.setattr(tuner, "write_text", recorded)
+    space = load_space(write_space(tmp_path / "tiny.yaml", TINY), models=False)
+    made = tuner.Experiment(space, "tiny", str(tmp_path / "runs"), "/the/data", None)
+    made.create()
+    assert written == ["experiment.json", "space.yaml"]
+    manifest = json.loads((tmp_path / "runs" / "tiny" / "experiment.json").read_text())
+    assert manifest["data_root"] == "/the/data" and manifest["created"] == made.created
 
 
 def test_rays_restart_fallback_is_an_error():

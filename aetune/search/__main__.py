@@ -10,7 +10,7 @@ import yaml
 
 from aetune import yamlfile
 from aetune.errors import UsageError, cli, exit_now, first_line
-from aetune.experiment import SPACE_FILE, check_resumable, saved_study_storage
+from aetune.experiment import SPACE_FILE, check_layout, saved_data_root, saved_study_storage
 from aetune.search import lock, preflight
 from aetune.search.ray_compat import warn_untested
 from aetune.search.spaces import SearchSpace, load_space, parse_space
@@ -89,7 +89,7 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
                              "drop --space, --variants and the override flags")
         location = join(args.storage, args.name, SPACE_FILE)
         space = _saved_space(args.storage, args.name)
-        check_resumable(join(args.storage if is_uri(args.storage) else os.path.expanduser(args.storage), args.name))
+        check_layout(join(_expanded(args.storage), args.name))
         return space, args.name, location
     default = DEFAULT_SPACE if DEFAULT_SPACE.is_file() or not BUNDLED_SPACE.is_file() else BUNDLED_SPACE
     source = str(args.space or default)
@@ -114,16 +114,22 @@ def study_url(args: argparse.Namespace, space: SearchSpace, storage: str, name: 
         url = args.study_storage
         return url if "://" in url else str(Path(url).expanduser().resolve())  # a journal file, made absolute
     if args.resume and saved_study_storage(join(storage, name)):
-        return saved_study_storage(join(storage, name))  # the restored searchers keep their own; this is shown
+        return saved_study_storage(join(storage, name))  # the restored studies are bound to it (tuner.make_tuner)
     if is_uri(storage):
         raise UsageError(f"--storage {storage} is a bucket, where Optuna cannot keep a study; pass --study-storage "
                          "with an RDB URL (e.g. postgresql://...) or a journal file on a shared filesystem")
-    return f"sqlite:///{Path(storage) / name / 'optuna.db'}"  # tuner.default_study_url
+    from aetune.search.tuner import default_study_url
+
+    return default_study_url(join(storage, name))
+
+
+def _expanded(storage: str) -> str:
+    return storage if is_uri(storage) else os.path.expanduser(storage)
 
 
 def _saved_space(storage: str, name: str) -> SearchSpace:
     """STORAGE/NAME/space.yaml, read through the same reader as the rest of the experiment (folders and buckets)."""
-    storage = storage if is_uri(storage) else os.path.expanduser(storage)
+    storage = _expanded(storage)
     location = join(storage, name, SPACE_FILE)
     try:
         text = read_text(location)
@@ -172,7 +178,8 @@ def _checked_input(space: SearchSpace, source: str, args: argparse.Namespace) ->
     space.check_models(source)
     from aetune.train.data import resolve_data_root
 
-    data_root = resolve_data_root(args.data_root)
+    saved = saved_data_root(join(_expanded(args.storage), args.name)) if args.resume else None
+    data_root = resolve_data_root(args.data_root or saved)  # a given --data-root wins over the experiment's own
     return data_root, _splits(space, data_root, args.resume)
 
 

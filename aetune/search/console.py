@@ -1,7 +1,8 @@
 """The search's console: one compact status view of the whole experiment, in place of Ray Tune's per-trial output.
 
 On a terminal the view is redrawn in place every second: trials per variant and state, the running trials with
-their epoch and their variant's own objective(s), the best so far per variant. Anywhere else (CI, nohup, SLURM
+their epoch and their variant's own objective(s), the best so far per variant (its search trials', on the split
+it selects on). Repeats of a pick (`repeats: K`) are counted apart from the search's budget. Anywhere else (CI, nohup, SLURM
 logs) it is plain lines: the counts every while, and one line as each variant finishes. Trial errors are always
 printed, with the path of their error file. Per-trial detail lives in the files, TensorBoard and optuna-dashboard.
 """
@@ -19,8 +20,9 @@ from typing import TextIO
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from aetune.experiment import VARIANT_KEY
+from aetune.experiment import REPEAT_KEY, VARIANT_KEY
 from aetune.pareto import front
+from aetune.search.picks import selected_on
 from aetune.search.spaces import SearchSpace
 
 STATES = ("done", "stopped", "running", "waiting", "errored")  # the columns of the view, in order
@@ -30,10 +32,12 @@ SHOWN_RUNNING = 12  # running trials listed on a terminal; the rest are counted
 class LiveStatus(Callback):
     """A Tune callback that draws the status view on stderr (the pick table that follows goes to stdout)."""
 
-    def __init__(self, space: SearchSpace, name: str, view: bool = True):
+    def __init__(self, space: SearchSpace, name: str, view: bool = True, splits: dict[str, dict] | None = None):
         self.name, self.epochs, self.view = name, space.epochs, view  # view=False: the trials' errors only
         self.objectives = {v.name: (space.search(v).metric, space.search(v).mode) for v in space.runs()}
         self.budgets = {v.name: space.trial_count(v) for v in space.runs()}
+        self.repeats = {v.name: space.search(v).repeats for v in space.runs()}  # K per variant
+        self.selected_on = {v.name: selected_on(space.search(v), (splits or {}).get(v.name, {})) for v in space.runs()}
         self._reset()
 
     def _reset(self) -> None:
@@ -90,16 +94,26 @@ class LiveStatus(Callback):
     # --- what is shown ------------------------------------------------------------------------------------------
 
     def counts(self, trials: list[Trial]) -> dict[str, Counter]:
-        """Per variant: trials done (all epochs), stopped early (ASHA), running, waiting (pending, paused or
-        not yet asked for) and errored."""
+        """Per variant, its search trials: done (all epochs), stopped early (ASHA), running, waiting (pending,
+        paused or not yet asked for) and errored; and its repeats (`repeats` ended, `repeats_running`)."""
         counts = {name: Counter() for name in self.budgets}
         for trial in trials:
             name = trial.config.get(VARIANT_KEY)
-            if name in counts:
-                counts[name][self.state(trial)] += 1
+            if name not in counts:
+                continue
+            state = self.state(trial)
+            if REPEAT_KEY in trial.config:
+                counts[name]["repeats" if state in ("done", "stopped", "errored") else "repeats_running"] += 1
+            else:
+                counts[name][state] += 1
         for name, count in counts.items():
-            count["waiting"] += max(0, self.budgets[name] - sum(count.values()))
+            count["waiting"] += max(0, self.budgets[name] - sum(count[s] for s in STATES))
         return counts
+
+    def repeats_due(self, name: str, count: Counter) -> int:
+        """The variant's repeats to run: none once its search ended without a trial to pick."""
+        searching = count["running"] or count["waiting"]
+        return self.repeats[name] if searching or count["done"] or count["stopped"] else 0
 
     def state(self, trial: Trial) -> str:
         if trial.status == Trial.TERMINATED:
@@ -107,10 +121,12 @@ class LiveStatus(Callback):
         return {Trial.RUNNING: "running", Trial.ERROR: "errored"}.get(trial.status, "waiting")
 
     def best(self, name: str, trials: list[Trial]) -> str:
-        """The variant's best objective so far (its trials' latest results); a front's size and its ends."""
+        """The variant's best objective so far (its search trials' latest results, not its repeats': those are the
+        pick's config again); a front's size and its ends."""
         metrics, modes = self.objectives[name]
         points = [[r.get(m, math.nan) for m in metrics] for r in
-                  (t.last_result for t in trials if t.config.get(VARIANT_KEY) == name and t.last_result)]
+                  (t.last_result for t in trials if t.config.get(VARIANT_KEY) == name and REPEAT_KEY not in t.config
+                   and t.last_result)]
         points = [p for p in points if all(isinstance(x, (int, float)) and math.isfinite(x) for x in p)]
         if not points:
             return "-"
@@ -123,13 +139,15 @@ class LiveStatus(Callback):
         return f"front of {len(members)}: {ends}"
 
     def headline(self, trials: list[Trial]) -> str:
-        total = Counter()
-        for count in self.counts(trials).values():
+        total, due = Counter(), 0
+        for name, count in self.counts(trials).items():
             total.update(count)
+            due += self.repeats_due(name, count)
         finished = total["done"] + total["stopped"] + total["errored"]
+        repeats = f", {total['repeats']}/{due} repeats finished" if any(self.repeats.values()) else ""
         return (f"[{self.name} {clock(time.monotonic() - self._start)}] {finished}/{sum(self.budgets.values())} "
-                f"trials finished ({total['stopped']} stopped early, {total['errored']} errored), "
-                f"{total['running']} running")
+                f"trials finished ({total['stopped']} stopped early, {total['errored']} errored){repeats}, "
+                f"{total['running'] + total['repeats_running']} running")
 
     def running(self, trials: list[Trial]) -> list[tuple[Trial, str]]:
         """Each running trial with its epoch and its variant's objective(s) at that epoch."""
@@ -153,11 +171,15 @@ class LiveStatus(Callback):
     def frame(self, trials: list[Trial]) -> list[str]:
         """The terminal view."""
         width = max(len("variant"), *map(len, self.budgets))
+        splits = set(self.selected_on.values())
+        best = f"best so far ({splits.pop()})" if len(splits) == 1 else "best so far"
         lines = [self.headline(trials),
-                 f"{'variant':<{width}}  " + " ".join(f"{s:>7}" for s in STATES) + "  best so far (validation)"]
+                 f"{'variant':<{width}}  " + " ".join(f"{s:>7}" for s in (*STATES, "repeats")) + f"  {best}"]
         for name, count in self.counts(trials).items():
+            repeats = f"{count['repeats']}/{self.repeats_due(name, count)}" if self.repeats[name] else "-"
+            on = f" ({self.selected_on[name]})" if best == "best so far" else ""
             lines.append(f"{name:<{width}}  " + " ".join(f"{count[s]:>7}" for s in STATES) +
-                         f"  {self.best(name, trials)}")
+                         f" {repeats:>7}  {self.best(name, trials)}{on}")
         running = self.running(trials)
         if running:
             lines.append("running")
@@ -197,12 +219,15 @@ class LiveStatus(Callback):
 
     def _announce_finished(self, trials: list[Trial]) -> None:
         for name, count in self.counts(trials).items():
-            if name not in self._finished and not count["running"] and not count["waiting"]:
-                self._finished.add(name)
-                best = self.best(name, trials)
-                self._line(f"[{self.name} {clock(time.monotonic() - self._start)}] {name} finished: "
-                           f"{count['done']} done, {count['stopped']} stopped early, {count['errored']} errored; "
-                           + (best if best.startswith("front") else f"best {best}"))
+            if (name in self._finished or count["running"] or count["waiting"] or count["repeats_running"]
+                    or count["repeats"] < self.repeats_due(name, count)):
+                continue
+            self._finished.add(name)
+            best = self.best(name, trials)
+            repeats = f", {count['repeats']} repeats" if self.repeats[name] else ""
+            self._line(f"[{self.name} {clock(time.monotonic() - self._start)}] {name} finished: "
+                       f"{count['done']} done, {count['stopped']} stopped early, {count['errored']} errored{repeats}; "
+                       + (best if best.startswith("front") else f"best {best}") + f" ({self.selected_on[name]})")
 
 
 def clock(seconds: float) -> str:

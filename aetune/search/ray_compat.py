@@ -13,6 +13,7 @@ Private hooks (where aetune uses them):
 - Tune's experiment-state file: TuneController.CKPT_FILE_TMPL, its "trial_data" list of (trial JSON state,
   run metadata) pairs read by Trial.from_json_state (searchers.restored_trials)
 - ray.tune.Tuner._local_tuner.get_run_config(): the run config a restored Tuner fits with (tuner.set_console)
+- ray.tune.Tuner._local_tuner._tune_config.search_alg: the searcher a restored Tuner fits with (tuner.make_tuner)
 - optuna: FrozenTrial._trial_id, Study._storage (searchers.PrunedOptunaSearch.adopt, fail_orphans)
 PyTorch: none (TensorBoard's writer and hparams summary are public), so torch keeps a lower bound only.
 """
@@ -55,3 +56,9 @@ def run_config_of(tuner):
     """The RunConfig a Tuner will fit with; Tuner.restore takes none, and this driver's console (tuner.set_console)
     must not be the one of the run that saved it."""
     return tuner._local_tuner.get_run_config()
+
+
+def search_alg_of(tuner):
+    """The search algorithm a restored Tuner will fit with (unpickled from tuner.pkl): its studies are bound to the
+    storage --resume checked before Tune restores it."""
+    return tuner._local_tuner._tune_config.search_alg

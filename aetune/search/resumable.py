@@ -2,7 +2,7 @@
 experiment exactly as it was made or is refused in one line with nothing written.
 
 --resume: the space is the one the experiment was made with (its digest in experiment.json); every snapshot file
-reads back whole (or its backup does) and the searcher's names nothing but searcher state; the study storage is
+reads back whole (or its backup does) and the searcher's is aetune's JSON snapshot; the study storage is
 there and holds the experiment's studies; every trial the snapshot names as started is on disk. A new experiment:
 its name is free, and the study storage holds no study of another experiment of that name. Last, Ray's own fallback
 ("Failed to restore the run state ... Restarting experiment", a new run over the old record) is made an error.
@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import pickle
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
 from aetune.errors import UsageError, first_line
 from aetune.experiment import SPACE_FILE, VARIANT_KEY, read_manifest, space_digest
-from aetune.search.resume import BACKUP, SNAPSHOT_FILES, _whole
-from aetune.search.searchers import check_snapshot, study_prefix
+from aetune.search.resume import BACKUP, SNAPSHOT_FILES, whole
+from aetune.search.searchers import read_snapshot, study_prefix
 from aetune.storage import join, read_text
 
 TUNER_FILE = "tuner.pkl"
@@ -61,20 +60,28 @@ def _snapshots(root: Path) -> dict | None:
     if not (root / TUNER_FILE).is_file():
         raise NotResumable(f"{root / TUNER_FILE} is missing: Ray cannot restore the search without it; put it back "
                            "(nothing else replaces it), or start a new experiment with another --name")
+    if not whole(root / TUNER_FILE):
+        raise NotResumable(f"{root / TUNER_FILE} is damaged (cut short): Ray cannot restore the search without it; "
+                           "put a whole copy back (nothing else replaces it), or start a new experiment with another "
+                           "--name")
     readable = {}
     for path in files:
-        usable = path if _whole(path) else path.with_name(path.name + BACKUP)
-        if not _whole(usable):
+        if path.name.startswith("searcher-state-") and path.read_bytes()[:1] == b"\x80":
+            raise NotResumable(f"{path} is a pickle, as an earlier aetune wrote its searcher snapshots; this one reads "
+                               "them only as data and does not load it (README \"Security\"): finish the search with "
+                               "the aetune that made it, or start a new experiment with another --name")
+        usable = path if whole(path) else path.with_name(path.name + BACKUP)
+        if not whole(usable):
             raise NotResumable(f"{path} is damaged and has no whole backup ({path.name}{BACKUP}); put a copy back, "
                                "or start a new experiment with another --name")
         readable[path.name] = usable
     for name, usable in readable.items():
         if name.startswith("searcher-state-"):
             try:
-                check_snapshot(usable)
-            except (pickle.UnpicklingError, ValueError, EOFError, TypeError) as err:
+                read_snapshot(usable)
+            except (ValueError, TypeError, KeyError) as err:
                 raise NotResumable(f"{root / name} is not a searcher snapshot aetune wrote ({first_line(err)}); "
-                                   "it is not loaded: put back a trusted copy, or start a new experiment") from None
+                                   "put back a trusted copy, or start a new experiment") from None
     states = sorted(n for n in readable if n.startswith("experiment_state-"))
     if not states:
         raise NotResumable(f"{root} has no experiment_state-*.json: Ray's record of its trials is gone; put it back, "

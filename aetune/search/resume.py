@@ -60,18 +60,18 @@ def restore_cut_snapshot(experiment_dir: Path) -> list[str]:
     replaced = []
     for backup in sorted(experiment_dir.glob(f"*{BACKUP}")):
         target = backup.with_suffix("")
-        if not _whole(target) and _whole(backup):
+        if not whole(target) and whole(backup):
             write_bytes(str(target), backup.read_bytes())
             replaced.append(target.name)
     return replaced
 
 
-def _whole(path: Path) -> bool:
-    """Reads back whole: the experiment state, JSON that parses; the others (pickles, search_gen_state-*.json
-    too), a pickle that ends in its STOP opcode (loading the searcher's would open the study)."""
+def whole(path: Path) -> bool:
+    """Reads back whole: the experiment state and the searcher's snapshot (aetune's, data), JSON that parses; the
+    generator's (search_gen_state-*.json, Ray's pickle), one that ends in pickle's STOP opcode."""
     try:
         data = path.read_bytes()
-        if path.name.startswith("experiment_state-"):
+        if path.name.startswith(("experiment_state-", "searcher-state-")):
             json.loads(data)
             return True
         return data.endswith(b".")

@@ -7,9 +7,9 @@ import json
 import logging
 import math
 import os
-import pickle
 import warnings
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from ray.tune.search.optuna import OptunaSearch
 from aetune.errors import UsageError, first_line
 from aetune.experiment import REPEAT_KEY, VARIANT_KEY
 from aetune.search.domains import OptunaSampler, enumerated_configs
-from aetune.search.repeats import Repeats, make_repeats
+from aetune.search.repeats import Repeats, Told, make_repeats
 from aetune.search.spaces import SearchSpace, Variant
 
 STATES = optuna.trial.TrialState
@@ -79,14 +79,32 @@ class PrunedOptunaSearch(OptunaSearch):
 
     def adopt(self, trial_id: str, config: dict) -> None:
         """A trial Tune restored that the searcher's snapshot missed: its study trial, found by its Ray trial id."""
-        for frozen in self._ot_study.get_trials(deepcopy=False):
-            if frozen.user_attrs.get("ray_trial_id") == trial_id:
-                self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
-                if frozen.state.is_finished():
-                    self._completed_trials.add(trial_id)
-                return
-        log.warning("aetune: study %s has no trial for Ray trial %s; its results will not reach the study",
-                    self._ot_study.study_name, trial_id)
+        self._attach([trial_id])
+
+    def rebuild(self, trial_ids: list[str]) -> None:
+        """Its Ray trials' study trials, read from the study: a searcher snapshot holds none of Optuna's state."""
+        self._ot_trials, self._completed_trials = {}, set()
+        self._attach(trial_ids)
+
+    def bind(self, storage: optuna.storages.BaseStorage) -> None:
+        """Use the variant's study in `storage`, the one --resume checked: the study a restored Tuner's pickle names
+        may be another copy (an absolute path). Its sampler draws anew (from the OS), not the Tuner's first draws."""
+        self._storage = storage
+        self._ot_study = optuna.load_study(study_name=self._ot_study.study_name, storage=storage,
+                                           sampler=self._sampler, pruner=self._ot_study.pruner)
+        self._sampler.reseed_rng()
+
+    def _attach(self, trial_ids: list[str]) -> None:
+        by_ray_id = {t.user_attrs.get("ray_trial_id"): t for t in self._ot_study.get_trials(deepcopy=False)}
+        for trial_id in trial_ids:
+            frozen = by_ray_id.get(trial_id)
+            if frozen is None:
+                log.warning("aetune: study %s has no trial for Ray trial %s; its results will not reach the study",
+                            self._ot_study.study_name, trial_id)
+                continue
+            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
+            if frozen.state.is_finished():
+                self._completed_trials.add(trial_id)
 
     def fail_orphans(self) -> None:
         """After a crash the storage may hold trials asked after the last snapshot: no Ray trial will ever finish
@@ -153,6 +171,9 @@ class EnumeratedSearch(Searcher):
             log.warning("aetune: Ray trial %s has none of the configs left to hand out; one may run twice", trial_id)
         else:
             self.handed[trial_id] = index
+
+    def rebuild(self, handed: dict[str, int]) -> None:
+        self.handed = dict(handed)
 
     def _free(self):
         taken = set(self.handed.values())
@@ -264,19 +285,30 @@ class VariantRouter(Searcher):
             self.repeats.on_repeat_complete(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+        """The router's state as JSON (Ray's file name, searcher-state-*.pkl, notwithstanding): its counts, which
+        variant each trial is of, the enumerated configs handed out, the repeats. The studies are in their storage."""
+        with open(checkpoint_path, "w") as f:
+            json.dump(snapshot_of(self), f)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(SnapshotUnpickler(f).load())
-        self.__dict__.pop("asked", None)  # an earlier aetune kept the counts the property now derives
-        self.__dict__.setdefault("repeats", Repeats({}, {}, 0))  # one saved before repeats existed: none
+        state = read_snapshot(Path(checkpoint_path))
+        if set(state["budgets"]) != set(self.searchers):
+            raise ValueError(f"{checkpoint_path} names the variants {sorted(state['budgets'])}, not the space's")
+        self.budgets, self.done, self.variant_of = state["budgets"], state["done"], state["variant_of"]
+        self.repeats.counts, self.repeats.told = state["repeats"]["counts"], state["repeats"]["told"]
+        self.repeats.handed, self.repeats.finished = state["repeats"]["handed"], state["repeats"]["finished"]
         for name, searcher in self.searchers.items():
-            handed_out = searcher.__dict__.pop("handed_out", None)
-            if handed_out is not None:  # an EnumeratedSearch of an earlier aetune counted the configs it handed out
-                asked = [trial_id for trial_id, variant in self.variant_of.items() if variant == name]
-                searcher.handed = dict(zip(asked, range(handed_out)))
+            if isinstance(searcher, EnumeratedSearch):
+                searcher.rebuild(state["handed"].get(name, {}))
+            else:
+                searcher.rebuild([trial_id for trial_id, variant in self.variant_of.items() if variant == name])
+
+    def bind(self, storage_url: str) -> None:
+        """Every study in the storage --resume checked (PrunedOptunaSearch.bind); before Tune restores the router."""
+        storage = open_study_storage(storage_url)
+        for searcher in self.searchers.values():
+            if isinstance(searcher, PrunedOptunaSearch):
+                searcher.bind(storage)
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
         super().restore_from_dir(checkpoint_dir)  # the newest searcher snapshot in the folder
@@ -306,66 +338,60 @@ class VariantRouter(Searcher):
                 searcher.fail_orphans()
 
 
-# What a searcher snapshot may name: classes of these packages, these functions (NumPy's array and random state
-# rebuilders, copyreg's object rebuilder) and the functions of Optuna's samplers (TPE's gamma and weights). A pickle
-# naming anything else (os.system, subprocess.Popen, ...) is refused before it is called.
-SNAPSHOT_PACKAGES = ("aetune", "optuna", "numpy", "datetime", "collections", "builtins", "copyreg")
-SNAPSHOT_FUNCTIONS = {("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
-                      ("numpy.random._pickle", "__randomstate_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
-                      ("numpy.random._pickle", "__generator_ctor"), ("copyreg", "_reconstructor")}
+SNAPSHOT_FORMAT = "aetune-searcher-1"  # a searcher snapshot is JSON: data, never code (README "Security")
 
 
-class SnapshotUnpickler(pickle.Unpickler):
-    """pickle's loader restricted to what aetune's searcher snapshot holds: a doctored snapshot file cannot run code
-    through it. (Ray's own tuner.pkl and experiment state are Ray's to read: resuming trusts the folder as Ray's
-    restore does; README "Security".)"""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] not in SNAPSHOT_PACKAGES:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which no searcher snapshot holds")
-        try:
-            found = super().find_class(module, name)
-        except (ImportError, AttributeError) as err:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which this aetune lacks ({err})") from None
-        if not (isinstance(found, type) or (module, name) in SNAPSHOT_FUNCTIONS
-                or module.startswith("optuna.samplers.")):
-            raise pickle.UnpicklingError(f"it names the function {module}.{name}, which no searcher snapshot holds")
-        return found
+def snapshot_of(router: VariantRouter) -> dict[str, Any]:
+    repeats = router.repeats
+    return {"format": SNAPSHOT_FORMAT, "budgets": router.budgets, "done": router.done, "variant_of": router.variant_of,
+            "handed": {name: s.handed for name, s in router.searchers.items() if isinstance(s, EnumeratedSearch)},
+            "repeats": {"counts": repeats.counts,
+                        "told": {name: {t: asdict(told) for t, told in trials.items()}
+                                 for name, trials in repeats.told.items()},
+                        "handed": repeats.handed, "finished": sorted(repeats.finished)}}
 
 
-class _Inert:
-    """Stands for every object of a snapshot that check_snapshot reads: nothing is built, nothing is called."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> "_Inert":
-        return object.__new__(cls)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-    def append(self, value: Any) -> None:
-        pass
-
-    def extend(self, values: Any) -> None:
-        pass
+def read_snapshot(path: Path) -> dict[str, Any]:
+    """A searcher snapshot, read as JSON and typed: ValueError (TypeError, KeyError) when it is damaged or is not
+    one aetune wrote. Nothing in it is ever called."""
+    state = json.loads(path.read_bytes())
+    if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
+        raise ValueError(f"no {SNAPSHOT_FORMAT!r} format")
+    repeats = state["repeats"]
+    return {"budgets": _ints(state["budgets"]), "done": _ints(state["done"]),
+            "variant_of": _texts(state["variant_of"]),
+            "handed": {_text(name): _ints(handed) for name, handed in _object(state["handed"]).items()},
+            "repeats": {"counts": _ints(repeats["counts"]),
+                        "told": {_text(name): {_text(t): Told(**_object(told)) for t, told in _object(trials).items()}
+                                 for name, trials in _object(repeats["told"]).items()},
+                        "handed": {_text(t): (_text(v), _int(i)) for t, (v, i) in _object(repeats["handed"]).items()},
+                        "finished": {_text(t) for t in repeats["finished"]}}}
 
 
-class _ScanningUnpickler(SnapshotUnpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        super().find_class(module, name)
-        return _Inert
+def _object(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError(f"{str(value)[:40]!r} is not a JSON object")
+    return value
 
 
-def check_snapshot(path: Path) -> None:
-    """Read a searcher snapshot through the restricted loader without building anything (no study is opened):
-    pickle.UnpicklingError (or another ValueError/EOFError) when it is damaged or names what it must not."""
-    with path.open("rb") as f:
-        _ScanningUnpickler(f).load()
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{str(value)[:40]!r} is not a text")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{str(value)[:40]!r} is not a whole number")
+    return value
+
+
+def _ints(value: Any) -> dict[str, int]:
+    return {_text(k): _int(v) for k, v in _object(value).items()}
+
+
+def _texts(value: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in _object(value).items()}
 
 
 class RoutedSearch(SearchGenerator):

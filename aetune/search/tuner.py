@@ -21,7 +21,7 @@ from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary,
 from aetune.models import family
 from aetune.search.console import LiveStatus, hide_ray_resume_hint
 from aetune.search.picks import summarise
-from aetune.search.ray_compat import run_config_of
+from aetune.search.ray_compat import run_config_of, search_alg_of
 from aetune.search.resume import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
 from aetune.search.schedulers import make_schedulers
 from aetune.search.searchers import label_studies, make_router, study_prefix
@@ -53,17 +53,19 @@ class Experiment:
         return join(self.storage, self.name)
 
     def create(self) -> None:
-        """Save the space used; never overwrite an existing experiment (that would lose work). The space file is
-        the experiment's marker, created exclusively: of two searches started at once with one name, one wins."""
+        """Save the space used; never overwrite an existing experiment (that would lose work). Called holding the
+        experiment's lock once resumable.check_new found the name free: the manifest is written first, so a
+        space.yaml (the experiment's marker, created exclusively) always has its experiment.json beside it."""
         text = space_to_yaml(self.space)
+        self.created = uuid.uuid4().hex[:12]
+        write_manifest(self.path, text, self.created,
+                       self.study_storage if self.study_storage != default_study_url(self.path) else None,
+                       self.data_root)
         try:
             write_text(join(self.path, SPACE_FILE), text, exclusive=True)
         except FileExistsError:
             raise UsageError(f"experiment {self.path} exists; continue it with: {self.resume_command()}  "
                              "(or start another with --name)") from None
-        self.created = uuid.uuid4().hex[:12]
-        write_manifest(self.path, text, self.created,
-                       self.study_storage if self.study_storage != default_study_url(self.path) else None)
 
     def resume_command(self) -> str:
         """The command that continues this experiment, as it works when typed: its storage and study storage."""
@@ -163,6 +165,8 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, consol
             print(f"aetune: {name} was cut by the kill; resuming from its backup", file=sys.stderr)
     if resume and tune.Tuner.can_restore(experiment.path):
         tuner = tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=False)
+        if experiment.study_storage:  # the storage --resume checked, not the one tuner.pkl names
+            search_alg_of(tuner).searcher.bind(experiment.study_storage)
         return set_console(tuner, experiment, console)
     router = make_router(space, experiment.study_storage, trial_costs(space),
                          study_prefix(experiment.name, experiment.created))
@@ -199,7 +203,8 @@ def set_console(tuner: tune.Tuner, experiment: Experiment, console: str) -> tune
     run_config.verbose = 1 if console == "ray" else 0
     callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, LiveStatus)]
     if console != "ray":
-        callbacks.append(LiveStatus(experiment.space, experiment.name, view=console == "live"))
+        callbacks.append(LiveStatus(experiment.space, experiment.name, view=console == "live",
+                                    splits=experiment.splits))
     run_config.callbacks = callbacks
     hide_ray_resume_hint()
     if console != "ray":
