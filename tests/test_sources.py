@@ -125,6 +125,27 @@ def test_a_train_and_test_folder_pair_keeps_its_own_test_split(tmp_path, digits_
     assert set(data.test_y.tolist()) == {0, 1}
 
 
+def test_class_sorted_files_and_folders_give_every_class_to_every_split(tmp_path, digits_arrays):
+    """A folder is read class by class and a file may be sorted by label: cutting that order (train_size,
+    test_size, val_split: last) must not keep a few classes."""
+    order = np.concatenate([np.flatnonzero(digits_arrays[1] == c)[:40] for c in range(10)])  # 40 per class, sorted
+    x, y = digits_arrays[0][order], digits_arrays[1][order]
+    np.savez(tmp_path / "sorted.npz", x=x, y=y)
+    np.savez(tmp_path / "own_test.npz", x=x[np.arange(400) % 4 > 0], y=y[np.arange(400) % 4 > 0],
+             x_test=x[::4], y_test=y[::4])  # both sorted by class
+    for i, (image, label) in enumerate(zip(x, y)):
+        (tmp_path / "folder" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "folder" / str(label) / f"{i:04d}.png")
+    for name in ("sorted.npz", "own_test.npz", "folder"):
+        for val_split in ("random", "last"):
+            data = load_data(str(tmp_path / name), train_size=200, test_size=60, val_size=60, val_split=val_split)
+            assert len(data.train_x) == 140 and len(data.test_x) == 60
+            for split in (data.train_y, data.val_y, data.test_y):
+                assert set(split.tolist()) == set(range(10)), (name, val_split)
+    again = load_data(str(tmp_path / "sorted.npz"), train_size=200, test_size=60, val_size=61)  # no trial's seed
+    assert torch.equal(again.test_x, load_data(str(tmp_path / "sorted.npz"), train_size=200, test_size=60).test_x)
+
+
 def test_torchvision_names_map_to_their_classes_and_fail_clearly_offline(tmp_path):
     assert set(DATASETS) == set(NAMED) == {"mnist", "fashion_mnist", "kmnist", "emnist", "cifar10", "svhn"}
     assert NAMED["cifar10"].shape == NAMED["svhn"].shape == (3, 32, 32)
