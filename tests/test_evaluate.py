@@ -356,6 +356,31 @@ def test_conv_codes_larger_than_the_image_get_a_capped_pca():
     assert pca_components(32 * 7 * 7, 784) == 196
 
 
+def test_without_labels_a_code_as_big_as_the_image_is_still_no_bottleneck():
+    """Unlabelled data has no raw-pixels probe row: the image's size comes from the data itself."""
+    from sklearn.datasets import load_digits
+
+    from aetune.evaluate.scoring import baseline_rows, leaderboard, variant_row
+    from aetune.evaluate.study import NO_BOTTLENECK
+    from aetune.models import build_model
+
+    x = torch.from_numpy(np.rint(load_digits().images[:300] * 255 / 16).astype(np.uint8))[:, None]
+    data = ImageData("mnist", x[:200], None, x[200:250], None, x[250:], None)
+    images = {"mnist": EvalImages.build(data, 0.5)}  # the config's dataset key; 8x8 unlabelled images
+    picks = []
+    for code in (8, 64):  # 64 = 1 x 8 x 8: no bottleneck
+        config = TrialConfig.from_dict({"model": "dense", "code_size": code})
+        v = Variant(f"dense{code}", {"selected_on": "validation"}, config, build_model(config, data.shape),
+                    {"epoch": 1}, "x.pt", reported={"val_bce": 0.3})
+        score_checkpoint(v, images["mnist"], torch.device("cpu"), 0)
+        picks.append(v)
+    baselines = baseline_rows(picks, images)
+    rows = {r["name"]: r for r in leaderboard([variant_row(v) for v in picks] + baselines)}
+    assert not any(r.get("model") == "pixels" for r in baselines)
+    assert rows["dense64"]["note"] == NO_BOTTLENECK and rows["dense64"]["rank"] is None
+    assert rows["dense8"]["rank"] == 1 and not rows["dense8"].get("note")
+
+
 # --- bad input ---------------------------------------------------------------------------------------------------
 
 class Payload:

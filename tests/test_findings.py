@@ -61,7 +61,7 @@ def rows() -> list[dict]:
     def model(name, code, test_bce, val_bce, probe, pca, **extra):
         return {"name": name, "kind": "model", "code": code, "test_bce": test_bce, "val_bce": val_bce,
                 "test_probe": probe, "selected_on": "validation", "pca_baseline": pca, "mean_baseline": "mean-image",
-                "pixels_baseline": "pixels", **extra}
+                "pixels_baseline": "pixels", "image_numel": 784, **extra}
 
     return [
         model("dense@code_size=32", 32, 0.101, 0.10, 0.91, "pca-32", test_denoise_bce=0.16),
@@ -322,7 +322,8 @@ def test_stopped_trials_are_left_out_of_front_counts_and_of_worst(records, rows)
 
 
 def test_a_code_without_a_bottleneck_is_never_ranked_nor_called_best(records, rows):
-    wide = rows + [{"name": "conv", "kind": "model", "code": 784, "test_bce": 0.05, "val_bce": 0.04,
+    wide = rows + [{"name": "conv", "kind": "model", "code": 784, "image_numel": 784, "test_bce": 0.05,
+                    "val_bce": 0.04,
                     "selected_on": "validation", "pca_baseline": "pca-196"},
                    {"name": "pca-196", "kind": "baseline", "code": 196, "test_bce": 0.07}]
     ranked = board(wide)
