@@ -81,3 +81,17 @@ def test_keys_that_change_the_code_size_together_are_checked_together():
     assert [refusal(raw) for raw in alone] == [None, None]  # neither key alone changes the code size here
     assert refusal(space(JOINT, metric=["val_bce", "code_size"])) is None
     assert_refused(space(JOINT), r"variants\.v\.model and filters \(together\): .*codes of 128 to 784 numbers")
+
+
+def test_the_joint_check_combines_only_architecture_keys_and_refuses_past_its_limit():
+    """Training knobs (lr, batch_size, activation) never change the code: leaving them out keeps the joint check
+    small; too many architectures is refused, never skipped."""
+    knobs = {"lr": {"choice": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-3, 8e-3]},
+             "batch_size": {"choice": [32, 64, 128, 256]}, "activation": {"choice": ["relu", "selu", "tanh"]}}
+    assert_refused(space({**JOINT, **knobs}),  # 384 combinations, 4 architectures
+                   r"variants\.v\.model and filters \(together\): .*codes of 128 to 784 numbers")
+    assert refusal(space({**JOINT, **knobs}, metric=["val_bce", "code_size"])) is None
+    many = {"model": {"choice": ["dense", "conv"]}, "code_size": 128,
+            "filters": {"choice": [[16, 8, 8]] * 12}, "hidden_layers": {"choice": [[n] for n in range(20, 31)]}}
+    assert_refused(space(many), r"variants\.v\.model and filters and hidden_layers: their options make 264 "
+                                r"architectures, more than the 256")

@@ -33,6 +33,7 @@ ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
 SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "true or false"}  # TPESampler's
 
 JOINT_CHECK_LIMIT = 256  # option combinations whose code sizes are checked together (models built: milliseconds each)
+ARCHITECTURE_KEYS = ("model", "filters", "decoder", "hidden_layers")  # may change the code's shape with another key
 SPACE_WIDE = ("train_size", "val_size", "val_split", "test_size")  # the split: one for every trial, in `defaults`
 RESOURCE_STEP = 0.0001  # Ray counts resources in these units: a smaller share is refused by Ray itself
 
@@ -287,7 +288,8 @@ class SearchSpace:
             if len(per_image[key]) > 1:
                 _refuse(units_refusal(search, f"{key}: its options' losses are a per-pixel mean and a sum per image "
                                       "(nats)"), source, f"{where}.{key}")
-        keys, sizes = _joint_code_sizes(self, variant, shape, source, where)
+        moving = {key for key, sizes in code_sizes.items() if key and len(sizes) > 1}
+        keys, sizes = _joint_code_sizes(self, variant, shape, source, where, moving)
         _refuse(code_size_refusal(search, sizes), source, f"{where}.{' and '.join(keys)} (together)")
         known = (*METRICS, *model.extra_metrics)
         for metric in search.metric:
@@ -303,14 +305,22 @@ def _build(values: dict[str, Any], shape: tuple[int, int, int], source: str, whe
 
 
 def _joint_code_sizes(space: SearchSpace, variant: Variant, shape: tuple[int, int, int], source: str,
-                      where: str) -> tuple[list[str], set[int]]:
+                      where: str, moving: set[str]) -> tuple[list[str], set[int]]:
     """Keys that change the code size only together (model and filters: a dense code of 128 and conv [16, 8, 8]
     agree, conv [16, 16] does not), with the code sizes of every combination of their options; one at a time,
-    each looks constant. Listed domains other than code_size (its own check), up to JOINT_CHECK_LIMIT
-    combinations; ([], one size) where the keys change nothing together."""
-    listed = {k: d.values for k, d in variant.domains.items() if d.kind in ("choice", "grid") and k != "code_size"}
-    if len(listed) < 2 or math.prod(len(v) for v in listed.values()) > JOINT_CHECK_LIMIT:
+    each looks constant. Only listed keys that can change the architecture are combined: ARCHITECTURE_KEYS and the
+    keys `moving` (their options change the code size one at a time); code_size has its own check. More than
+    JOINT_CHECK_LIMIT combinations is refused, never skipped. ([], one size) where the keys change nothing
+    together."""
+    listed = {k: d.values for k, d in variant.domains.items() if d.kind in ("choice", "grid") and k != "code_size"
+              and (k in ARCHITECTURE_KEYS or k in moving)}
+    count = math.prod(len(v) for v in listed.values())
+    if len(listed) < 2:
         return [], set()
+    _check(count <= JOINT_CHECK_LIMIT, source, f"{where}.{' and '.join(listed)}",
+           f"their options make {count} architectures, more than the {JOINT_CHECK_LIMIT} whose code sizes are "
+           "checked together (a search over code sizes must say so in its metric); list fewer options, or fix "
+           "some of these keys")
     base = space.first_config(variant)
     combos = [dict(zip(listed, values)) for values in itertools.product(*listed.values())]
     sizes = [math.prod(_build({**base, **combo}, shape, source, where).code_shape) for combo in combos]
