@@ -370,3 +370,23 @@ def test_the_leaderboard_groups_by_code_size_with_pca_first_and_ranks_within(row
     assert dense["repeats"] == 3 and dense["test_bce_mean"] == pytest.approx(0.101)
     assert dense["test_bce_ci"] == pytest.approx(t_975_2 * sd / math.sqrt(3))
     assert "repeats" not in next(r for r in ranked if r["name"] == "sparse")  # no repeats: one run, no interval
+
+
+def test_a_vaes_code_size_sweep_on_its_negative_elbo_names_a_best_size(records, rows):
+    """On val_loss, a VAE's negative ELBO (its rows say likelihood) charges each latent dimension its KL: the best
+    code size is a finding, tested like any knob; on a loss that is no likelihood bound it stays a curve."""
+    vae = {}
+    for size, runs in ((2, [0.150, 0.151, 0.152]), (8, [0.100, 0.101, 0.102]), (32, [0.120, 0.121, 0.122])):
+        member = sweep_member(size, [runs[0]])
+        member["metric"], member["base"], member["pick_rule"] = "val_loss", "vae", "lowest val_loss"
+        member["metrics"] = {"val_loss": runs[0], "code_size": size}
+        member["repeats"] = [{"seed": i, "metrics": {"val_loss": v}} for i, v in enumerate(runs)]
+        vae[f"vae@code_size={size}"] = member
+    picked = [{"name": name, "kind": "model", "code": r["metrics"]["code_size"], "likelihood": True}
+              for name, r in vae.items()]
+    text = texts(findings(vae, board(picked), {}))
+    assert "vae swept over code_size, validation split: code_size 8 gives the best val_loss (Welch's t-test" in text
+    assert "trade-off curve" not in text
+    no_bound = texts(findings(vae, board([dict(r, likelihood=False) for r in picked]), {}))
+    assert "vae swept over code_size, validation split: val_loss of each member's pick by code_size: 2: 0.151 ± " \
+        "0.0025 (3 seeds); 8: 0.101 ± 0.0025 (3 seeds); 32: 0.121 ± 0.0025 (3 seeds) (a trade-off curve" in no_bound

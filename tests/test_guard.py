@@ -95,3 +95,16 @@ def test_the_joint_check_combines_only_architecture_keys_and_refuses_past_its_li
             "filters": {"choice": [[16, 8, 8]] * 12}, "hidden_layers": {"choice": [[n] for n in range(20, 31)]}}
     assert_refused(space(many), r"variants\.v\.model and filters and hidden_layers: their options make 264 "
                                 r"architectures, more than the 256")
+
+
+def test_a_vaes_code_size_may_be_searched_on_its_negative_elbo():
+    """The ELBO charges every latent dimension its KL: the standard criterion for a latent size. The model says its
+    loss is a likelihood bound (loss: bce); a dense model's, or a VAE's summed squared error, is not."""
+    assert refusal(space({"model": "vae", "code_size": {"randint": [2, 32]}}, metric="val_loss")) is None
+    assert refusal(space({"model": "conv_vae", "code_size": {"choice": [2, 16]}}, metric="train_loss")) is None
+    assert_refused(space({"model": "vae", "code_size": {"randint": [2, 32]}}, metric="val_bce"),
+                   r"variants\.v\.code_size: searched alone on val_bce")
+    assert_refused(space({"model": "vae", "loss": "mse", "code_size": {"randint": [2, 32]}}, metric="val_loss"),
+                   r"variants\.v\.code_size: searched alone on val_loss")
+    assert_refused(space({"model": "dense", "code_size": {"randint": [2, 32]}}, metric="val_loss"),
+                   r"variants\.v\.code_size: searched alone on val_loss")

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 
 from aetune.evaluate import stats, study
 from aetune.evaluate.study import NO_BOTTLENECK, Record, fmt
-from aetune.metrics import BIASED
+from aetune.metrics import BIASED, OWN_LOSS, for_family
 from aetune.numbers import is_finite
 
 Row = dict[str, Any]
@@ -29,7 +29,7 @@ def findings(records: dict[str, Record], rows: list[Row], pca: dict[int, float],
         lambda: best_reconstruction(rows, records),
         lambda: against_pca(rows),
         lambda: by_code_size(records, pca),
-        lambda: sweeps(records),
+        lambda: sweeps(records, rows),
         lambda: knobs(records, eval_noise),
         lambda: fronts(records, rows),
         lambda: robustness(rows, eval_noise),
@@ -164,10 +164,13 @@ def by_code_size(records: dict[str, Record], pca: dict[int, float]) -> Iterator[
                   "overstates what the size gives; not tested).", split)
 
 
-def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
+def sweeps(records: dict[str, Record], rows: list[Row] = ()) -> Iterator[Finding]:
     """A swept knob: each member's pick, on the variant's own (single) metric. A knob whose best on that metric is
     known before the study ran (aetune.metrics.BIASED: a larger code always reconstructs better) gets its curve, value by
-    value, never a "best" — the answer the search guard exists to refuse."""
+    value, never a "best" — the answer the search guard exists to refuse. Members whose models say their own loss is
+    a likelihood bound (rows' `likelihood`: a VAE's negative ELBO charges each latent dimension its KL) get a best
+    code size on val_loss and train_loss, tested like any knob (aetune.metrics.for_family)."""
+    table = by_name(rows)
     for base, names in study.groups(records).items():
         members = [(records[n]["sweep"], records[n]) for n in names if len(records[n].get("sweep") or {}) == 1]
         pairs = {tuple(study.objectives(r)) for _, r in members}
@@ -182,14 +185,16 @@ def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
         split = study.selection_split(r for _, r in members)
         by_value = sorted(((s[key], r) for s, r in members if key in s), key=lambda p: p[0])
         values = member_values(key, metric, by_value)
-        bias = BIASED.get(key)
+        bound = all(table.get(n, {}).get("likelihood") for n in names)
+        bias = BIASED.get(key) and for_family(BIASED[key], bound)
         if bias and metric in (*bias.low, *bias.high):
             why = bias.why.split(" (")[0].split(",")[0]  # "a larger code always reconstructs better"
             yield finding(f"{base} swept over {key}, {split} split: {metric} of each member's pick by {key}: "
                           f"{values} (a trade-off curve, not a best: {why}).", split, descriptive=True)
             continue
         sizes = {(r.get("metrics") or {}).get("code_size") for _, r in members}
-        if len(sizes) > 1:  # e.g. filter lists: each value is another code size, and a larger code reconstructs better
+        if len(sizes) > 1 and not (bound and metric in OWN_LOSS):  # e.g. filter lists: each value is another code
+            # size, and a larger code reconstructs better (not on a likelihood bound, which charges the code its KL)
             yield finding(f"{base} swept over {key}, {split} split: {metric} of each member's pick by {key}: "
                           f"{values} (a trade-off curve, not a best: the values give codes of different sizes).", split,
                           descriptive=True)

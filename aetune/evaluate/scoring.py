@@ -143,6 +143,7 @@ def variant_row(v: Variant) -> dict[str, Any]:
     reported = v.reported
     return {"name": v.name, "kind": v.kind, "selected_on": v.record.get("selected_on"), "dataset": v.config.dataset,
             "model": v.config.model, "code": v.codes.shape[1], "image_numel": v.image_numel,
+            "likelihood": v.model.likelihood,
             "params": v.model.trainable_params, "epoch": v.bundle["epoch"],
             "trial_id": v.trial_id, **{key: reported.get(key) for key in VALIDATION},
             "val_code_l1": reported.get("code_l1"), **v.metrics,

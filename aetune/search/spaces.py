@@ -17,7 +17,7 @@ import yaml
 from aetune import yamlfile
 from aetune.config import DATASETS, TrialConfig, is_dataset_path
 from aetune.errors import UsageError, first_line, quote
-from aetune.metrics import BIASED, METRICS
+from aetune.metrics import BIASED, METRICS, for_family
 from aetune.models import build_model  # imports torch only when called: structural validation never does
 from aetune.numbers import is_int, is_number
 from aetune.search.domains import Domain
@@ -225,7 +225,7 @@ class SearchSpace:
                 _check(domain.kind in ("grid", "choice"), source, f"{where}.{key}",
                        f"searcher grid takes grid/choice domains only, not {domain.kind}")
         for knob, bias in BIASED.items():
-            if knob in variant.domains:
+            if knob in variant.domains and knob != "code_size":  # code_size: with the models (check_models)
                 _refuse(bias_refusal(bias, search), source, f"{where}.{knob}")
         if "loss" in variant.domains and len(set(variant.domains["loss"].values)) > 1:
             _refuse(units_refusal(search, "loss: bce and mse measure the loss in different units (cross-entropy, "
@@ -278,19 +278,24 @@ class SearchSpace:
                       shape: tuple[int, int, int]) -> None:
         code_sizes: dict[str, set[int]] = {}  # per searched key: the code sizes its options give
         per_image: dict[str, set[bool]] = {}  # per searched key: whether its options' losses sum over an image
+        bounds: set[bool] = set()  # whether the options' own losses are likelihood bounds (a VAE's negative ELBO)
         for key, values in _option_configs(self, variant):
             model = _build(values, shape, source, where)
             code_sizes.setdefault(key, set()).add(math.prod(model.code_shape))
             per_image.setdefault(key, set()).add(model.loss_per_image)
+            bounds.add(model.likelihood)
+        likelihood = bounds == {True}
+        if "code_size" in variant.domains:
+            _refuse(bias_refusal(for_family(BIASED["code_size"], likelihood), search), source, f"{where}.code_size")
         for key, sizes in code_sizes.items():  # e.g. conv filters: the last filter count sets the code size
             if key and key != "code_size":
-                _refuse(code_size_refusal(search, sizes), source, f"{where}.{key}")
+                _refuse(code_size_refusal(search, sizes, likelihood), source, f"{where}.{key}")
             if len(per_image[key]) > 1:
                 _refuse(units_refusal(search, f"{key}: its options' losses are a per-pixel mean and a sum per image "
                                       "(nats)"), source, f"{where}.{key}")
         moving = {key for key, sizes in code_sizes.items() if key and len(sizes) > 1}
         keys, sizes = _joint_code_sizes(self, variant, shape, source, where, moving)
-        _refuse(code_size_refusal(search, sizes), source, f"{where}.{' and '.join(keys)} (together)")
+        _refuse(code_size_refusal(search, sizes, likelihood), source, f"{where}.{' and '.join(keys)} (together)")
         known = (*METRICS, *model.extra_metrics)
         for metric in search.metric:
             _check(metric in known, source, f"{where}.metric" if "metric" in variant.settings else "metric",
