@@ -108,3 +108,13 @@ def test_a_vaes_code_size_may_be_searched_on_its_negative_elbo():
                    r"variants\.v\.code_size: searched alone on val_loss")
     assert_refused(space({"model": "dense", "code_size": {"randint": [2, 32]}}, metric="val_loss"),
                    r"variants\.v\.code_size: searched alone on val_loss")
+
+
+@pytest.mark.parametrize("models", [["dense", "vae"], ["vae", "dense"]])
+def test_a_metric_only_some_options_report_is_refused_in_either_order(models):
+    """kl is the VAEs' own: a dense option never reports it, whichever option is listed last."""
+    variant = {"model": {"choice": models}, "code_size": 8}
+    assert_refused(space(variant, metric=["val_bce", "kl"], mode=["min", "min"]),
+                   r"variants\.v\.metric: unknown 'kl' for a (dense or vae|vae or dense) model")
+    assert refusal(space({"model": {"choice": ["vae", "conv_vae"]}, "code_size": 8}, metric=["val_bce", "kl"],
+                         mode=["min", "min"])) is None

@@ -279,8 +279,10 @@ class SearchSpace:
         code_sizes: dict[str, set[int]] = {}  # per searched key: the code sizes its options give
         per_image: dict[str, set[bool]] = {}  # per searched key: whether its options' losses sum over an image
         bounds: set[bool] = set()  # whether the options' own losses are likelihood bounds (a VAE's negative ELBO)
+        extras: set[str] | None = None  # the family metrics every option reports (kl: only if every one is a VAE)
         for key, values in _option_configs(self, variant):
             model = _build(values, shape, source, where)
+            extras = set(model.extra_metrics) if extras is None else extras & set(model.extra_metrics)
             code_sizes.setdefault(key, set()).add(math.prod(model.code_shape))
             per_image.setdefault(key, set()).add(model.loss_per_image)
             bounds.add(model.likelihood)
@@ -296,10 +298,12 @@ class SearchSpace:
         moving = {key for key, sizes in code_sizes.items() if key and len(sizes) > 1}
         keys, sizes = _joint_code_sizes(self, variant, shape, source, where, moving)
         _refuse(code_size_refusal(search, sizes, likelihood), source, f"{where}.{' and '.join(keys)} (together)")
-        known = (*METRICS, *model.extra_metrics)
+        known = (*METRICS, *sorted(extras))
+        models = " or ".join(dict.fromkeys(values["model"] for _, values in _option_configs(self, variant)))
         for metric in search.metric:
             _check(metric in known, source, f"{where}.metric" if "metric" in variant.settings else "metric",
-                   f"unknown {metric!r} for a {values['model']} model; use one of {', '.join(known)}")
+                   f"unknown {metric!r} for a {models} model (every option must report it); use one of "
+                   f"{', '.join(known)}")
 
 
 def _build(values: dict[str, Any], shape: tuple[int, int, int], source: str, where: str):
