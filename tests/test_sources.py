@@ -146,6 +146,18 @@ def test_class_sorted_files_and_folders_give_every_class_to_every_split(tmp_path
     assert torch.equal(again.test_x, load_data(str(tmp_path / "sorted.npz"), train_size=200, test_size=60).test_x)
 
 
+def test_sixteen_bit_grey_images_keep_their_top_eight_bits(tmp_path):
+    """Pillow's "L" conversion clips a 16-bit image to white above 255; its top 8 bits keep the picture."""
+    values = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, ..., 65535: 0..255 after >> 8
+    (tmp_path / "wide").mkdir()
+    for i in range(10):
+        Image.fromarray(np.roll(values, i)).save(tmp_path / "wide" / f"{i}.png")
+    assert Image.open(tmp_path / "wide" / "0.png").mode == "I;16"
+    data = load_data(str(tmp_path / "wide"), val_size=1)
+    every = torch.cat([data.train_x, data.val_x, data.test_x])
+    assert every.shape == (10, 1, 16, 16) and sorted(every[0].flatten().tolist()) == list(range(256))
+
+
 def test_torchvision_names_map_to_their_classes_and_fail_clearly_offline(tmp_path):
     assert set(DATASETS) == set(NAMED) == {"mnist", "fashion_mnist", "kmnist", "emnist", "cifar10", "svhn"}
     assert NAMED["cifar10"].shape == NAMED["svhn"].shape == (3, 32, 32)
@@ -172,7 +184,7 @@ def test_config_keys_for_the_dataset():
 
 # --- bad input: one line, exit status 2, nothing written ------------------------------------------------------------
 
-def _folder(files: dict[str, tuple[int, int] | bytes]):
+def _folder(files: dict[str, tuple[int, int] | bytes | Image.Image]):
     def make(root: Path) -> Path:
         (root / "data").mkdir()
         for name, what in files.items():
@@ -180,6 +192,8 @@ def _folder(files: dict[str, tuple[int, int] | bytes]):
             path.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(what, bytes):
                 path.write_bytes(what)
+            elif isinstance(what, Image.Image):
+                what.save(path)
             else:
                 Image.new("L", what).save(path)
         return root / "data"
@@ -199,6 +213,9 @@ BAD_INPUTS = {  # case: (make the dataset, extra top-level keys, what the one li
     "mixed sizes": (_folder({"a.png": (8, 8), "b.png": (9, 8)}), "", "mixes image sizes.*set image_size"),
     "not images": (_folder({"a.png": (8, 8), "notes.txt": b"hello", "b.png": b"\x89PNG broken"}), "",
                    "2 file.* not readable images \\(b.png, notes.txt\\)"),
+    "32-bit and float pixels": (_folder({"a.png": (8, 8), "b.tif": Image.new("F", (8, 8), 0.5),
+                                         "c.tif": Image.new("I", (8, 8), 70000)}), "",
+                                "2 file.* hold 32-bit integer or float pixels \\(b.tif, c.tif\\).*16-bit PNG"),
     "npz without x": (_npz(images=GOOD), "", "has no array named x.*images"),
     "labels length": (_npz(x=GOOD, y=np.zeros(49, np.int64)), "", "49 labels for 50 images"),
     "out of range": (_npz(x=np.full((50, 8, 8), 1.5)), "", r"must lie in \[0, 1\]"),
