@@ -113,8 +113,9 @@ def check_memory(what: str, shape: tuple[int, ...], total: int | None = None) ->
     """Refuse images whose loading peak (LOAD_PEAK x their uint8 copy) would take more than MEMORY_SHARE of the
     machine, before reading them."""
     need, total = int(torch.Size(shape).numel()), total or physical_memory()
-    if LOAD_PEAK * need > MEMORY_SHARE * total:
+    peak = LOAD_PEAK * need
+    if peak > MEMORY_SHARE * total:
         raise DataError(f"{what}: {shape[0]} images of {' x '.join(map(str, shape[1:]))} take {need / 2**30:.1f} GiB "
-                        f"as uint8 and about {LOAD_PEAK}x that ({LOAD_PEAK * need / 2**30:.1f} GiB) while loading, more "
+                        f"as uint8 and about {LOAD_PEAK}x that ({peak / 2**30:.1f} GiB) while loading, more "
                         f"than {MEMORY_SHARE:.0%} of this machine's {total / 2**30:.1f} GiB (each worker keeps its own "
                         "copy); set a smaller image_size or channels: 1, or use fewer images")
