@@ -6,9 +6,9 @@ put in a fixed order, a permutation seeded by SOURCE_ORDER_SEED (never a trial's
 and is often by class (a folder is read class subfolder by class subfolder), so cutting it (`train_size`,
 `test_size`, `val_split: last`) would keep a few classes. A torchvision dataset keeps its official order (its
 published splits, not sorted by class), so its results stay comparable with others'. A source without a test split
-of its own has one carved from its images by a fixed permutation (TEST_FRACTION of them, seed TEST_SPLIT_SEED: never a trial's). The
-validation images are held out of the training images in use by a permutation that depends only on how many there
-are and `val_size` (never on a trial's seed), so every trial of every variant, and the evaluation, see the same
+of its own has one carved from its images by a fixed permutation (TEST_FRACTION of them, seed TEST_SPLIT_SEED: never
+a trial's). The validation images are held out of the training images in use by a permutation that depends only on
+how many there are and `val_size` (never on a trial's seed), so every trial of every variant, and the evaluation, see the same
 ones. Trials read train and val; only aetune.evaluate reads test. `val_size: 0` is the course protocol: validation
 is the test split, and every output says so. Labels are optional: an unlabelled dataset has None for every *_y.
 """
