@@ -10,7 +10,8 @@ of its own has one carved from its images by a fixed permutation (TEST_FRACTION 
 a trial's). The validation images are held out of the training images in use by a permutation that depends only on
 how many there are and `val_size` (never on a trial's seed), so every trial of every variant, and the evaluation,
 see the same ones. Trials read train and val; only aetune.evaluate reads test. `val_size: 0` is the course protocol:
-validation is the test split, and every output says so. Labels are optional: an unlabelled dataset has None for every *_y.
+validation is the test split, and every output says so.
+Labels are optional: an unlabelled dataset has None for every *_y.
 """
 from __future__ import annotations
 
