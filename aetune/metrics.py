@@ -5,7 +5,7 @@ curve, never a "best"): both must agree on what a knob does to a score.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # What a trial reports each epoch, all on the validation split (aetune.train.trainer.Trainer.evaluate); a family's
 # extra_metrics (the VAE's kl) come on top.
@@ -61,3 +61,12 @@ BIASED = {
                  "search the trade-off, metric: [val_bce, kl], or sweep: {beta: [...]}", MODEL_PROPERTIES),
     "code_size": CODE_SIZE_BIAS,
 }
+
+
+def for_family(bias: Bias, likelihood: bool) -> Bias:
+    """The bias as it applies to a family whose own loss is a likelihood bound (`likelihood`: the model says so, e.g.
+    a VAE's negative ELBO): the bound charges every latent dimension its KL, so it is the standard criterion for the
+    latent size, and the code size does not bias its val_loss and train_loss. Other biases are unchanged."""
+    if bias is not CODE_SIZE_BIAS or not likelihood:
+        return bias
+    return replace(bias, high=tuple(m for m in bias.high if m not in OWN_LOSS))

@@ -99,8 +99,8 @@ def test_figures_are_sized_and_not_blank(evaluated):
 
 
 def test_leaderboard_groups_picks_by_code_size_with_pca_first_and_ranks_on_validation(evaluated, experiment):
-    """Code sizes ascending; each group opens with the PCA of that size (its true size here: 2, 8, 16; the conv
-    codes' 392 numbers get the capped 196, labelled so) and ranks its picks by validation BCE, never by test."""
+    """Code sizes ascending; each group opens with the PCA of that size (its true size: 2, 8, 16, and the conv codes'
+    392, below the image's 784 numbers: never capped) and ranks its picks by validation BCE, never by test."""
     with open(evaluated / "leaderboard.csv") as f:
         reader = csv.DictReader(f)
         header, rows = reader.fieldnames, list(reader)
@@ -117,7 +117,7 @@ def test_leaderboard_groups_picks_by_code_size_with_pca_first_and_ranks_on_valid
         scores = [float(r["val_bce_mean"] or r["val_bce"]) for r in models]
         assert scores == sorted(scores)
     assert {r["name"]: r["note"] for r in grouped if r["kind"] == "baseline"} == {
-        "pca-2": "", "pca-8": "", "pca-16": "", "pca-196": "PCA capped at 196 components (the code has 392)"}
+        "pca-2": "", "pca-8": "", "pca-16": "", "pca-392": ""}
     assert {r["name"] for r in grouped if r["kind"] == "model"} == set(VARIANTS)
 
 
@@ -169,10 +169,10 @@ def test_every_front_member_is_scored_on_the_test_split(evaluated, experiment):
 
 def test_probe_column_for_every_model_and_baseline(evaluated):
     rows = rows_by_name(evaluated)
-    for name in (*VARIANTS, "pixels", "pca-2", "pca-8", "pca-16", "pca-196"):
+    for name in (*VARIANTS, "pixels", "pca-2", "pca-8", "pca-16", "pca-392"):
         assert 0.1 < rows[name]["test_probe"] <= 1, name  # ten classes: above chance
     assert rows["pixels"]["test_probe"] > 0.8
-    assert rows["pca-196"]["test_probe"] > rows["pca-2"]["test_probe"] + 0.3  # two numbers keep less class
+    assert rows["pca-392"]["test_probe"] > rows["pca-2"]["test_probe"] + 0.3  # two numbers keep less class
     assert rows["mean-image"].get("test_probe") is None  # a constant says nothing about the class
 
 
@@ -248,7 +248,7 @@ def test_every_model_beats_the_mean_image(evaluated):
         mean_image = variants[name]["baselines"]["mean_image"]
         assert mean_image["name"] == "mean-image"
         assert variants[name]["test"]["test_mse"] < mean_image["test_mse"], name
-    assert variants["conv"]["baselines"]["pca"]["name"] == "pca-196"
+    assert variants["conv"]["baselines"]["pca"]["name"] == "pca-392"
 
 
 # --- older summaries and the course protocol -----------------------------------------------------------------------
@@ -351,9 +351,35 @@ def test_pca_curve_is_scored_on_the_images_the_trials_were_validated_on(evaluate
     assert "scored on its 300 validation images, the ones its trials were scored on" in caption
 
 
-def test_conv_codes_larger_than_the_image_get_a_capped_pca():
+def test_pca_has_the_codes_size_and_is_capped_only_without_a_bottleneck():
     assert pca_components(32, 784) == 32
-    assert pca_components(32 * 7 * 7, 784) == 196
+    assert pca_components(32 * 7 * 7, 784) == 784  # no bottleneck: capped where PCA is exact
+    assert pca_components(392, 784) == 392  # between a quarter of the pixels and all of them: its own size
+
+
+def test_without_labels_a_code_as_big_as_the_image_is_still_no_bottleneck():
+    """Unlabelled data has no raw-pixels probe row: the image's size comes from the data itself."""
+    from sklearn.datasets import load_digits
+
+    from aetune.evaluate.scoring import baseline_rows, leaderboard, variant_row
+    from aetune.evaluate.study import NO_BOTTLENECK
+    from aetune.models import build_model
+
+    x = torch.from_numpy(np.rint(load_digits().images[:300] * 255 / 16).astype(np.uint8))[:, None]
+    data = ImageData("mnist", x[:200], None, x[200:250], None, x[250:], None)
+    images = {"mnist": EvalImages.build(data, 0.5)}  # the config's dataset key; 8x8 unlabelled images
+    picks = []
+    for code in (8, 64):  # 64 = 1 x 8 x 8: no bottleneck
+        config = TrialConfig.from_dict({"model": "dense", "code_size": code})
+        v = Variant(f"dense{code}", {"selected_on": "validation"}, config, build_model(config, data.shape),
+                    {"epoch": 1}, "x.pt", reported={"val_bce": 0.3})
+        score_checkpoint(v, images["mnist"], torch.device("cpu"), 0)
+        picks.append(v)
+    baselines = baseline_rows(picks, images)
+    rows = {r["name"]: r for r in leaderboard([variant_row(v) for v in picks] + baselines)}
+    assert not any(r.get("model") == "pixels" for r in baselines)
+    assert rows["dense64"]["note"] == NO_BOTTLENECK and rows["dense64"]["rank"] is None
+    assert rows["dense8"]["rank"] == 1 and not rows["dense8"].get("note")
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from aetune.evaluate.baselines import PCA
 from aetune.evaluate.findings import findings
 from aetune.evaluate.probe import probe_accuracy
 from aetune.evaluate.scoring import leaderboard
+from aetune.evaluate.stats import TEST
 from aetune.train.data import to_float
 
 
@@ -61,7 +62,7 @@ def rows() -> list[dict]:
     def model(name, code, test_bce, val_bce, probe, pca, **extra):
         return {"name": name, "kind": "model", "code": code, "test_bce": test_bce, "val_bce": val_bce,
                 "test_probe": probe, "selected_on": "validation", "pca_baseline": pca, "mean_baseline": "mean-image",
-                "pixels_baseline": "pixels", **extra}
+                "pixels_baseline": "pixels", "image_numel": 784, **extra}
 
     return [
         model("dense@code_size=32", 32, 0.101, 0.10, 0.91, "pca-32", test_denoise_bce=0.16),
@@ -153,7 +154,7 @@ def test_findings_are_written_from_the_numbers_and_name_their_split(records, row
         "2: 0.19 (dense@code_size=2) vs PCA 0.2; 8: 0.14 (dense@code_size=8) vs PCA 0.18" in text
     # the denoiser's knob: one run per trial, so named as the best score, not as a tested best
     assert "denoising, validation split: of 4 trials (one run each; not tested across seeds), noise_factor 0.3 " \
-        "scored best on val_denoise_bce (clean digits from inputs with noise 0.5), 0.11 (worst of the 4 that ran " \
+        "scored best on val_denoise_bce (clean images from inputs with noise 0.5), 0.11 (worst of the 4 that ran " \
         "every epoch: 0.13)" in text
     # the front end to end, knob and objectives, and the same ends on the test split
     assert "3 of 4 trials that ran every epoch are non-dominated" in text
@@ -163,9 +164,14 @@ def test_findings_are_written_from_the_numbers_and_name_their_split(records, row
     # a code-size sweep: the curve, never "the best code_size" (a larger code always wins; the guard's point)
     assert "dense swept over code_size, validation split: val_bce of each member's pick by code_size: " \
         "2: 0.19; 8: 0.14; 32: 0.1 (a trade-off curve, not a best" in text
+    assert "32: 0.1 (denoising) vs PCA 0.12 (each size's best of its trials, one run picked for being lowest: it " \
+        "overstates what the size gives; not tested)" in text
     assert "code_size 32 gives the best" not in text
-    # probe: every pick with its PCA of the same size, and raw pixels
-    assert "dense@code_size=32 (32 numbers) 91.0% vs pca-32 88.0%" in text and "raw pixels 90.6%" in text
+    # probe: every pick with its PCA of the same size, within its code size (the pick's one run), and raw pixels
+    assert "code size 8: dense@code_size=8 (8 numbers) 85.0% vs pca-8 78.0% (one pick at this size; not tested); " \
+        "code size 32: dense@code_size=32 (32 numbers) 91.0% vs pca-32 88.0%, denoising (32 numbers) 90.0% vs " \
+        "pca-32 88.0%, sparse (32 numbers) 89.0% vs pca-32 88.0% (dense@code_size=32 vs denoising: one run; not " \
+        "tested); raw pixels 90.6%" in text
     assert "of 9000 training images" in text
     # within a code size, ranked on validation by the repeats' mean; the test difference is inside seed noise
     assert "At code size 32, dense@code_size=32 ranks first of the 3 picks on the validation split (BCE 0.101 ± " \
@@ -177,9 +183,23 @@ def test_findings_are_written_from_the_numbers_and_name_their_split(records, row
     assert "indistinguishable at 3 seeds: dense@code_size=8 0.1817 ± 0.026 over 3 seeds vs 0.18 for pca-8" in text
     assert "[one run; not tested: dense@code_size=2 0.205 (one run) vs 0.2 for pca-2; sparse 0.112 (one run) vs " \
         "0.12 for pca-32]" in text
-    assert "denoising 0.112, dense@code_size=32 0.16, sparse 0.17; pca-32 0.2" in text
+    assert "within each code size: code size 32: denoising 0.112 (one run), dense@code_size=32 0.16 (one run), " \
+        "sparse 0.17 (one run); pca-32 0.2 (denoising vs dense@code_size=32: one run; not tested)" in text
     assert "largest gap: dense@code_size=2, 0.19 validation vs 0.205 test" in text
     assert "Selected on the test split" not in text
+
+
+def test_every_finding_names_its_test_or_says_it_has_none(records, rows):
+    """A claim is tested (the test named), said untested or indistinguishable, or the finding is descriptive."""
+    course = copy.deepcopy(records)
+    course["denoising"]["selected_on"] = "test"
+    found = findings(course, board(rows), PCA_CURVE, probe_images=9000, eval_noise=0.5)
+    assert len(found) >= 10
+    for f in found:
+        assert f.get("descriptive") or any(word in f["text"] for word in (TEST, "not tested", "indistinguishable")), \
+            f["text"]
+    assert [f["text"][:20] for f in found if f.get("descriptive")] == [
+        "Selected on the test", "dense swept over cod", "Validation vs test: "]
 
 
 def test_a_knob_best_at_the_edge_of_what_was_tried_is_flagged(records, rows):
@@ -322,7 +342,8 @@ def test_stopped_trials_are_left_out_of_front_counts_and_of_worst(records, rows)
 
 
 def test_a_code_without_a_bottleneck_is_never_ranked_nor_called_best(records, rows):
-    wide = rows + [{"name": "conv", "kind": "model", "code": 784, "test_bce": 0.05, "val_bce": 0.04,
+    wide = rows + [{"name": "conv", "kind": "model", "code": 784, "image_numel": 784, "test_bce": 0.05,
+                    "val_bce": 0.04,
                     "selected_on": "validation", "pca_baseline": "pca-196"},
                    {"name": "pca-196", "kind": "baseline", "code": 196, "test_bce": 0.07}]
     ranked = board(wide)
@@ -349,3 +370,23 @@ def test_the_leaderboard_groups_by_code_size_with_pca_first_and_ranks_within(row
     assert dense["repeats"] == 3 and dense["test_bce_mean"] == pytest.approx(0.101)
     assert dense["test_bce_ci"] == pytest.approx(t_975_2 * sd / math.sqrt(3))
     assert "repeats" not in next(r for r in ranked if r["name"] == "sparse")  # no repeats: one run, no interval
+
+
+def test_a_vaes_code_size_sweep_on_its_negative_elbo_names_a_best_size(records, rows):
+    """On val_loss, a VAE's negative ELBO (its rows say likelihood) charges each latent dimension its KL: the best
+    code size is a finding, tested like any knob; on a loss that is no likelihood bound it stays a curve."""
+    vae = {}
+    for size, runs in ((2, [0.150, 0.151, 0.152]), (8, [0.100, 0.101, 0.102]), (32, [0.120, 0.121, 0.122])):
+        member = sweep_member(size, [runs[0]])
+        member["metric"], member["base"], member["pick_rule"] = "val_loss", "vae", "lowest val_loss"
+        member["metrics"] = {"val_loss": runs[0], "code_size": size}
+        member["repeats"] = [{"seed": i, "metrics": {"val_loss": v}} for i, v in enumerate(runs)]
+        vae[f"vae@code_size={size}"] = member
+    picked = [{"name": name, "kind": "model", "code": r["metrics"]["code_size"], "likelihood": True}
+              for name, r in vae.items()]
+    text = texts(findings(vae, board(picked), {}))
+    assert "vae swept over code_size, validation split: code_size 8 gives the best val_loss (Welch's t-test" in text
+    assert "trade-off curve" not in text
+    no_bound = texts(findings(vae, board([dict(r, likelihood=False) for r in picked]), {}))
+    assert "vae swept over code_size, validation split: val_loss of each member's pick by code_size: 2: 0.151 ± " \
+        "0.0025 (3 seeds); 8: 0.101 ± 0.0025 (3 seeds); 32: 0.121 ± 0.0025 (3 seeds) (a trade-off curve" in no_bound

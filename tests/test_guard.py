@@ -81,3 +81,40 @@ def test_keys_that_change_the_code_size_together_are_checked_together():
     assert [refusal(raw) for raw in alone] == [None, None]  # neither key alone changes the code size here
     assert refusal(space(JOINT, metric=["val_bce", "code_size"])) is None
     assert_refused(space(JOINT), r"variants\.v\.model and filters \(together\): .*codes of 128 to 784 numbers")
+
+
+def test_the_joint_check_combines_only_architecture_keys_and_refuses_past_its_limit():
+    """Training knobs (lr, batch_size, activation) never change the code: leaving them out keeps the joint check
+    small; too many architectures is refused, never skipped."""
+    knobs = {"lr": {"choice": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-3, 8e-3]},
+             "batch_size": {"choice": [32, 64, 128, 256]}, "activation": {"choice": ["relu", "selu", "tanh"]}}
+    assert_refused(space({**JOINT, **knobs}),  # 384 combinations, 4 architectures
+                   r"variants\.v\.model and filters \(together\): .*codes of 128 to 784 numbers")
+    assert refusal(space({**JOINT, **knobs}, metric=["val_bce", "code_size"])) is None
+    many = {"model": {"choice": ["dense", "conv"]}, "code_size": 128,
+            "filters": {"choice": [[16, 8, 8]] * 12}, "hidden_layers": {"choice": [[n] for n in range(20, 31)]}}
+    assert_refused(space(many), r"variants\.v\.model and filters and hidden_layers: their options make 264 "
+                                r"architectures, more than the 256")
+
+
+def test_a_vaes_code_size_may_be_searched_on_its_negative_elbo():
+    """The ELBO charges every latent dimension its KL: the standard criterion for a latent size. The model says its
+    loss is a likelihood bound (loss: bce); a dense model's, or a VAE's summed squared error, is not."""
+    assert refusal(space({"model": "vae", "code_size": {"randint": [2, 32]}}, metric="val_loss")) is None
+    assert refusal(space({"model": "conv_vae", "code_size": {"choice": [2, 16]}}, metric="train_loss")) is None
+    assert_refused(space({"model": "vae", "code_size": {"randint": [2, 32]}}, metric="val_bce"),
+                   r"variants\.v\.code_size: searched alone on val_bce")
+    assert_refused(space({"model": "vae", "loss": "mse", "code_size": {"randint": [2, 32]}}, metric="val_loss"),
+                   r"variants\.v\.code_size: searched alone on val_loss")
+    assert_refused(space({"model": "dense", "code_size": {"randint": [2, 32]}}, metric="val_loss"),
+                   r"variants\.v\.code_size: searched alone on val_loss")
+
+
+@pytest.mark.parametrize("models", [["dense", "vae"], ["vae", "dense"]])
+def test_a_metric_only_some_options_report_is_refused_in_either_order(models):
+    """kl is the VAEs' own: a dense option never reports it, whichever option is listed last."""
+    variant = {"model": {"choice": models}, "code_size": 8}
+    assert_refused(space(variant, metric=["val_bce", "kl"], mode=["min", "min"]),
+                   r"variants\.v\.metric: unknown 'kl' for a (dense or vae|vae or dense) model")
+    assert refusal(space({"model": {"choice": ["vae", "conv_vae"]}, "code_size": 8}, metric=["val_bce", "kl"],
+                         mode=["min", "min"])) is None

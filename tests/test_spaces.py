@@ -133,8 +133,9 @@ INVALID = [
      "variants.dense.sweep.train_size: `train_size` sets the split"),
     ("beta on its own objective", mutate("variants.vae.beta", {"loguniform": [0.25, 4.0]}),
      "variants.vae.beta: searched alone on val_loss: a smaller KL weight always reconstructs better"),
-    ("code size on reconstruction", mutate("variants.vae.code_size", {"choice": [2, 8]}),
-     "variants.vae.code_size: searched alone on val_loss: a larger code always reconstructs better"),
+    ("code size on reconstruction", mutate("variants.vae.code_size", {"choice": [2, 8]}, "variants.vae.metric",
+                                           "val_bce"),  # on val_loss, its negative ELBO, it is allowed
+     "variants.vae.code_size: searched alone on val_bce: a larger code always reconstructs better"),
     ("front under asha", mutate("variants.sparse.scheduler", "asha"),
      "variants.sparse.asha.metric: ASHA stops trials on one metric: name one of ['val_bce', 'code_l1']"),
     ("asha metric not an objective", mutate("variants.conv.scheduler", "asha", "variants.conv.asha", {"metric": "kl"}),

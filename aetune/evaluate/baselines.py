@@ -60,11 +60,11 @@ class PCA:
 
 
 def pca_components(code_numel: int, pixels: int) -> int:
-    """PCA rank matched to a code. A dense or VAE code gets its own size. A conv code is a feature map that can
-    hold more numbers than the image (32 x 7 x 7 = 1568 > 784), where a PCA of that rank would be exact and the
-    comparison void, so its rank is capped at a quarter of the image's numbers, C x H x W (196 on MNIST, 768 on
-    CIFAR-10)."""
-    return max(1, min(code_numel, pixels // 4))
+    """PCA rank matched to a code: its own size, so every code with a bottleneck (fewer numbers than the image's
+    C x H x W) is compared with a linear code of exactly its size. A code with at least as many numbers as the
+    image (a conv feature map can: 32 x 7 x 7 = 1568 > 784) has no bottleneck and is not ranked; its PCA is capped
+    at the image's numbers, where it is exact."""
+    return max(1, min(code_numel, pixels))
 
 
 def image_bce(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -10,11 +10,14 @@ from typing import Any, Callable, Iterator
 
 from aetune.evaluate import stats, study
 from aetune.evaluate.study import NO_BOTTLENECK, Record, fmt
-from aetune.metrics import BIASED
+from aetune.metrics import BIASED, OWN_LOSS, for_family
 from aetune.numbers import is_finite
 
 Row = dict[str, Any]
-Finding = dict[str, str]  # {"text": ..., "split": "validation" | "test" | "validation and test"}
+Finding = dict[str, Any]  # {"text": ..., "split": "validation" | "test" | "validation and test"}; "descriptive":
+# True on a finding that states how something was done or measured and claims no difference (nothing to test).
+# Every other finding names its test (stats.TEST), or says "not tested" or "indistinguishable".
+NOT_TESTED = "one run; not tested"
 
 
 def findings(records: dict[str, Record], rows: list[Row], pca: dict[int, float], probe_images: int | None = None,
@@ -26,7 +29,7 @@ def findings(records: dict[str, Record], rows: list[Row], pca: dict[int, float],
         lambda: best_reconstruction(rows, records),
         lambda: against_pca(rows),
         lambda: by_code_size(records, pca),
-        lambda: sweeps(records),
+        lambda: sweeps(records, rows),
         lambda: knobs(records, eval_noise),
         lambda: fronts(records, rows),
         lambda: robustness(rows, eval_noise),
@@ -36,8 +39,8 @@ def findings(records: dict[str, Record], rows: list[Row], pca: dict[int, float],
     return [finding for make in makers for finding in make()]
 
 
-def finding(text: str, split: str) -> Finding:
-    return {"text": text, "split": split}
+def finding(text: str, split: str, descriptive: bool = False) -> Finding:
+    return {"text": text, "split": split, **({"descriptive": True} if descriptive else {})}
 
 
 def picks(rows: list[Row], key: str) -> list[Row]:
@@ -65,7 +68,8 @@ def selected_on_test(records: dict[str, Record]) -> Iterator[Finding]:
     if names:
         yield finding(f"Selected on the test split (val_size: 0, the course protocol): {', '.join(names)} "
                       f"{'was' if len(names) == 1 else 'were'} picked by scores on the test split, so "
-                      f"{'its' if len(names) == 1 else 'their'} test scores are not held-out estimates.", "test")
+                      f"{'its' if len(names) == 1 else 'their'} test scores are not held-out estimates.", "test",
+                      descriptive=True)
 
 
 def runs(row: Row, key: str) -> list[float]:
@@ -80,7 +84,7 @@ def shown(row: Row, key: str) -> str:
 
 
 def outcome(verdict: str, k: int) -> str:
-    return {"untested": "one run; not tested", "indistinguishable": f"indistinguishable at {k} seeds"}.get(
+    return {"untested": NOT_TESTED, "indistinguishable": f"indistinguishable at {k} seeds"}.get(
         verdict, verdict)
 
 
@@ -108,7 +112,7 @@ def best_reconstruction(rows: list[Row], records: dict[str, Record]) -> Iterator
     unbounded = [r["name"] for r in rows if r["kind"] == "model" and r.get("note") == NO_BOTTLENECK]
     if unbounded:
         yield finding(f"{', '.join(unbounded)}: the code has at least as many numbers as the image (no bottleneck), "
-                      "so it is not ranked and never called best.", "test")
+                      "so it is not ranked and never called best.", "test", descriptive=True)
 
 
 def against_pca(rows: list[Row]) -> Iterator[Finding]:
@@ -156,13 +160,17 @@ def by_code_size(records: dict[str, Record], pca: dict[int, float]) -> Iterator[
                  for r in records.values())
     yield finding(f"By code size, the best of {trials} trials' BCE on the {split} split" +
                   (" against PCA's at the same size on the same images" if any(s in pca for s in best) else "") +
-                  f": {'; '.join(parts)}.", split)
+                  f": {'; '.join(parts)} (each size's best of its trials, one run picked for being lowest: it "
+                  "overstates what the size gives; not tested).", split)
 
 
-def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
+def sweeps(records: dict[str, Record], rows: list[Row] = ()) -> Iterator[Finding]:
     """A swept knob: each member's pick, on the variant's own (single) metric. A knob whose best on that metric is
     known before the study ran (aetune.metrics.BIASED: a larger code always reconstructs better) gets its curve, value by
-    value, never a "best" — the answer the search guard exists to refuse."""
+    value, never a "best" — the answer the search guard exists to refuse. Members whose models say their own loss is
+    a likelihood bound (rows' `likelihood`: a VAE's negative ELBO charges each latent dimension its KL) get a best
+    code size on val_loss and train_loss, tested like any knob (aetune.metrics.for_family)."""
+    table = by_name(rows)
     for base, names in study.groups(records).items():
         members = [(records[n]["sweep"], records[n]) for n in names if len(records[n].get("sweep") or {}) == 1]
         pairs = {tuple(study.objectives(r)) for _, r in members}
@@ -175,19 +183,31 @@ def sweeps(records: dict[str, Record]) -> Iterator[Finding]:
         if len(scored) < 2:
             continue
         split = study.selection_split(r for _, r in members)
-        values = "; ".join(f"{fmt(value)}: {num(score)}" for value, score in scored)
-        bias = BIASED.get(key)
+        by_value = sorted(((s[key], r) for s, r in members if key in s), key=lambda p: p[0])
+        values = member_values(key, metric, by_value)
+        bound = all(table.get(n, {}).get("likelihood") for n in names)
+        bias = BIASED.get(key) and for_family(BIASED[key], bound)
         if bias and metric in (*bias.low, *bias.high):
             why = bias.why.split(" (")[0].split(",")[0]  # "a larger code always reconstructs better"
             yield finding(f"{base} swept over {key}, {split} split: {metric} of each member's pick by {key}: "
-                          f"{values} (a trade-off curve, not a best: {why}).", split)
+                          f"{values} (a trade-off curve, not a best: {why}).", split, descriptive=True)
             continue
         sizes = {(r.get("metrics") or {}).get("code_size") for _, r in members}
-        if len(sizes) > 1:  # e.g. filter lists: each value is another code size, and a larger code reconstructs better
+        if len(sizes) > 1 and not (bound and metric in OWN_LOSS):  # e.g. filter lists: each value is another code
+            # size, and a larger code reconstructs better (not on a likelihood bound, which charges the code its KL)
             yield finding(f"{base} swept over {key}, {split} split: {metric} of each member's pick by {key}: "
-                          f"{values} (a trade-off curve, not a best: the values give codes of different sizes).", split)
+                          f"{values} (a trade-off curve, not a best: the values give codes of different sizes).", split,
+                          descriptive=True)
             continue
         yield sweep_best(base, key, metric, mode, [(s[key], r) for s, r in members if key in s], split)
+
+
+def member_values(key: str, metric: str, members: list[tuple[Any, Record]]) -> str:
+    """'value: score' per member: the mean ± 95 % half-width over its pick's repeats where it has them
+    ('(K seeds)'), else its pick's one run."""
+    scored = ((value, member_runs(r, metric)) for value, r in members)
+    return "; ".join(f"{fmt(value)}: {stats.estimate(runs_)}" + (f" ({len(runs_)} seeds)" if len(runs_) > 1 else "")
+                     for value, runs_ in scored if runs_)
 
 
 def member_runs(record: Record, metric: str) -> list[float]:
@@ -208,8 +228,7 @@ def sweep_best(base: str, key: str, metric: str, mode: str, members: list[tuple[
     best, others = scored[0], scored[1:]
     adjusted = stats.holm([stats.p_value(best[1], values) for _, values in others])
     verdicts = [stats.verdict(p, best[1], values, mode) for p, (_, values) in zip(adjusted, others)]
-    values = "; ".join(f"{fmt(value)}: {stats.estimate(runs_)}" + (f" ({len(runs_)} seeds)" if len(runs_) > 1 else "")
-                       for value, runs_ in ((v, member_runs(r, metric)) for v, r in members) if runs_)
+    values = member_values(key, metric, members)
     numeric = sorted(v for v, _ in scored if is_finite(v))
     edge = (f"; {key} {fmt(best[0])} is the {'lowest' if best[0] == numeric[0] else 'highest'} value tried: the best "
             "may lie outside the range" if is_finite(best[0]) and len(numeric) >= 2 and best[0] in (numeric[0],
@@ -295,39 +314,76 @@ def fronts(records: dict[str, Record], rows: list[Row]) -> Iterator[Finding]:
                     if all(end is not None and is_finite(end.get(study.test_metric(m))) for end in ends)]
         if None not in ends and measured:
             text = ", ".join(f"{key} {num(ends[0][key])} -> {num(ends[1][key])}" for key, _ in measured)
-            yield finding(f"{name} front re-scored on the test split, same two ends: {text}.", "test")
+            yield finding(f"{name} front re-scored on the test split, same two ends: {text} (one run each; not "
+                          "tested).", "test")
 
 
 # --- robustness and what the codes keep -----------------------------------------------------------------------
 
+def within_code_sizes(models: list[Row], key: str, mode: str) -> list[tuple[int, list[Row], str]]:
+    """The picks grouped by code size (across sizes a larger code simply keeps more), each group ordered by its
+    mean over repeats of `key` (else the one run), with the verdict of its first against its second: Welch's test,
+    Holm over the groups; a group of one pick is not compared."""
+    sign = 1 if mode == "min" else -1
+    groups = [sorted((r for r in models if r["code"] == size), key=lambda r: sign * stats.estimate(runs(r, key)).mean)
+              for size in sorted({r["code"] for r in models})]
+    pairs = [(g[0], g[1]) if len(g) > 1 else None for g in groups]
+    adjusted = stats.holm([stats.p_value(runs(a, key), runs(b, key)) if pair else None
+                           for pair in pairs for a, b in [pair or (None, None)]])
+    out = []
+    for group, pair, p in zip(groups, pairs, adjusted):
+        if pair is None:
+            out.append((group[0]["code"], group, "one pick at this size; not tested"))
+            continue
+        a, b = pair
+        verdict = stats.verdict(p, runs(a, key), runs(b, key), mode)
+        k = min(len(runs(a, key)), len(runs(b, key)))
+        said = (f"{a['name']} {verdict} than {b['name']} ({stats.TEST}, p = {p:.3g})" if verdict in ("better", "worse")
+                else f"{a['name']} vs {b['name']}: {outcome(verdict, k)}"
+                + (f" ({stats.TEST}, p = {p:.3g})" if p is not None else ""))
+        out.append((a["code"], group, said))
+    return out
+
+
 def robustness(rows: list[Row], eval_noise: float | None) -> Iterator[Finding]:
-    models = sorted(picks(rows, "test_denoise_bce"), key=lambda r: r["test_denoise_bce"])
+    """Denoising BCE of the picks on the test split, compared within each code size (repeats' means where the
+    picks have them), with PCA of that size beside."""
+    models = picks(rows, "test_denoise_bce")
     if len(models) < 2:
         return
     table = by_name(rows)
-    pca = table.get(models[0].get("pca_baseline"), {})
     noise = f" with noise {fmt(eval_noise)}" if eval_noise is not None else ""
-    listed = ", ".join(f"{r['name']} {num(r['test_denoise_bce'])}" for r in models)
-    baseline = f"; {pca['name']} {num(pca['test_denoise_bce'])}" if is_finite(pca.get("test_denoise_bce")) else ""
-    yield finding(f"Denoising on the test split, BCE of clean images recovered from inputs{noise}: {listed}"
-                  f"{baseline}.", "test")
+    parts = []
+    for size, group, said in within_code_sizes(models, "test_denoise_bce", "min"):
+        pca = table.get(group[0].get("pca_baseline"), {})
+        baseline = f"; {pca['name']} {num(pca['test_denoise_bce'])}" if is_finite(pca.get("test_denoise_bce")) else ""
+        listed = ", ".join(f"{r['name']} {shown(r, 'test_denoise_bce')}" for r in group)
+        parts.append(f"code size {size}: {listed}{baseline} ({said})")
+    yield finding(f"Denoising on the test split, BCE of clean images recovered from inputs{noise}, within each code "
+                  f"size: {'; '.join(parts)}.", "test")
 
 
 def probe(rows: list[Row], probe_images: int | None) -> Iterator[Finding]:
-    models = sorted(picks(rows, "test_probe"), key=lambda r: -r["test_probe"])
+    """Linear-probe accuracy of each pick's encoder (its one run: repeats are not probed), within each code size,
+    with PCA of that size beside; raw pixels last."""
+    models = picks(rows, "test_probe")
     if not models:
         return
     table = by_name(rows)
     parts = []
-    for r in models:
-        pca = table.get(r.get("pca_baseline"), {})
-        parts.append(f"{r['name']} ({r['code']} numbers) {percent(r['test_probe'])}" +
-                     (f" vs {pca['name']} {percent(pca['test_probe'])}" if is_finite(pca.get("test_probe")) else ""))
+    for size, group, said in within_code_sizes(models, "test_probe", "max"):
+        listed = []
+        for r in group:
+            pca = table.get(r.get("pca_baseline"), {})
+            listed.append(f"{r['name']} ({r['code']} numbers) {percent(r['test_probe'])}" +
+                          (f" vs {pca['name']} {percent(pca['test_probe'])}" if is_finite(pca.get("test_probe"))
+                           else ""))
+        parts.append(f"code size {size}: {', '.join(listed)} ({said})")
     pixels = [table[name] for name in {r.get("pixels_baseline") for r in models} if name in table]
     fitted = f" of {probe_images} training images" if probe_images else " of training images"
-    yield finding(f"Linear probe (logistic regression on the frozen codes{fitted}), accuracy on the test split: "
-                  + "; ".join(parts) + "".join(f"; raw pixels {percent(p['test_probe'])}" for p in pixels) + ".",
-                  "test")
+    yield finding(f"Linear probe (logistic regression on the frozen codes{fitted}), accuracy on the test split of "
+                  "each pick's one run, within each code size: " + "; ".join(parts)
+                  + "".join(f"; raw pixels {percent(p['test_probe'])}" for p in pixels) + ".", "test")
 
 
 def generalisation(rows: list[Row]) -> Iterator[Finding]:
@@ -342,4 +398,4 @@ def generalisation(rows: list[Row]) -> Iterator[Finding]:
     worst = max(models, key=lambda r: abs(gap(r)))
     yield finding(f"Validation vs test: the picked checkpoints' test BCE is within {percent(abs(gap(worst)))} of "
                   f"their validation BCE (largest gap: {worst['name']}, {num(worst['val_bce'])} validation vs "
-                  f"{num(worst['test_bce'])} test).", "validation and test")
+                  f"{num(worst['test_bce'])} test).", "validation and test", descriptive=True)

@@ -27,7 +27,8 @@ COLUMNS = {"group": "code size group", "rank": "# in group", "name": "variant", 
            "val_bce_mean": "BCE (val), mean of K", "val_bce_ci": "± 95% CI (val)",
            "test_bce_mean": "BCE (test), mean of K", "test_bce_ci": "± 95% CI (test)",
            "val_loss_mean": "own loss (val), mean of K", "val_loss_ci": "± 95% CI (val) ",
-           "test_loss_mean": "own loss (test), mean of K", "test_loss_ci": "± 95% CI (test) ", "test_nll": "NLL (test)", "test_nll_se": "± SE (NLL)",
+           "test_loss_mean": "own loss (test), mean of K", "test_loss_ci": "± 95% CI (test) ",
+           "test_nll": "NLL (test), pick's run", "test_nll_se": "± SE (NLL)",
            "val_bce": "BCE (val), pick's run", "test_bce": "BCE (test), pick's run",
            "test_psnr": "PSNR dB (test)", "val_denoise_bce": "denoise BCE (val)",
            "test_denoise_bce": "denoise BCE (test)", "val_code_l1": "mean |code| (val)",
@@ -44,8 +45,8 @@ NOTES = ("K: the pick's config trained again under K new seeds once the search h
          "training objective (a VAE's: its negative ELBO with sampled codes, nats per image, so not comparable). "
          "Probe accuracy: logistic regression on the frozen codes of {probe} training images (its L2 strength chosen "
          "on a held-out fifth of them), scored on the test codes. Baselines, fitted on the same {fit} training images "
-         "(those the trials trained on): the mean image; PCA with as many components as the code has numbers (conv "
-         "feature-map codes capped at a quarter of the image's numbers, C x H x W, where a PCA of the code's size would be near exact); "
+         "(those the trials trained on): the mean image; PCA with as many components as the code has numbers (a code "
+         "with at least as many numbers as the image, C x H x W, is no bottleneck: its PCA is capped there, exact); "
          "raw pixels (probe only). Anomalies: test images with MSE above 2 x the mean.")
 
 

@@ -52,6 +52,7 @@ class Variant:
     metrics: dict[str, float] = field(default_factory=dict)  # test_*: measured here on the test split
     codes: torch.Tensor | None = None  # N x code elements: deterministic codes of the clean test images
     code_shape: tuple[int, ...] = ()
+    image_numel: int = 0  # C x H x W of the images it was scored on: a code this size or more is no bottleneck
     errors: torch.Tensor | None = None  # N: per-image MSE of the clean reconstruction
     baselines: dict[str, str] = field(default_factory=dict)  # {"mean_image", "pca", "pixels"}: row names
 
@@ -103,6 +104,7 @@ def score_checkpoint(v: Variant, images: EvalImages, device: torch.device, nll_s
         parts["codes"].append(out.code.flatten(1))
     cat = {key: torch.cat(values).float().cpu() for key, values in parts.items()}
     v.codes, v.errors, v.code_shape = cat["codes"], cat["mse"], tuple(out.code.shape[1:])
+    v.image_numel = images.data.test_x[0].numel()
     v.metrics = {"test_loss": loss / len(v.errors), **summarise(cat["bce"], cat["mse"]),
                  **summarise(cat["denoise_bce"], cat["denoise_mse"], "test_denoise_"),
                  "test_code_l1": float(v.codes.abs().mean()),
@@ -140,7 +142,8 @@ def variant_row(v: Variant) -> dict[str, Any]:
     """The test scores beside the validation scores the search reported for the same checkpoint."""
     reported = v.reported
     return {"name": v.name, "kind": v.kind, "selected_on": v.record.get("selected_on"), "dataset": v.config.dataset,
-            "model": v.config.model, "code": v.codes.shape[1],
+            "model": v.config.model, "code": v.codes.shape[1], "image_numel": v.image_numel,
+            "likelihood": v.model.likelihood,
             "params": v.model.trainable_params, "epoch": v.bundle["epoch"],
             "trial_id": v.trial_id, **{key: reported.get(key) for key in VALIDATION},
             "val_code_l1": reported.get("code_l1"), **v.metrics,
@@ -252,13 +255,12 @@ def leaderboard(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = [dict(r) for r in rows]
     repeat_estimates(rows)
     table = {r["name"]: r for r in rows}
-    pixels = {r.get("dataset"): r["code"] for r in rows if r.get("model") == "pixels"}
     models = [r for r in rows if r["kind"] == "model"]
     board, shown = [], set()
     for size in sorted({r["code"] for r in models}):
         group = [r for r in models if r["code"] == size]
         for row in group:
-            if size >= pixels.get(row.get("dataset"), math.inf):
+            if size >= row.get("image_numel", math.inf):  # the data's own shape: labelled or not
                 row["note"] = NO_BOTTLENECK
         for name in dict.fromkeys(r.get("pca_baseline") for r in group):
             if name in table:

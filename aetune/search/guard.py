@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aetune.metrics import CODE_SIZE_BIAS, OWN_LOSS, Bias
+from aetune.metrics import CODE_SIZE_BIAS, OWN_LOSS, Bias, for_family
 
 if TYPE_CHECKING:
     from aetune.search.spaces import Search
@@ -29,9 +29,10 @@ def bias_refusal(bias: Bias, search: Search, detail: str = "") -> str | None:
     return None
 
 
-def code_size_refusal(search: Search, sizes: set[int]) -> str | None:
+def code_size_refusal(search: Search, sizes: set[int], likelihood: bool = False) -> str | None:
     """A key (or keys together) whose options give codes of different sizes (e.g. conv filters: the last count
-    sets the code) is a code-size knob, whatever its name. Its parameter count is no measure of the code: conv
+    sets the code) is a code-size knob, whatever its name (`likelihood`: every option's own loss is a likelihood
+    bound, which charges the code its KL: see metrics.for_family). Its parameter count is no measure of the code: conv
     filters [8, 8] have fewer parameters than [16, 8, 8] and a code three times as large."""
     if len(sizes) < 2:
         return None
@@ -41,7 +42,7 @@ def code_size_refusal(search: Search, sizes: set[int]) -> str | None:
                 "by size (conv filters [8, 8] have fewer parameters than [16, 8, 8] and a code three times as "
                 "large), so the front is not the code-size trade-off; name the code size, metric: [val_bce, "
                 "code_size] (or [val_bce, code_size, params])")
-    return bias_refusal(CODE_SIZE_BIAS, search, detail)
+    return bias_refusal(for_family(CODE_SIZE_BIAS, likelihood), search, detail)
 
 
 def units_refusal(search: Search, what: str) -> str | None:

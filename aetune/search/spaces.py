@@ -17,7 +17,7 @@ import yaml
 from aetune import yamlfile
 from aetune.config import DATASETS, TrialConfig, is_dataset_path
 from aetune.errors import UsageError, first_line, quote
-from aetune.metrics import BIASED, METRICS
+from aetune.metrics import BIASED, METRICS, for_family
 from aetune.models import build_model  # imports torch only when called: structural validation never does
 from aetune.numbers import is_int, is_number
 from aetune.search.domains import Domain
@@ -33,6 +33,7 @@ ASHA_KEYS = ("grace_period", "reduction_factor", "metric")
 SAMPLER_KEYS = {"n_startup_trials": "a non-negative integer", "multivariate": "true or false"}  # TPESampler's
 
 JOINT_CHECK_LIMIT = 256  # option combinations whose code sizes are checked together (models built: milliseconds each)
+ARCHITECTURE_KEYS = ("model", "filters", "decoder", "hidden_layers")  # may change the code's shape with another key
 SPACE_WIDE = ("train_size", "val_size", "val_split", "test_size")  # the split: one for every trial, in `defaults`
 RESOURCE_STEP = 0.0001  # Ray counts resources in these units: a smaller share is refused by Ray itself
 
@@ -224,7 +225,7 @@ class SearchSpace:
                 _check(domain.kind in ("grid", "choice"), source, f"{where}.{key}",
                        f"searcher grid takes grid/choice domains only, not {domain.kind}")
         for knob, bias in BIASED.items():
-            if knob in variant.domains:
+            if knob in variant.domains and knob != "code_size":  # code_size: with the models (check_models)
                 _refuse(bias_refusal(bias, search), source, f"{where}.{knob}")
         if "loss" in variant.domains and len(set(variant.domains["loss"].values)) > 1:
             _refuse(units_refusal(search, "loss: bce and mse measure the loss in different units (cross-entropy, "
@@ -277,22 +278,32 @@ class SearchSpace:
                       shape: tuple[int, int, int]) -> None:
         code_sizes: dict[str, set[int]] = {}  # per searched key: the code sizes its options give
         per_image: dict[str, set[bool]] = {}  # per searched key: whether its options' losses sum over an image
+        bounds: set[bool] = set()  # whether the options' own losses are likelihood bounds (a VAE's negative ELBO)
+        extras: set[str] | None = None  # the family metrics every option reports (kl: only if every one is a VAE)
         for key, values in _option_configs(self, variant):
             model = _build(values, shape, source, where)
+            extras = set(model.extra_metrics) if extras is None else extras & set(model.extra_metrics)
             code_sizes.setdefault(key, set()).add(math.prod(model.code_shape))
             per_image.setdefault(key, set()).add(model.loss_per_image)
+            bounds.add(model.likelihood)
+        likelihood = bounds == {True}
+        if "code_size" in variant.domains:
+            _refuse(bias_refusal(for_family(BIASED["code_size"], likelihood), search), source, f"{where}.code_size")
         for key, sizes in code_sizes.items():  # e.g. conv filters: the last filter count sets the code size
             if key and key != "code_size":
-                _refuse(code_size_refusal(search, sizes), source, f"{where}.{key}")
+                _refuse(code_size_refusal(search, sizes, likelihood), source, f"{where}.{key}")
             if len(per_image[key]) > 1:
                 _refuse(units_refusal(search, f"{key}: its options' losses are a per-pixel mean and a sum per image "
                                       "(nats)"), source, f"{where}.{key}")
-        keys, sizes = _joint_code_sizes(self, variant, shape, source, where)
-        _refuse(code_size_refusal(search, sizes), source, f"{where}.{' and '.join(keys)} (together)")
-        known = (*METRICS, *model.extra_metrics)
+        moving = {key for key, sizes in code_sizes.items() if key and len(sizes) > 1}
+        keys, sizes = _joint_code_sizes(self, variant, shape, source, where, moving)
+        _refuse(code_size_refusal(search, sizes, likelihood), source, f"{where}.{' and '.join(keys)} (together)")
+        known = (*METRICS, *sorted(extras))
+        models = " or ".join(dict.fromkeys(values["model"] for _, values in _option_configs(self, variant)))
         for metric in search.metric:
             _check(metric in known, source, f"{where}.metric" if "metric" in variant.settings else "metric",
-                   f"unknown {metric!r} for a {values['model']} model; use one of {', '.join(known)}")
+                   f"unknown {metric!r} for a {models} model (every option must report it); use one of "
+                   f"{', '.join(known)}")
 
 
 def _build(values: dict[str, Any], shape: tuple[int, int, int], source: str, where: str):
@@ -303,14 +314,22 @@ def _build(values: dict[str, Any], shape: tuple[int, int, int], source: str, whe
 
 
 def _joint_code_sizes(space: SearchSpace, variant: Variant, shape: tuple[int, int, int], source: str,
-                      where: str) -> tuple[list[str], set[int]]:
+                      where: str, moving: set[str]) -> tuple[list[str], set[int]]:
     """Keys that change the code size only together (model and filters: a dense code of 128 and conv [16, 8, 8]
     agree, conv [16, 16] does not), with the code sizes of every combination of their options; one at a time,
-    each looks constant. Listed domains other than code_size (its own check), up to JOINT_CHECK_LIMIT
-    combinations; ([], one size) where the keys change nothing together."""
-    listed = {k: d.values for k, d in variant.domains.items() if d.kind in ("choice", "grid") and k != "code_size"}
-    if len(listed) < 2 or math.prod(len(v) for v in listed.values()) > JOINT_CHECK_LIMIT:
+    each looks constant. Only listed keys that can change the architecture are combined: ARCHITECTURE_KEYS and the
+    keys `moving` (their options change the code size one at a time); code_size has its own check. More than
+    JOINT_CHECK_LIMIT combinations is refused, never skipped. ([], one size) where the keys change nothing
+    together."""
+    listed = {k: d.values for k, d in variant.domains.items() if d.kind in ("choice", "grid") and k != "code_size"
+              and (k in ARCHITECTURE_KEYS or k in moving)}
+    count = math.prod(len(v) for v in listed.values())
+    if len(listed) < 2:
         return [], set()
+    _check(count <= JOINT_CHECK_LIMIT, source, f"{where}.{' and '.join(listed)}",
+           f"their options make {count} architectures, more than the {JOINT_CHECK_LIMIT} whose code sizes are "
+           "checked together (a search over code sizes must say so in its metric); list fewer options, or fix "
+           "some of these keys")
     base = space.first_config(variant)
     combos = [dict(zip(listed, values)) for values in itertools.product(*listed.values())]
     sizes = [math.prod(_build({**base, **combo}, shape, source, where).code_shape) for combo in combos]

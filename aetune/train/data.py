@@ -1,12 +1,17 @@
 """Datasets as uint8 tensors, loaded once per process and kept resident on the trial's device.
 
 Where the images come from (a torchvision dataset, a folder of images, a NumPy file) is aetune.train.sources' job;
-here they are split. Three splits: train | val | test. A source without a test split of its own has one carved
-from its images by a fixed permutation (TEST_FRACTION of them, seed TEST_SPLIT_SEED: never a trial's). The
-validation images are held out of the training images in use by a permutation that depends only on how many there
-are and `val_size` (never on a trial's seed), so every trial of every variant, and the evaluation, see the same
-ones. Trials read train and val; only aetune.evaluate reads test. `val_size: 0` is the course protocol: validation
-is the test split, and every output says so. Labels are optional: an unlabelled dataset has None for every *_y.
+here they are split. Three splits: train | val | test. A file's or folder's images (and its own test split) are first
+put in a fixed order, a permutation seeded by SOURCE_ORDER_SEED (never a trial's): their stored order means nothing
+and is often by class (a folder is read class subfolder by class subfolder), so cutting it (`train_size`,
+`test_size`, `val_split: last`) would keep a few classes. A torchvision dataset keeps its official order (its
+published splits, not sorted by class), so its results stay comparable with others'. A source without a test split
+of its own has one carved from its images by a fixed permutation (TEST_FRACTION of them, seed TEST_SPLIT_SEED: never
+a trial's). The validation images are held out of the training images in use by a permutation that depends only on
+how many there are and `val_size` (never on a trial's seed), so every trial of every variant, and the evaluation,
+see the same ones. Trials read train and val; only aetune.evaluate reads test. `val_size: 0` is the course protocol:
+validation is the test split, and every output says so.
+Labels are optional: an unlabelled dataset has None for every *_y.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ SPLIT_SEED = 0  # the validation permutation's seed: a constant, so the split ne
 VAL_FRACTION = 0.1  # val_size when it is not given
 TEST_SPLIT_SEED = 0  # the carved test split's permutation seed (sources without test files): a constant too
 TEST_FRACTION = 0.2  # of a source's images carved out as its test split when it has none
+SOURCE_ORDER_SEED = 0  # the fixed order of a file's or folder's images: a constant, never a trial's seed
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,12 @@ def load_data(
     source = read_source(name, resolve_data_root(data_root), download, channels, image_size, layout,
                          test or val_size == 0 or not is_named(name))  # a file is read whole either way
     images, labels, test_x, test_y, test_from = source.x, source.y, source.test_x, source.test_y, "files"
+    origin = source.origin
+    del source  # the reordered copies replace the images as read: one copy at a time
+    if not is_named(name):  # a file's or folder's order means nothing (often by class): a fixed seeded one
+        images, labels = in_fixed_order(images, labels)
+        if test_x is not None:
+            test_x, test_y = in_fixed_order(test_x, test_y)
     if test_x is None and not is_named(name):  # no test split of its own: carve one, never trained on
         train_idx, test_idx = carve_test(name, len(images))
         test_x, test_y = images[test_idx], _take(labels, test_idx)
@@ -104,7 +116,7 @@ def load_data(
     images, labels = images[:train_size], _take(labels, slice(train_size))
     if test_x is not None:
         test_x, test_y = test_x[:test_size], _take(test_y, slice(test_size))
-    common = {"test_from": test_from, "origin": source.origin}
+    common = {"test_from": test_from, "origin": origin}
     if val_size == 0:
         return ImageData(name, images, labels, test_x, test_y, test_x if test else None, test_y if test else None,
                          val_from="test", **common)
@@ -125,6 +137,12 @@ def trial_data(config: TrialConfig, data_root: str | os.PathLike | None = None, 
 def dataset_keys(config: TrialConfig) -> dict:
     """The trial config keys that say how the dataset's images are read (load_data's keyword arguments)."""
     return {"channels": config.channels, "image_size": config.image_size, "layout": config.layout}
+
+
+def in_fixed_order(images: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The images (and labels) permuted by SOURCE_ORDER_SEED: the same order for every trial and the evaluation."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SOURCE_ORDER_SEED))
+    return images[order], _take(labels, order)
 
 
 def carve_test(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:

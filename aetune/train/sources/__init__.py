@@ -17,6 +17,8 @@ from torchvision.transforms.v2 import functional as TF
 from aetune.errors import UsageError
 
 MEMORY_SHARE = 0.25  # of physical memory: the most one process may hold of images (every Ray worker holds its own)
+LOAD_PEAK = 3  # loading peaks at ~3x the uint8 images (measured, BENCHMARKS.md section 8: 844 MiB for 293 MiB): the
+# array as read, its channels-first copy, the reordered splits; the peak must fit in MEMORY_SHARE
 RESAMPLING = "bilinear, antialiased"  # how image_size resizes (torchvision's resize on uint8 tensors)
 LUMA = (0.299, 0.587, 0.114)  # RGB -> grey, ITU-R BT.601 (PIL's "L" mode weights)
 
@@ -108,9 +110,12 @@ def physical_memory() -> int:
 
 
 def check_memory(what: str, shape: tuple[int, ...], total: int | None = None) -> None:
-    """Refuse images whose uint8 copy would take more than MEMORY_SHARE of the machine, before reading them."""
+    """Refuse images whose loading peak (LOAD_PEAK x their uint8 copy) would take more than MEMORY_SHARE of the
+    machine, before reading them."""
     need, total = int(torch.Size(shape).numel()), total or physical_memory()
-    if need > MEMORY_SHARE * total:
+    peak = LOAD_PEAK * need
+    if peak > MEMORY_SHARE * total:
         raise DataError(f"{what}: {shape[0]} images of {' x '.join(map(str, shape[1:]))} take {need / 2**30:.1f} GiB "
-                        f"as uint8, more than {MEMORY_SHARE:.0%} of this machine's {total / 2**30:.1f} GiB (each "
-                        "worker keeps its own copy); set a smaller image_size or channels: 1, or use fewer images")
+                        f"as uint8 and about {LOAD_PEAK}x that ({peak / 2**30:.1f} GiB) while loading, more "
+                        f"than {MEMORY_SHARE:.0%} of this machine's {total / 2**30:.1f} GiB (each worker keeps its own "
+                        "copy); set a smaller image_size or channels: 1, or use fewer images")

@@ -1,5 +1,6 @@
 """NumPy files. A `.npy` holds the images alone (unlabelled). A `.npz` holds `x` and optionally `y` (integer labels),
-`x_test` and `y_test` (a test split of its own; otherwise aetune.train.data carves one).
+`x_test` and `y_test` (a test split of its own; otherwise aetune.train.data carves one). The stored order means
+nothing: aetune.train.data puts the images in a fixed seeded order before it cuts or carves them.
 
 Values: uint8 in [0, 255], or floats in [0, 1] (scaled by 255 and rounded). Axes: N x H x W (grey), or four axes
 read by `layout`: nhwc, nchw, or auto (the default): channels last when the last axis has 1, 3 or 4 entries, else

@@ -3,7 +3,9 @@ torchvision's ImageFolder does); a flat folder is unlabelled. A `train/` + `test
 laid out the same way; otherwise aetune.train.data carves the test split.
 
 Every file is opened once for its header (size, mode) before any is decoded, so a bad folder (mixed sizes without
-image_size, files that are not images, too many pixels for memory) fails at once, naming the files.
+image_size, files that are not images, 32-bit or float pixels, too many pixels for memory) fails at once, naming the
+files. 16-bit grey images (PNG's I;16) keep their top 8 bits (value >> 8: 65535 -> 255), not Pillow's "L" conversion,
+which clips every value above 255 to white; 32-bit integer (I) and float (F) images have no known range: refused.
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from PIL import Image, UnidentifiedImageError
 
 from aetune.train.sources import DataError, Source, check_memory
 
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow modes without colour
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # Pillow modes without colour
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")  # scaled to 8 bits by >> 8
+NO_RANGE = ("I", "F")  # 32-bit integers and floats: refused
 SHOWN = 3  # files named in an error
 
 
@@ -68,17 +72,22 @@ def _names(files: list[Path]) -> str:
 def _mode_and_size(path: Path, files: list[Path], channels: int | None,
                    image_size: tuple[int, int] | None) -> tuple[str, tuple[int, int]]:
     """The Pillow mode every image is converted to and the (H, W) they end at, from the headers alone."""
-    sizes, modes, bad = {}, set(), []
+    sizes, modes, bad, wide = {}, set(), [], []
     for f in files:
         try:
             with Image.open(f) as image:
                 sizes.setdefault((image.height, image.width), f)
                 modes.add(image.mode)
+                if image.mode in NO_RANGE:
+                    wide.append(f)
         except (UnidentifiedImageError, OSError):
             bad.append(f)
     if bad:
         raise DataError(f"dataset: {path}: {len(bad)} file(s) are not readable images ({_names(bad)}); remove them "
                         "or convert them to PNG/JPEG")
+    if wide:
+        raise DataError(f"dataset: {path}: {len(wide)} file(s) hold 32-bit integer or float pixels ({_names(wide)}), "
+                        "whose range is unknown; save them as 8- or 16-bit PNG, or as a .npy of floats in [0, 1]")
     if image_size is None and len(sizes) > 1:
         (a, fa), (b, fb) = list(sizes.items())[:2]
         raise DataError(f"dataset: {path} mixes image sizes ({a[0]}x{a[1]} {fa.name}, {b[0]}x{b[1]} {fb.name}, "
@@ -96,6 +105,8 @@ def _decode(path: Path, files: list[Path], labels: list[int] | None, mode: str,
     for i, f in enumerate(files):
         try:
             with Image.open(f) as image:
+                if image.mode in SIXTEEN_BIT:  # the top 8 bits: "L" would clip every value above 255
+                    image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
                 image = image.convert(mode)
                 if (image.height, image.width) != size:
                     image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
