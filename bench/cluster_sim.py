@@ -216,7 +216,7 @@ def design_rows(plans: list[Plan], workers: int, seeds: int) -> list[list[object
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from aetune.search.spaces import load_space
+    from aetune.search.space_file import load_space
 
     space = load_space(args.space)
     seconds = epoch_seconds(args, space)

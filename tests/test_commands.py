@@ -16,7 +16,7 @@ from conftest import REPO, run_search, search_env
 import aetune.evaluate.__main__ as evaluate
 from aetune.errors import UsageError
 from aetune.experiment import Summary
-from aetune.search.spaces import load_space
+from aetune.search.space_file import load_space
 from aetune.search.tuner import Experiment, print_summary
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from ray.tune.experiment import Trial
 from aetune.experiment import REPEAT_KEY, VARIANT_KEY
 from aetune.search.console import LiveStatus, hide_ray_resume_hint
 from aetune.search.searchers import EnumeratedSearch, RoutedSearch, VariantRouter
-from aetune.search.spaces import load_space
+from aetune.search.space_file import load_space
 
 QUICK = Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml"
 

@@ -13,7 +13,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from aetune.config import TrialConfig
 from aetune.experiment import read_manifest
 from aetune.models import build_model
-from aetune.search.spaces import load_space
+from aetune.search.space_file import load_space
 from aetune.train.logger import CODE_NUMBERS, TrialLogger
 
 DIGITS = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)

@@ -14,7 +14,7 @@ import torch
 from aetune.config import ConfigError, TrialConfig
 from aetune.evaluate.baselines import PCA
 from aetune.models import build_model
-from aetune.search.spaces import load_space
+from aetune.search.space_file import load_space
 from aetune.train.__main__ import _parser
 from aetune.train.checkpoint import load_checkpoint, model_from_checkpoint
 from aetune.train.data import ImageData, to_float

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from aetune.search.spaces import SpaceError, parse_space
+from aetune.search.spaces import SpaceError
+from aetune.search.space_file import parse_space
 
 L1 = {"model": "dense", "hidden_layers": [64], "code_size": 16, "l1": {"loguniform": [1.0e-6, 1.0e-3]}}
 FILTERS = {"model": "conv", "filters": {"choice": [[16, 8, 8], [8, 8]]}}  # codes of 128 and 392 numbers

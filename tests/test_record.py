@@ -24,8 +24,9 @@ from aetune.errors import UsageError
 from aetune.experiment import Summary
 from aetune.search import lock
 from aetune.search.resumable import no_restart
-from aetune.search.searchers import make_router, read_snapshot
-from aetune.search.spaces import load_space
+from aetune.search.searchers import make_router
+from aetune.search.snapshot import read_snapshot
+from aetune.search.space_file import load_space
 
 TINY = """\
     name: tiny

@@ -36,7 +36,7 @@ from aetune.errors import UsageError
 from aetune.evaluate.__main__ import main as evaluate
 from aetune.experiment import Summary, VariantResult
 from aetune.models import build_model
-from aetune.search.spaces import parse_space, space_to_yaml
+from aetune.search.space_file import parse_space, space_to_yaml
 from aetune.storage import write_text
 from aetune.train.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from aetune.train.data import ImageData

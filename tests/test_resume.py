@@ -32,7 +32,7 @@ from aetune.search.picks import trial_outcome
 from aetune.search.resume import CsvResults, JsonResults, SnapshotBackup, restore_cut_snapshot
 from aetune.search.schedulers import make_schedulers
 from aetune.search.searchers import make_router, make_searcher
-from aetune.search.spaces import parse_space
+from aetune.search.space_file import parse_space
 from aetune.search.trainable import newest_bundle, restore_point
 from aetune.train.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from aetune.train.logger import IMAGE_TAG, TrialLogger

@@ -8,7 +8,8 @@ import pytest
 import yaml
 from conftest import SMALL_SPACE
 
-from aetune.search.spaces import SpaceError, parse_space, space_to_yaml
+from aetune.search.spaces import SpaceError
+from aetune.search.space_file import parse_space, space_to_yaml
 
 
 def small(**top) -> dict:

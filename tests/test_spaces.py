@@ -11,7 +11,8 @@ import yaml
 from conftest import REPO, SMALL_SPACE
 
 import aetune.search.__main__ as search
-from aetune.search.spaces import SpaceError, load_space, parse_space, space_to_yaml
+from aetune.search.spaces import SpaceError
+from aetune.search.space_file import load_space, parse_space, space_to_yaml
 
 SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
 VALID = yaml.safe_load(textwrap.dedent(SMALL_SPACE))

@@ -13,7 +13,8 @@ from aetune.errors import UsageError, cli, exit_now, first_line
 from aetune.experiment import SPACE_FILE, check_layout, saved_data_root, saved_study_storage
 from aetune.search import lock, preflight
 from aetune.search.ray_compat import warn_untested
-from aetune.search.spaces import SearchSpace, load_space, parse_space
+from aetune.search.space_file import load_space, parse_space
+from aetune.search.spaces import SearchSpace
 from aetune.storage import is_uri, join, read_text
 
 DEFAULT_SPACE = Path("search_spaces") / "quick.yaml"

@@ -19,7 +19,8 @@ from typing import Any, Iterator
 from aetune.errors import UsageError, first_line
 from aetune.experiment import SPACE_FILE, VARIANT_KEY, read_manifest, space_digest
 from aetune.search.resume import BACKUP, SNAPSHOT_FILES, whole
-from aetune.search.searchers import read_snapshot, study_prefix
+from aetune.search.searchers import study_prefix
+from aetune.search.snapshot import read_snapshot
 from aetune.storage import join, read_text
 
 TUNER_FILE = "tuner.pkl"

@@ -22,7 +22,8 @@ from ray.tune.search.optuna import OptunaSearch
 from aetune.errors import UsageError, first_line
 from aetune.experiment import REPEAT_KEY, VARIANT_KEY
 from aetune.search.domains import OptunaSampler, enumerated_configs
-from aetune.search.repeats import Repeats, Told, make_repeats
+from aetune.search.repeats import Repeats, make_repeats
+from aetune.search.snapshot import SNAPSHOT_FORMAT, read_snapshot
 from aetune.search.spaces import SearchSpace, Variant
 
 STATES = optuna.trial.TrialState
@@ -338,9 +339,6 @@ class VariantRouter(Searcher):
                 searcher.fail_orphans()
 
 
-SNAPSHOT_FORMAT = "aetune-searcher-1"  # a searcher snapshot is JSON: data, never code (README "Security")
-
-
 def snapshot_of(router: VariantRouter) -> dict[str, Any]:
     repeats = router.repeats
     return {"format": SNAPSHOT_FORMAT, "budgets": router.budgets, "done": router.done, "variant_of": router.variant_of,
@@ -349,49 +347,6 @@ def snapshot_of(router: VariantRouter) -> dict[str, Any]:
                         "told": {name: {t: asdict(told) for t, told in trials.items()}
                                  for name, trials in repeats.told.items()},
                         "handed": repeats.handed, "finished": sorted(repeats.finished)}}
-
-
-def read_snapshot(path: Path) -> dict[str, Any]:
-    """A searcher snapshot, read as JSON and typed: ValueError (TypeError, KeyError) when it is damaged or is not
-    one aetune wrote. Nothing in it is ever called."""
-    state = json.loads(path.read_bytes())
-    if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
-        raise ValueError(f"no {SNAPSHOT_FORMAT!r} format")
-    repeats = state["repeats"]
-    return {"budgets": _ints(state["budgets"]), "done": _ints(state["done"]),
-            "variant_of": _texts(state["variant_of"]),
-            "handed": {_text(name): _ints(handed) for name, handed in _object(state["handed"]).items()},
-            "repeats": {"counts": _ints(repeats["counts"]),
-                        "told": {_text(name): {_text(t): Told(**_object(told)) for t, told in _object(trials).items()}
-                                 for name, trials in _object(repeats["told"]).items()},
-                        "handed": {_text(t): (_text(v), _int(i)) for t, (v, i) in _object(repeats["handed"]).items()},
-                        "finished": {_text(t) for t in repeats["finished"]}}}
-
-
-def _object(value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise TypeError(f"{str(value)[:40]!r} is not a JSON object")
-    return value
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{str(value)[:40]!r} is not a text")
-    return value
-
-
-def _int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{str(value)[:40]!r} is not a whole number")
-    return value
-
-
-def _ints(value: Any) -> dict[str, int]:
-    return {_text(k): _int(v) for k, v in _object(value).items()}
-
-
-def _texts(value: Any) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in _object(value).items()}
 
 
 class RoutedSearch(SearchGenerator):

@@ -7,16 +7,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from aetune import yamlfile
 from aetune.config import DATASETS, TrialConfig, is_dataset_path
-from aetune.errors import UsageError, first_line, quote
+from aetune.errors import UsageError, quote
 from aetune.metrics import BIASED, METRICS, for_family
 from aetune.models import build_model  # imports torch only when called: structural validation never does
 from aetune.numbers import is_int, is_number
@@ -192,9 +187,9 @@ class SearchSpace:
         return dataclasses.replace(self, variants=kept)
 
     def validate(self, source: str) -> None:
-        _check(self.searcher in SEARCHERS, source, "searcher",
+        check_key(self.searcher in SEARCHERS, source, "searcher",
                f"unknown {self.searcher!r}; use one of {SEARCHERS}")
-        _check(isinstance(self.dataset, str) and (self.dataset in DATASETS or is_dataset_path(self.dataset)), source,
+        check_key(isinstance(self.dataset, str) and (self.dataset in DATASETS or is_dataset_path(self.dataset)), source,
                "dataset", f"unknown {self.dataset!r}; use one of {', '.join(DATASETS)}, the path of a .npy/.npz file, "
                "or a folder of images")
         try:
@@ -202,18 +197,18 @@ class SearchSpace:
         except UsageError as err:  # its message starts with the key
             raise SpaceError(f"{source}: {err}") from None
         for key in ("epochs", "samples", "grace_period"):
-            _check(is_int(getattr(self, key)) and getattr(self, key) > 0, source, key, "must be a positive integer")
-        _check(_repeats_ok(self.repeats), source, "repeats", REPEATS_FIX)
-        _check(is_int(self.reduction_factor) and self.reduction_factor >= 2, source, "reduction_factor",
+            check_key(is_int(getattr(self, key)) and getattr(self, key) > 0, source, key, "must be a positive integer")
+        check_key(repeats_ok(self.repeats), source, "repeats", REPEATS_FIX)
+        check_key(is_int(self.reduction_factor) and self.reduction_factor >= 2, source, "reduction_factor",
                "must be an integer >= 2")
-        _check(is_number(self.cpus) and RESOURCE_STEP <= self.cpus < math.inf, source, "resources.cpus",
+        check_key(is_number(self.cpus) and RESOURCE_STEP <= self.cpus < math.inf, source, "resources.cpus",
                f"must be a finite number >= {RESOURCE_STEP} (Ray's smallest share), got {quote(self.cpus)}")
-        _check(is_number(self.gpus) and (self.gpus == 0 or RESOURCE_STEP <= self.gpus < math.inf), source,
+        check_key(is_number(self.gpus) and (self.gpus == 0 or RESOURCE_STEP <= self.gpus < math.inf), source,
                "resources.gpus", f"must be 0 or a finite number >= {RESOURCE_STEP}, got {quote(self.gpus)}")
-        _check(is_number(self.eval_noise) and self.eval_noise >= 0, source, "eval_noise", "must be a number >= 0")
-        _check(not self.sampler or self.searcher == "optuna", source, "sampler",
+        check_key(is_number(self.eval_noise) and self.eval_noise >= 0, source, "eval_noise", "must be a number >= 0")
+        check_key(not self.sampler or self.searcher == "optuna", source, "sampler",
                f"sets Optuna's TPE sampler; drop it, or use searcher: optuna (not {self.searcher})")
-        _check(bool(self.variants), source, "variants", "no variants; name at least one, e.g. dense: {model: dense}")
+        check_key(bool(self.variants), source, "variants", "no variants; name at least one, e.g. dense: {model: dense}")
         for variant in self.variants.values():
             self._validate_variant(variant, source)
 
@@ -222,7 +217,7 @@ class SearchSpace:
         search = self._validate_search(variant, source, where)
         if self.searcher == "grid":
             for key, domain in variant.domains.items():
-                _check(domain.kind in ("grid", "choice"), source, f"{where}.{key}",
+                check_key(domain.kind in ("grid", "choice"), source, f"{where}.{key}",
                        f"searcher grid takes grid/choice domains only, not {domain.kind}")
         for knob, bias in BIASED.items():
             if knob in variant.domains and knob != "code_size":  # code_size: with the models (check_models)
@@ -251,7 +246,7 @@ class SearchSpace:
 
         known = (*METRICS, *sorted({m for cls in families().values() for m in cls.extra_metrics}))
         for metric in _as_tuple(self.metric):
-            _check(metric in known, source, "metric", f"unknown {metric!r}; use one of {', '.join(known)}")
+            check_key(metric in known, source, "metric", f"unknown {metric!r}; use one of {', '.join(known)}")
         shape = self.image_shape()
         for variant in self.variants.values():
             for member in _expand(variant):
@@ -261,15 +256,15 @@ class SearchSpace:
         search = self.search(variant)
         prefix = where if "metric" in variant.settings else ""
         metric_key = f"{prefix}.metric" if prefix else "metric"
-        _check(len(set(search.metric)) == len(search.metric), source, metric_key, "a metric is listed twice")
-        _check(len(search.mode) == len(search.metric) and all(m in MODES for m in search.mode), source,
+        check_key(len(set(search.metric)) == len(search.metric), source, metric_key, "a metric is listed twice")
+        check_key(len(search.mode) == len(search.metric) and all(m in MODES for m in search.mode), source,
                f"{prefix}.mode" if prefix else "mode", f"use min or max, one per metric ({len(search.metric)})")
-        _check(search.scheduler in SCHEDULERS, source, f"{where}.scheduler",
+        check_key(search.scheduler in SCHEDULERS, source, f"{where}.scheduler",
                f"unknown {search.scheduler!r}; use one of {SCHEDULERS}")
-        _check(is_int(search.samples) and search.samples > 0, source, f"{where}.samples",
+        check_key(is_int(search.samples) and search.samples > 0, source, f"{where}.samples",
                "must be a positive integer")
         if search.scheduler == "asha":
-            _check(search.asha_metric in search.metric, source, f"{where}.asha.metric",
+            check_key(search.asha_metric in search.metric, source, f"{where}.asha.metric",
                    f"ASHA stops trials on one metric: name one of {list(search.metric)} in asha: {{metric: ...}}, "
                    "or use scheduler: fifo")
         return search
@@ -301,7 +296,7 @@ class SearchSpace:
         known = (*METRICS, *sorted(extras))
         models = " or ".join(dict.fromkeys(values["model"] for _, values in _option_configs(self, variant)))
         for metric in search.metric:
-            _check(metric in known, source, f"{where}.metric" if "metric" in variant.settings else "metric",
+            check_key(metric in known, source, f"{where}.metric" if "metric" in variant.settings else "metric",
                    f"unknown {metric!r} for a {models} model (every option must report it); use one of "
                    f"{', '.join(known)}")
 
@@ -326,7 +321,7 @@ def _joint_code_sizes(space: SearchSpace, variant: Variant, shape: tuple[int, in
     count = math.prod(len(v) for v in listed.values())
     if len(listed) < 2:
         return [], set()
-    _check(count <= JOINT_CHECK_LIMIT, source, f"{where}.{' and '.join(listed)}",
+    check_key(count <= JOINT_CHECK_LIMIT, source, f"{where}.{' and '.join(listed)}",
            f"their options make {count} architectures, more than the {JOINT_CHECK_LIMIT} whose code sizes are "
            "checked together (a search over code sizes must say so in its metric); list fewer options, or fix "
            "some of these keys")
@@ -365,183 +360,35 @@ def _expand(variant: Variant) -> list[Variant]:
         return [variant]
     keys = list(variant.sweep)
     settings = {k: v for k, v in variant.settings.items() if k != "sweep"}
-    return [Variant(f"{variant.name}@" + ",".join(f"{k}={_label(v)}" for k, v in zip(keys, values)),
+    return [Variant(f"{variant.name}@" + ",".join(f"{k}={sweep_label(v)}" for k, v in zip(keys, values)),
                     {**variant.fixed, **dict(zip(keys, values))}, variant.domains, settings, variant.name,
                     dict(zip(keys, values)))
             for values in itertools.product(*variant.sweep.values())]
 
 
-def _label(value: Any) -> str:
+def sweep_label(value: Any) -> str:
     """A sweep value as part of a folder name: 8, 0.0001, 16-8-8."""
     if isinstance(value, (list, tuple)):
         return "-".join(map(str, value)) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def load_space(path: str | os.PathLike, models: bool = True) -> SearchSpace:
-    """Read and validate a search space file; `models=False` leaves out the checks that need PyTorch
-    (SearchSpace.check_models), so a mistyped file fails in a fraction of a second."""
-    path = Path(path)
-    try:
-        raw = yamlfile.load(path.read_text())
-    except OSError as err:
-        raise SpaceError(f"cannot read search space {path}: {err.strerror}; pass an existing --space file "
-                         "(e.g. search_spaces/quick.yaml)") from None
-    except UnicodeDecodeError:
-        raise SpaceError(f"cannot read search space {path}: not UTF-8 text; save it as UTF-8 YAML") from None
-    except yaml.YAMLError as err:
-        raise SpaceError(f"{path}: not valid YAML ({first_line(err)}); fix the syntax") from None
-    return parse_space(raw, source=str(path), models=models)
-
-
-def parse_space(raw: Any, source: str, models: bool = True) -> SearchSpace:
-    _check(isinstance(raw, dict), source, "(top level)", "a search space is a mapping with a `variants` key")
-    top = {f.name for f in dataclasses.fields(SearchSpace)} - {"grace_period", "reduction_factor", "asha_metric",
-                                                                 "cpus", "gpus", "sampler"}
-    known = top | {"asha", "resources", "sampler"}
-    for key in raw:
-        _check(key in known, source, key, f"unknown key; valid keys are {', '.join(sorted(known))}")
-    values = {k: v for k, v in raw.items() if k in top and k not in ("variants", "defaults")}
-    values.setdefault("name", Path(source).stem)
-    _check(isinstance(values["name"], str) and bool(values["name"]), source, "name",
-           f"must be a text (it names the experiment folder), e.g. name: study, not {quote(values['name'])}")
-    dataset = values.get("dataset")
-    if isinstance(dataset, str) and dataset not in DATASETS and is_dataset_path(dataset):
-        values["dataset"] = str(Path(dataset).expanduser().resolve())  # relative to the working directory
-    _check_objectives(values, source, "")
-    asha = _section(raw, "asha", source, set(ASHA_KEYS))
-    values |= {("asha_metric" if k == "metric" else k): v for k, v in asha.items()}
-    values |= {k: v for k, v in _section(raw, "resources", source, {"cpus", "gpus"}).items()}
-    values["sampler"] = _section(raw, "sampler", source, set(SAMPLER_KEYS))
-    for key, value in values["sampler"].items():
-        ok = isinstance(value, bool) if key == "multivariate" else is_int(value) and value >= 0
-        _check(ok, source, f"sampler.{key}", f"must be {SAMPLER_KEYS[key]}")
-    defaults = raw.get("defaults") or {}
-    _check(isinstance(defaults, dict), source, "defaults", "must be a mapping of trial config keys")
-    _check_config_keys(defaults, source, "defaults")
-    variants = raw.get("variants")
-    _check(isinstance(variants, dict) and variants, source, "variants",
-           "no variants; name at least one, e.g. `dense: {model: dense}`")
-    space = SearchSpace(defaults=dict(defaults), variants={name: _parse_variant(name, spec, source)
-                                                            for name, spec in variants.items()}, **values)
-    space.validate(source)
-    if models:
-        space.check_models(source)
-    return space
-
-
-def _section(raw: dict, name: str, source: str, keys: set[str], where: str = "") -> dict[str, Any]:
-    section = raw.get(name) or {}
-    _check(isinstance(section, dict), source, f"{where}{name}",
-           f"must be a mapping with keys {', '.join(sorted(keys))}")
-    for key in section:
-        _check(key in keys, source, f"{where}{name}.{key}", f"unknown key; valid keys are {', '.join(sorted(keys))}")
-    return dict(section)
-
-
-def _parse_variant(name: Any, spec: Any, source: str) -> Variant:
-    where = f"variants.{name}"
-    _check(isinstance(name, str) and name.replace("_", "").replace("-", "").isalnum(), source, where,
-           "variant names are letters, digits, '-' and '_' (they name folders)")
-    _check(isinstance(spec, dict) and spec, source, where, "empty variant; give at least `model: dense|conv|vae`")
-    settings = {k: v for k, v in spec.items() if k in SEARCH_KEYS}
-    config = {k: v for k, v in spec.items() if k not in SEARCH_KEYS}
-    _check_config_keys(config, source, where)
-    _check_objectives(settings, source, f"{where}.")
-    if "asha" in settings:
-        settings["asha"] = _section(settings, "asha", source, set(ASHA_KEYS), f"{where}.")
-    fixed, domains = {}, {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            domains[key] = _parse_domain(value, source, f"{where}.{key}")
-        else:
-            fixed[key] = value
-    _check_sweep(settings.get("sweep"), config, source, f"{where}.sweep")
-    return Variant(name, fixed, domains, settings)
-
-
-def _check_objectives(values: dict, source: str, where: str) -> None:
-    """Types only; whether each metric exists is checked against the variant's model."""
-    for key, ok in (("metric", lambda m: isinstance(m, str)), ("mode", lambda m: m in MODES)):
-        if key in values:
-            value = values[key]
-            items = value if isinstance(value, list) else [value]
-            _check(bool(items) and all(ok(m) for m in items), source, f"{where}{key}",
-                   "a metric name or a list of them, e.g. [val_bce, code_l1]" if key == "metric" else
-                   "min or max, or a list of them (one per metric)")
-    if "samples" in values:
-        _check(is_int(values["samples"]) and values["samples"] > 0, source, f"{where}samples",
-               "must be a positive integer")
-    if "repeats" in values:
-        _check(_repeats_ok(values["repeats"]), source, f"{where}repeats", REPEATS_FIX)
-
-
 REPEATS_FIX = "must be 0 (no repeats) or an integer >= 2 (a confidence interval needs two runs), e.g. repeats: 3"
 
 
-def _repeats_ok(value: Any) -> bool:
+def repeats_ok(value: Any) -> bool:
     return is_int(value) and (value == 0 or value >= 2)
-
-
-def _check_sweep(sweep: Any, config: dict, source: str, where: str) -> None:
-    if sweep is None:
-        return
-    _check(isinstance(sweep, dict) and sweep, source, where, "a mapping of config keys to value lists, "
-           "e.g. {code_size: [2, 8, 32]}")
-    _check_config_keys(sweep, source, where)
-    for key, values in sweep.items():
-        _check(isinstance(values, list) and values, source, f"{where}.{key}", "give a non-empty list of values")
-        _check(key not in config, source, f"{where}.{key}", f"{key} is both swept and set in the variant; keep one")
-        labels = [_label(v) for v in values]
-        twice = sorted({label for label in labels if labels.count(label) > 1})
-        _check(not twice, source, f"{where}.{key}",
-               f"values {values} name the same run twice ({', '.join(twice)}); list each value once")
-
-
-def _check_config_keys(values: dict, source: str, where: str) -> None:
-    keys = {f.name for f in dataclasses.fields(TrialConfig)}
-    for key in values:
-        _check(key in keys, source, f"{where}.{key}", f"unknown config key; valid keys are {', '.join(sorted(keys))}"
-               + (f" (and the search settings {', '.join(SEARCH_KEYS)})" if where.startswith("variants.") else ""))
-        _check(key not in NOT_SEARCHABLE, source, f"{where}.{key}",
-               f"`{key}` is set once for the whole space: move it to the top level")
-        _check(where == "defaults" or key not in SPACE_WIDE, source, f"{where}.{key}",
-               f"`{key}` sets the split every trial and variant shares (so their validation scores compare): "
-               "set it once in `defaults`")
-
-
-def _parse_domain(spec: dict, source: str, where: str) -> Domain:
-    try:
-        return Domain.parse(spec)
-    except ValueError as err:
-        _fail(source, where, str(err))
 
 
 def _refuse(refusal: str | None, source: str, key: str) -> None:
     if refusal:
-        _fail(source, key, refusal)
+        fail_key(source, key, refusal)
 
 
-def _check(ok: bool, source: str, key: str, fix: str) -> None:
+def check_key(ok: bool, source: str, key: str, fix: str) -> None:
     if not ok:
-        _fail(source, key, fix)
+        fail_key(source, key, fix)
 
 
-def _fail(source: str, key: str, message: str) -> None:
+def fail_key(source: str, key: str, message: str) -> None:
     raise SpaceError(f"{source}: {key}: {message}")
-
-
-def space_to_yaml(space: SearchSpace) -> str:
-    """The space as a YAML file that load_space reads back to the same SearchSpace."""
-    variants = {v.name: {**v.fixed, **{k: {d.kind: list(d.values)} for k, d in v.domains.items()}, **v.settings}
-                for v in space.variants.values()}
-    asha = {"grace_period": space.grace_period, "reduction_factor": space.reduction_factor}
-    raw = {
-        "name": space.name, "dataset": space.dataset, **{key: getattr(space, key) for key in DATA_KEYS},
-        "metric": space.metric, "mode": space.mode,
-        "epochs": space.epochs, "samples": space.samples, "searcher": space.searcher, "scheduler": space.scheduler,
-        "seed": space.seed, "eval_noise": space.eval_noise,
-        "asha": asha | ({"metric": space.asha_metric} if space.asha_metric else {}),
-        "resources": {"cpus": space.cpus, "gpus": space.gpus}, "defaults": space.defaults, "variants": variants,
-    } | ({"sampler": space.sampler} if space.sampler else {}) | ({"repeats": space.repeats} if space.repeats else {})
-    return yaml.safe_dump(raw, sort_keys=False)

@@ -25,7 +25,8 @@ from aetune.search.ray_compat import run_config_of, search_alg_of
 from aetune.search.resume import CsvResults, JsonResults, RestorableCheckpoints, SnapshotBackup, restore_cut_snapshot
 from aetune.search.schedulers import make_schedulers
 from aetune.search.searchers import label_studies, make_router, study_prefix
-from aetune.search.spaces import SearchSpace, space_to_yaml
+from aetune.search.space_file import space_to_yaml
+from aetune.search.spaces import SearchSpace
 from aetune.search.trainable import train_trial
 from aetune.storage import is_uri, join, write_text
 
