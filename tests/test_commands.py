@@ -52,7 +52,8 @@ def test_the_summarys_hints_run_as_printed(copied, capsys, data_root):
 
     dashboard = printed["Optuna"]  # optuna-dashboard URL --host 127.0.0.1: the URL opens the studies
     assert dashboard[0] == "optuna-dashboard" and dashboard[-2:] == ["--host", "127.0.0.1"]
-    assert {s.study_name for s in optuna.get_all_study_summaries(dashboard[1])} == {v.name for v in space.runs()}
+    studies = optuna.get_all_study_summaries(dashboard[1])  # named <experiment>/<created>/<variant>
+    assert {s.user_attrs.get("variant") for s in studies} == {v.name for v in space.runs()}
 
     command = printed["evaluate"]  # as printed; its progress and total on stderr, the leaderboard on stdout
     assert command[:3] == ["python", "-m", "aetune.evaluate"]

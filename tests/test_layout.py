@@ -123,7 +123,8 @@ def test_a_new_experiment_records_its_layout(searched):
     from aetune.experiment import LAYOUT, space_digest
 
     assert manifest == {"aetune": __version__, "layout": LAYOUT, "created": manifest["created"],
-                        "space_sha256": space_digest((searched / "space.yaml").read_text())}
+                        "space_sha256": space_digest((searched / "space.yaml").read_text()),
+                        "data_root": manifest["data_root"]}
     assert len(manifest["created"]) == 12
 
 

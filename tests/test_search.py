@@ -365,8 +365,8 @@ def normalised(experiment: Path) -> tuple[str, dict[str, list[list]]]:
     order = sorted(trials, key=lambda trial_id: (trials[trial_id] / "params.json").read_text())  # variant included
     label = {trial_id: f"trial-{i}" for i, trial_id in enumerate(order)}
     summary = json.loads((experiment / "summary.json").read_text())
-    summary.pop("data_root"), summary.pop("name")
-    text = json.dumps(summary, sort_keys=True)
+    root, _ = summary.pop("data_root"), summary.pop("name")
+    text = json.dumps(summary, sort_keys=True).replace(root, "<data root>")  # the split names where it read from
     for trial_id, name in label.items():
         text = text.replace(trial_id, name)
     epochs = {label[trial_id]: [[json.loads(line)[k] for k in RESULT_METRICS]

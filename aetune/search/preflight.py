@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 
 from aetune.errors import UsageError, first_line, quote
@@ -68,7 +69,21 @@ def check_resources(space: SearchSpace) -> None:
                      "--cpus-per-trial / --gpus-per-trial (resources: in the space), or add such a node")
 
 
+_TERMINATED = threading.Event()
+
+
 def sigterm_as_interrupt() -> None:
     """SIGTERM (kill, a scheduler's stop) does what Ctrl-C does: Tune saves its state, the driver prints how to
     resume and exits 130. (ray.init installs its own handler, which exits at once: call this after it.)"""
-    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    def interrupt(signum, frame) -> None:
+        _TERMINATED.set()
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def terminated() -> bool:
+    """Whether SIGTERM stopped the run. Tune's graceful stop marks the trials it stops TERMINATED in the results
+    it returns (the workers, unlike a terminal's Ctrl-C to the whole process group, never saw the signal), so the
+    results alone can read as a finished search."""
+    return _TERMINATED.is_set()

@@ -19,6 +19,7 @@ from ray import tune
 from aetune.errors import UsageError, first_line
 from aetune.experiment import CHECKPOINT_RANK, SPACE_FILE, VARIANT_KEY, Summary, VariantResult, write_manifest
 from aetune.models import family
+from aetune.search import preflight
 from aetune.search.console import LiveStatus, hide_ray_resume_hint
 from aetune.search.picks import summarise
 from aetune.search.ray_compat import run_config_of, search_alg_of
@@ -240,7 +241,7 @@ def run(experiment: Experiment, resume: bool, trainable: Callable | None, consol
     ended = grid.num_terminated + failed
     unread = any(result.config is None for result in grid) or ended < sum(map(space.trial_count, space.runs()))
     results = None if unread else summarise_all(experiment, grid)
-    if results is None or ended < expected_trials(space, results):
+    if preflight.terminated() or results is None or ended < expected_trials(space, results):
         # Ctrl-C: Tune saved its state and returned
         print(f"\ninterrupted; continue with: {experiment.resume_command()}", flush=True)
         raise KeyboardInterrupt
