@@ -316,6 +316,8 @@ CASES = [
          lambda ws: trained_out(ws, good_checkpoint_bytes()[:2000])),
     Case("resume-other-format", "aetune.train", TRAIN + ["--resume"], f"format version {FORMAT_VERSION + 1}",
          lambda ws: trained_out(ws, bundle(format_version=FORMAT_VERSION + 1))),
+    Case("resume-other-split", "aetune.train", TRAIN + ["--resume", "--val-size", "10", "--epochs", "2"],
+         "a resumed run keeps its data and split", lambda ws: trained_out(ws, good_checkpoint_bytes())),
     Case("resume-other-config", "aetune.train", TRAIN + ["--resume", "--code-size", "8", "--epochs", "2"],
          "trained with code_size=4, not 8", lambda ws: trained_out(ws, good_checkpoint_bytes())),
     Case("resume-not-aetune", "aetune.train", TRAIN + ["--resume"], "not an aetune checkpoint",

@@ -292,6 +292,21 @@ def test_a_lease_is_refused_while_held_and_taken_over_once_stale(tmp_path, monke
             pass
 
 
+def test_a_driver_whose_lease_was_taken_over_stops_renewing_it(tmp_path):
+    """A driver that stalled past LEASE_S (a laptop asleep) and lost its lease to another must not write it back:
+    two drivers would then both hold the experiment."""
+    lease = lock.Lease(str(tmp_path))
+    lease.acquire()
+    try:
+        assert lease.beat_once()  # still its own: renewed
+        other = {**lease.me, "pid": 1, "host": "elsewhere", "token": "another driver's"}
+        (tmp_path / lock.LEASE_FILE).write_text(json.dumps(other))
+        assert not lease.beat_once()
+        assert json.loads((tmp_path / lock.LEASE_FILE).read_text()) == other  # not written back
+    finally:
+        lease.stop.set()
+
+
 # Trials that outlive the test's checks and its SIGTERM, however busy the machine: the driver never ends by itself.
 ENDLESS = TINY.replace("epochs: 1", "epochs: 100000")
 

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -150,8 +151,22 @@ class Lease:
 
     def _renew(self) -> None:
         while not self.stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(UsageError):  # a missed beat is retried; LEASE_S allows several
-                self._write()
+            if not self.beat_once():  # another driver took the lease over (this one stalled past LEASE_S)
+                holder_now = _read(self.path)
+                print(f"aetune: the lease on {self.experiment} was taken over by PID {holder_now.get('pid')} on "
+                      f"{holder_now.get('host')}; stopping this driver (two must never run one experiment)",
+                      file=sys.stderr, flush=True)
+                signal.raise_signal(signal.SIGINT)  # Tune stops gracefully and saves what it has
+                return
+
+    def beat_once(self) -> bool:
+        """Renew the lease if it is still this driver's; False when another driver holds it now."""
+        current = _read(self.path)
+        if current and current.get("token") != self.me["token"]:
+            return False
+        with contextlib.suppress(UsageError):  # a missed beat is retried; LEASE_S allows several
+            self._write()
+        return True
 
     def release(self) -> None:
         self.stop.set()

@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     return _train(trainer, args.out, checkpoint)
 
 
+# What a run trains and validates on: a resumed run keeps them, whatever the flags say.
+DATA_AND_SPLIT = ("dataset", "channels", "image_size", "layout", "train_size", "val_size", "val_split", "test_size",
+                  "seed")
+
+
 def _config(args: argparse.Namespace, bundle: dict[str, Any] | None, checkpoint: Path) -> TrialConfig:
     """The flags over --config; on --resume, both over the checkpoint's own config, so only what they name
     changes (a change the weights cannot take is refused by Trainer.load_state_dict). --epochs extends a run."""
@@ -98,6 +103,12 @@ def _config(args: argparse.Namespace, bundle: dict[str, Any] | None, checkpoint:
         config = TrialConfig.from_dict({**(bundle["config"] if bundle else {}), **named})
     except ConfigError as err:
         raise ConfigError(f"{args.config or 'flags'}: {err}") from None
+    changed = sorted(k for k in DATA_AND_SPLIT if bundle and k in named and named[k] != bundle["config"].get(k))
+    if changed:  # another split would move validation images into training mid-run (or train on other images)
+        key = changed[0]
+        raise UsageError(f"--{key.replace('_', '-')}: {checkpoint} was trained with {key}="
+                         f"{bundle['config'].get(key)!r}; a resumed run keeps its data and split (drop the flag, or "
+                         "train a new run with another --out)")
     trained = int(bundle["epoch"]) if bundle else 0
     if bundle and config.epochs <= trained:
         given = f"--epochs {config.epochs}: " if "epochs" in named else ""
