@@ -284,6 +284,17 @@ def test_under_val_size_0_findings_name_the_test_split(records, rows):
     assert all(f["split"] == "test" for f in found)
 
 
+def test_picks_selected_on_training_loss_are_not_called_validated(records, rows):
+    """metric: train_loss selects on the training images: the ranking finding names that split, not validation."""
+    trained = copy.deepcopy(records)
+    for record in trained.values():
+        record["selected_on"] = "training"
+    found = findings(trained, board([{**r, "selected_on": "training"} if r["kind"] == "model" else r for r in rows]),
+                     PCA_CURVE, eval_noise=0.5)
+    ranked = [f for f in found if "ranks first" in f["text"]]
+    assert ranked and all(f["split"] == "training and test" and "on the training split" in f["text"] for f in ranked)
+
+
 def lr_sweep(records: dict, runs: dict[float, list[float]] | None) -> dict:
     """The dense sweep turned into a sweep over lr (0.01, 0.003, 0.001), each member's pick repeated (runs: the
     repeats' val_bce by lr) or not (None)."""

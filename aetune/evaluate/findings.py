@@ -108,7 +108,7 @@ def best_reconstruction(rows: list[Row], records: dict[str, Record]) -> Iterator
                       f"{split} split (BCE {shown(best, 'val_bce')}); on the test split "
                       f"{shown(best, 'test_bce')} vs {shown(second, 'test_bce')} for {second['name']}: {claim}"
                       + (f" ({stats.TEST}, p = {p:.3g})" if p is not None else "") + ".",
-                      "test" if split == "test" else "validation and test")
+                      "test" if split == "test" else f"{split} and test")
     unbounded = [r["name"] for r in rows if r["kind"] == "model" and r.get("note") == NO_BOTTLENECK]
     if unbounded:
         yield finding(f"{', '.join(unbounded)}: the code has at least as many numbers as the image (no bottleneck), "
