@@ -146,3 +146,17 @@ def test_hook_tuner_search_alg(tmp_path):
                        run_config=tune.RunConfig(storage_path=str(tmp_path)))
     assert ray_compat.search_alg_of(tuner) is generator, moved("Tuner._local_tuner._tune_config.search_alg",
                                                                "tuner.make_tuner (binding a restored run's studies)")
+
+
+def test_hook_tune_controller_restart_message():
+    """resumable.no_restart turns Ray's fallback into an error by the message Ray's TuneController logs when a
+    restore fails (and then starts the experiment anew); a new wording or logger would let the fallback run."""
+    import logging
+
+    import ray.tune.execution.tune_controller as controller
+
+    source = inspect.getsource(TuneController)
+    assert 'logger.exception("Failed to restore the run state.")' in source, moved(
+        "TuneController's 'Failed to restore the run state' log line", "aetune.search.resumable.no_restart")
+    assert controller.logger is logging.getLogger("ray.tune.execution.tune_controller"), moved(
+        "the ray.tune.execution.tune_controller logger", "aetune.search.resumable.no_restart")

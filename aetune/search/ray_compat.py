@@ -15,6 +15,8 @@ Private hooks (where aetune uses them):
 - ray.tune.Tuner._local_tuner.get_run_config(): the run config a restored Tuner fits with (tuner.set_console)
 - ray.tune.Tuner._local_tuner._tune_config.search_alg: the searcher a restored Tuner fits with (tuner.make_tuner)
 - optuna: FrozenTrial._trial_id, Study._storage (searchers.PrunedOptunaSearch.adopt, fail_orphans)
+- TuneController's log line "Failed to restore the run state." on its module's logger, before it restarts the
+  experiment anew (resumable.no_restart turns it into an error)
 PyTorch: none (TensorBoard's writer and hparams summary are public), so torch keeps a lower bound only.
 """
 from __future__ import annotations
