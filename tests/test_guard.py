@@ -119,3 +119,11 @@ def test_a_metric_only_some_options_report_is_refused_in_either_order(models):
                    r"variants\.v\.metric: unknown 'kl' for a (dense or vae|vae or dense) model")
     assert refusal(space({"model": {"choice": ["vae", "conv_vae"]}, "code_size": 8}, metric=["val_bce", "kl"],
                          mode=["min", "min"])) is None
+
+
+@pytest.mark.parametrize("spec", [{"seed": {"choice": [0, 1, 2]}}, {"sweep": {"seed": [0, 1]}}], ids=["searched", "swept"])
+def test_the_seed_is_not_a_knob(spec):
+    """Searching the seed keeps the luckiest draw; repeats measure a config over seeds instead."""
+    with pytest.raises(SpaceError, match="the seed is not a knob"):
+        parse_space({"variants": {"d": {"model": "dense", **spec}}}, "s.yaml", models=False)
+    parse_space({"variants": {"d": {"model": "dense", "seed": 3}}}, "s.yaml", models=False)  # a fixed seed is fine

@@ -115,7 +115,14 @@ def _parse_variant(name: Any, spec: Any, source: str) -> Variant:
         else:
             fixed[key] = value
     _check_sweep(settings.get("sweep"), config, source, f"{where}.sweep")
+    for key, how in (("seed", domains), ("sweep.seed", settings.get("sweep") or {})):
+        check_key("seed" not in how, source, f"{where}.{key}", NOT_A_KNOB)
     return Variant(name, fixed, domains, settings)
+
+
+NOT_A_KNOB = ("the seed is not a knob: searching or sweeping it keeps the luckiest draw (an optimistic pick) and "
+              "its values can collide with the repeats' seeds; fix one seed and use repeats: K to measure a config "
+              "over K seeds")
 
 
 def _check_objectives(values: dict, source: str, where: str) -> None:
