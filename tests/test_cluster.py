@@ -66,7 +66,8 @@ def test_search_spreads_over_both_nodes_and_evaluate_reads_every_checkpoint(clus
 
 
 def test_losing_a_worker_node_mid_search_loses_nothing(cluster, local_cluster, tmp_path):  # last: kills the worker
-    space = write_space(tmp_path / "s.yaml", SPACE.replace("EPOCHS", "12"))  # long enough to outlive the kill
+    epochs = 30  # long enough that the worker's trial is still training when the kill lands (0.2-0.5 s an epoch)
+    space = write_space(tmp_path / "s.yaml", SPACE.replace("EPOCHS", str(epochs)))
     driver = search(cluster, tmp_path, "lossy", space)
     head = subprocess.run([sys.executable, "-c", "import ray; ray.init(address='auto', logging_level='ERROR'); "
                            "print(ray.get_runtime_context().get_node_id())"], env=cluster, capture_output=True,
@@ -83,7 +84,7 @@ def test_losing_a_worker_node_mid_search_loses_nothing(cluster, local_cluster, t
     trials = results(tmp_path / "lossy")
     assert len(trials) == 4
     for name, rows in trials.items():
-        assert [r["epoch"] for r in rows] == list(range(1, 13)), name  # every epoch, once
+        assert [r["epoch"] for r in rows] == list(range(1, epochs + 1)), name  # every epoch, once
     moved = [rows for rows in trials.values() if rows[0]["node_id"] != head and rows[-1]["node_id"] == head]
     assert moved, "no trial was rescheduled from the lost worker onto the head"
-    assert Summary.read(tmp_path / "lossy").variants["conv"].metrics["epoch"] == 12
+    assert Summary.read(tmp_path / "lossy").variants["conv"].metrics["epoch"] == epochs

@@ -377,7 +377,7 @@ PATHS_SPACE = """\
       ranged:
         model: dense
         code_size: 4
-        seed: {randint: [2, 3]}
+        batch_size: {randint: [63, 64]}
       diverging:
         model: dense
         code_size: 4
@@ -408,7 +408,7 @@ def results(trial: Path) -> list[dict]:
 def test_random_searcher_draws_randint_upper_bound(bucket_search):
     trials = trial_dirs(bucket_search, "ranged")
     assert len(trials) == 4
-    assert {results(t)[0]["config"]["seed"] for t in trials} == {2, 3}  # randint [2, 3] is inclusive
+    assert {results(t)[0]["config"]["batch_size"] for t in trials} == {63, 64}  # randint [63, 64] is inclusive
 
 
 @pytest.mark.slow
