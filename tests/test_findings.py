@@ -269,13 +269,16 @@ def test_every_package_the_probe_imports_is_declared():
     assert third_party and third_party <= declared, third_party - declared
 
 
+def findings_selected_on(split: str, records: dict, rows: list) -> list:
+    """The findings of the study as if every pick had been selected on `split`."""
+    relabelled = {name: {**record, "selected_on": split} for name, record in copy.deepcopy(records).items()}
+    return findings(relabelled, board([{**r, "selected_on": split} if r["kind"] == "model" else r for r in rows]),
+                    PCA_CURVE, eval_noise=0.5)
+
+
 def test_under_val_size_0_findings_name_the_test_split(records, rows):
     """val_size: 0 (the course protocol): the trials' val_* were measured on the test split, and the text says so."""
-    course = copy.deepcopy(records)
-    for record in course.values():
-        record["selected_on"] = "test"
-    found = findings(course, board([{**r, "selected_on": "test"} if r["kind"] == "model" else r for r in rows]),
-                     PCA_CURVE, eval_noise=0.5)
+    found = findings_selected_on("test", records, rows)
     text = texts(found)
     assert "validation split" not in text
     assert "trials' BCE on the test split against PCA's" in text and "dense swept over code_size, test split" in text
@@ -286,11 +289,7 @@ def test_under_val_size_0_findings_name_the_test_split(records, rows):
 
 def test_picks_selected_on_training_loss_are_not_called_validated(records, rows):
     """metric: train_loss selects on the training images: the ranking finding names that split, not validation."""
-    trained = copy.deepcopy(records)
-    for record in trained.values():
-        record["selected_on"] = "training"
-    found = findings(trained, board([{**r, "selected_on": "training"} if r["kind"] == "model" else r for r in rows]),
-                     PCA_CURVE, eval_noise=0.5)
+    found = findings_selected_on("training", records, rows)
     ranked = [f for f in found if "ranks first" in f["text"]]
     assert ranked and all(f["split"] == "training and test" and "on the training split" in f["text"] for f in ranked)
 
