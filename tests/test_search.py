@@ -192,9 +192,9 @@ def crash_once_after_two_epochs(config, **kwargs):
         trainable.tune.report = report
 
 
-def always_fails_for_seed_7(config, **kwargs):
-    if config["seed"] == 7:
-        raise RuntimeError("persistent failure for seed 7")
+def always_fails_for_batch_63(config, **kwargs):
+    if config["batch_size"] == 63:
+        raise RuntimeError("persistent failure for batch size 63")
     trainable.train_trial(config, **kwargs)
 
 
@@ -208,14 +208,14 @@ FAULT_SPACE = """\
     variants:
       dense:
         model: dense
-        seed: SEEDS
+        batch_size: BATCHES
         lr: LRS
 """
 
 
 def test_crashed_trial_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AETUNE_TEST_MARKER", str(tmp_path / "crashed"))
-    space = write_space(tmp_path / "s.yaml", FAULT_SPACE.replace("SEEDS", "8").replace("LRS", "0.001"))
+    space = write_space(tmp_path / "s.yaml", FAULT_SPACE.replace("BATCHES", "64").replace("LRS", "0.001"))
     code = search.main(["--space", str(space), "--storage", str(tmp_path), "--name", "retry", "--quiet",
                         "--data-root", str(DATA_ROOT)], trainable=crash_once_after_two_epochs)
     assert code == 0, capsys.readouterr()
@@ -227,20 +227,20 @@ def test_crashed_trial_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, c
 
 
 def test_diverged_and_failing_trials_end_alone_and_the_best_ignores_them(tmp_path, capsys):
-    space = write_space(tmp_path / "s.yaml", FAULT_SPACE.replace("SEEDS", "{grid: [7, 8]}")
+    space = write_space(tmp_path / "s.yaml", FAULT_SPACE.replace("BATCHES", "{grid: [63, 64]}")
                         .replace("LRS", "{grid: [0.001, 1.0e+30]}"))
     code = search.main(["--space", str(space), "--storage", str(tmp_path), "--name", "faults", "--quiet",
-                        "--data-root", str(DATA_ROOT)], trainable=always_fails_for_seed_7)
+                        "--data-root", str(DATA_ROOT)], trainable=always_fails_for_batch_63)
     out, err = capsys.readouterr()
     assert code == 1  # an errored trial
     best = Summary.read(tmp_path / "faults").variants["dense"]
     assert best.trials == 4 and len(best.errored) == 2 and len(best.diverged) == 1
-    assert best.config["seed"] == 8 and best.config["lr"] == 0.001 and best.metrics["epoch"] == 4
+    assert best.config["batch_size"] == 64 and best.config["lr"] == 0.001 and best.metrics["epoch"] == 4
     for error in best.errored:
         assert "persistent failure" in (tmp_path / "faults" / error["error_file"]).read_text()
         assert error["trial_id"] in out and "ERROR" in out
         # --quiet still prints each error as it happens, with its error file
-        assert f"persistent failure for seed 7; error file: {tmp_path / 'faults' / error['error_file']})" in err
+        assert f"persistent failure for batch size 63; error file: {tmp_path / 'faults' / error['error_file']})" in err
     assert "diverged" in out
 
 
