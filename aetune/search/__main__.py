@@ -114,8 +114,9 @@ def study_url(args: argparse.Namespace, space: SearchSpace, storage: str, name: 
     if args.study_storage:
         url = args.study_storage
         return url if "://" in url else str(Path(url).expanduser().resolve())  # a journal file, made absolute
-    if args.resume and saved_study_storage(join(storage, name)):
-        return saved_study_storage(join(storage, name))  # the restored studies are bound to it (tuner.make_tuner)
+    saved = saved_study_storage(join(storage, name)) if args.resume else None
+    if saved:
+        return saved  # the restored studies are bound to it (tuner.make_tuner)
     if is_uri(storage):
         raise UsageError(f"--storage {storage} is a bucket, where Optuna cannot keep a study; pass --study-storage "
                          "with an RDB URL (e.g. postgresql://...) or a journal file on a shared filesystem")

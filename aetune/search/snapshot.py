@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from aetune.errors import quote
 from aetune.numbers import is_int
 from aetune.search.repeats import Told
 
@@ -32,19 +33,19 @@ def read_snapshot(path: Path) -> dict[str, Any]:
 
 def _object(value: Any) -> dict:
     if not isinstance(value, dict):
-        raise TypeError(f"{str(value)[:40]!r} is not a JSON object")
+        raise TypeError(f"{quote(value)} is not a JSON object")
     return value
 
 
 def _text(value: Any) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"{str(value)[:40]!r} is not a text")
+        raise TypeError(f"{quote(value)} is not a text")
     return value
 
 
 def _int(value: Any) -> int:
     if not is_int(value):
-        raise TypeError(f"{str(value)[:40]!r} is not a whole number")
+        raise TypeError(f"{quote(value)} is not a whole number")
     return value
 
 
