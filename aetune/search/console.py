@@ -21,6 +21,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from aetune.experiment import REPEAT_KEY, VARIANT_KEY
+from aetune.numbers import is_finite
 from aetune.pareto import front
 from aetune.search.picks import selected_on
 from aetune.search.spaces import SearchSpace
@@ -127,7 +128,7 @@ class LiveStatus(Callback):
         points = [[r.get(m, math.nan) for m in metrics] for r in
                   (t.last_result for t in trials if t.config.get(VARIANT_KEY) == name and REPEAT_KEY not in t.config
                    and t.last_result)]
-        points = [p for p in points if all(isinstance(x, (int, float)) and math.isfinite(x) for x in p)]
+        points = [p for p in points if all(is_finite(x) for x in p)]
         if not points:
             return "-"
         if len(metrics) == 1:

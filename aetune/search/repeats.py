@@ -15,6 +15,7 @@ from typing import Any
 from ray.tune.experiment import Trial
 
 from aetune.experiment import DIVERGED, REPEAT_KEY, REPEAT_OF_KEY, VARIANT_KEY
+from aetune.numbers import is_finite
 from aetune.pareto import front
 from aetune.pareto import pick as pick_member
 
@@ -55,7 +56,7 @@ class Repeats:
         told.epoch = max(told.epoch, int(result.get("epoch", 0)))
         told.last = [result.get(m, math.nan) for m in metrics]
         value = result.get(metrics[0])
-        if len(metrics) == 1 and _finite(value):
+        if len(metrics) == 1 and is_finite(value):
             sign = 1 if modes[0] == "min" else -1
             told.best = value if told.best is None else min(told.best, value, key=lambda v: sign * v)
 
@@ -78,7 +79,7 @@ class Repeats:
             scored = [(trial_id, t.best) for trial_id, t in healthy if t.best is not None]
             return min(scored, key=lambda p: sign * p[1])[0] if scored else None
         completed = [(trial_id, t.last) for trial_id, t in healthy
-                     if t.epoch >= self.epochs and t.last and all(_finite(v) for v in t.last)]
+                     if t.epoch >= self.epochs and t.last and all(is_finite(v) for v in t.last)]
         members = front([values for _, values in completed], modes)
         index, _ = pick_member([completed[i][1] for i in members], modes, metrics)
         return None if index is None else completed[members[index]][0]
@@ -147,11 +148,7 @@ class Repeats:
         if len(metrics) == 1:  # the best over every epoch, which Tune keeps for each metric
             analysis = (trial.metric_analysis or {}).get(metrics[0]) or {}
             best = analysis.get("min" if modes[0] == "min" else "max")
-            told.best = best if _finite(best) else told.best
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            told.best = best if is_finite(best) else told.best
 
 
 def make_repeats(space) -> Repeats:
