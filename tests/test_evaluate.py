@@ -82,6 +82,9 @@ def rows_by_name(out: Path) -> dict[str, dict]:
 def test_every_output_is_written(evaluated):
     figures = {p.stem for p in (evaluated / "figures").glob("*.png")}
     assert figures == EXPECTED_FIGURES
+    pixels = {p.stem for p in (evaluated / "figures" / "pixels").glob("*.png")}  # the figures made of images
+    assert pixels == {f for f in EXPECTED_FIGURES if f.split("_")[0] not in ("scatter", "sparsity", "training",
+                                                                           "code", "front")} | {"front_recon_sparse"}
     for name in ("leaderboard.csv", "metrics.json", "report.html"):
         assert (evaluated / name).stat().st_size > 0
     events = EventAccumulator(str(evaluated / "tensorboard"), size_guidance={"images": 0})

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from aetune.config import DATASETS, ConfigError, TrialConfig
 from aetune.evaluate.__main__ import main as evaluate_main
+from aetune.evaluate.model_figures import showcase
 from aetune.search.__main__ import main as search_main
 from aetune.train.data import TEST_FRACTION, DataError, load_data
 from aetune.train.logger import IMAGE_TAG
@@ -274,7 +275,7 @@ def evaluated(request, tmp_path_factory) -> tuple[str, Path]:
     run = run_search("--space", str(space), "--storage", str(root), "--quiet")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert evaluate_main([str(root / name)]) == 0
-    return name, root / name
+    return name, root / name, dataset
 
 
 def _rgb(png: bytes) -> np.ndarray:
@@ -295,7 +296,7 @@ def _hues(pixels: np.ndarray) -> int:
 
 
 def test_trials_log_images_in_the_datas_own_size_and_colour(evaluated):
-    name, experiment = evaluated
+    name, experiment, _ = evaluated
     channels, height, width = EXPECTED[name]
     events = sorted(experiment.glob("*/events.out.tfevents.*"))
     assert events
@@ -308,7 +309,7 @@ def test_trials_log_images_in_the_datas_own_size_and_colour(evaluated):
 
 
 def test_the_report_is_in_the_datas_own_colour_and_names_the_dataset(evaluated):
-    name, experiment = evaluated
+    name, experiment, _ = evaluated
     channels = EXPECTED[name][0]
     figures = experiment / "eval" / "figures"
     for recon in figures.glob("recon_*.png"):
@@ -328,3 +329,27 @@ def test_the_report_is_in_the_datas_own_colour_and_names_the_dataset(evaluated):
         assert any(p is not None for p in probes) and "has no labels" not in report
         scatter = figures / f"scatter_{next(iter(summary['variants']))}.png"
         assert _hues(_rgb(scatter.read_bytes())) > 3  # coloured by label
+
+
+def test_the_reports_images_are_the_datas_own_pixels(evaluated):
+    """figures/pixels/: each figure of images tiled at the data's own H x W in its own mode (L or RGB), 2 px apart;
+    the reconstructions' first row is the showcased test images themselves, byte for byte."""
+    name, experiment, dataset = evaluated
+    channels, height, width = EXPECTED[name]
+    figures = json.loads((experiment / "eval" / "metrics.json").read_text())["figures"]
+    tiled = {f["file"]: f["pixels"] for f in figures if f["pixels"]}
+    kinds = {Path(file).stem.split("_")[0] for file in tiled}
+    assert {"recon", "interpolation", "anomalies", "generation"} <= kinds, kinds
+    if name == "digits_npz":
+        assert "manifold" in kinds  # the VAE's
+    test = load_data(str(dataset))
+    shown = test.test_x[showcase(test)]
+    for file, pixels in tiled.items():
+        image = Image.open(experiment / "eval" / pixels)
+        assert image.mode == ("RGB" if channels == 3 else "L"), pixels
+        assert (image.width - 2) % (width + 2) == 0 and (image.height - 2) % (height + 2) == 0, (pixels, image.size)
+        if Path(file).stem.startswith("recon_"):
+            assert image.size == (len(shown) * (width + 2) + 2, 2 * (height + 2) + 2)
+            tiles = np.asarray(image).reshape(image.height, image.width, -1)[2:2 + height]
+            first_row = [tiles[:, 2 + i * (width + 2):2 + i * (width + 2) + width] for i in range(len(shown))]
+            assert np.array_equal(np.stack(first_row), shown.permute(0, 2, 3, 1).numpy()), pixels

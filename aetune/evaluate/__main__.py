@@ -158,11 +158,14 @@ def write_tables(out: Path, rows: list[dict[str, Any]], document: dict[str, Any]
 
 
 def write_figures(out: Path, artifacts: list[Artifact]) -> None:
+    """Each figure, and for a figure of images those images at their own pixels (figures/pixels/)."""
     folder = out / "figures"
-    for stale in folder.glob("*.png"):  # figures of variants no longer evaluated
+    for stale in [*folder.glob("*.png"), *folder.glob("pixels/*.png")]:  # figures of variants no longer evaluated
         stale.unlink()
     for artifact in artifacts:
-        write_bytes(str(folder / f"{artifact.name}.png"), artifact.png)
+        write_bytes(str(out / artifact.file), artifact.png)
+        if artifact.pixels is not None:
+            write_bytes(str(out / artifact.pixels_file), artifact.pixels)
 
 
 def write_tensorboard(logdir: Path, artifacts: list[Artifact]) -> None:
@@ -198,7 +201,8 @@ def metrics_document(ev: Evaluation, experiment: Path) -> dict[str, Any]:
                               "baselines": {kind: by_name[row] for kind, row in v.baselines.items()}}
                      for v in ev.variants},
         "skipped": ev.skipped,
-        "figures": [{"file": f"figures/{a.name}.png", "title": a.title, "caption": a.caption} for a in ev.artifacts],
+        "figures": [{"file": a.file, "title": a.title, "caption": a.caption, "pixels": a.pixels_file}
+                    for a in ev.artifacts],
     }
 
 

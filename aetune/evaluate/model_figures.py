@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
@@ -27,12 +27,29 @@ class Artifact:
     caption: str
     png: bytes
     section: str = "figures"  # where the report shows it: "figures", or "study" (what the study found)
+    pixels: bytes | None = None  # a figure of images: those images tiled at their own size and colour
+
+    @property
+    def file(self) -> str:
+        """Where the evaluation writes it, relative to its output folder."""
+        return f"figures/{self.name}.png"
+
+    @property
+    def pixels_file(self) -> str | None:
+        return f"figures/pixels/{self.name}.png" if self.pixels is not None else None
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
 
-def render(group: str, name: str, title: str, caption: str, fig, section: str = "figures") -> Artifact:
-    return Artifact(group, f"{name}_{slug(group)}" if group else name, title, caption, plots.to_png(fig), section)
+def render(group: str, name: str, title: str, caption: str, fig, section: str = "figures",
+           tiles: Sequence[torch.Tensor] = ()) -> Artifact:
+    """The figure as PNG; `tiles`, the rows of images it shows, also as one PNG at the data's own pixels."""
+    return Artifact(group, f"{name}_{slug(group)}" if group else name, title, caption, plots.to_png(fig), section,
+                    plots.tiles_png(tiles) if tiles else None)
+
+
+def row_tiles(rows: Sequence[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
+    return [images for _, images in rows]
 
 
 def slug(name: str) -> str:
@@ -70,7 +87,8 @@ def reconstruction_figure(v: Variant, images: EvalImages, shown: torch.Tensor) -
         what = f"their reconstructions; on the test split BCE {m['test_bce']:.4f}, PSNR {m['test_psnr']:.1f} dB"
     fig = plots.image_rows(rows, f"{v.name}: reconstructions of test images")
     which = "one per class" if images.data.labelled else "the first ones: the dataset has no labels"
-    return render(v.name, "recon", f"Reconstructions: {v.name}", f"Test images ({which}), {what}.", fig)
+    return render(v.name, "recon", f"Reconstructions: {v.name}", f"Test images ({which}), {what}.", fig,
+                  tiles=row_tiles(rows))
 
 
 @torch.inference_mode()
@@ -91,7 +109,8 @@ def manifold_figure(v: Variant) -> Artifact:
     fig = plots.manifold(images, quantiles.tolist(), quantiles.tolist(), f"z[{dims[0]}]", f"z[{dims[1]}]",
                          f"{v.name}: decoded latent manifold")
     return render(v.name, "manifold", f"Latent manifold: {v.name}",
-                  f"Decoder outputs on a {GRID}x{GRID} grid at the 5%..95% quantiles of N(0,1) over {how}.", fig)
+                  f"Decoder outputs on a {GRID}x{GRID} grid at the 5%..95% quantiles of N(0,1) over {how}.", fig,
+                  tiles=list(images.split(GRID)))
 
 
 def scatter_figure(v: Variant, labels: torch.Tensor | None) -> Artifact:
@@ -133,7 +152,7 @@ def generation_figure(variants: list[Variant]) -> Artifact:
                   "term), so most samples look like the data. Plain autoencoders decode codes drawn uniformly from "
                   "the box spanned by their test codes: nothing made their codes fill that box, most of it lies "
                   "off the thin set real images occupy, so they decode to blurs - they compress, they don't generate.",
-                  fig)
+                  fig, tiles=row_tiles(rows))
 
 
 def interpolation_pairs(test: ImageData) -> list[tuple[int, int]]:
@@ -156,7 +175,7 @@ def interpolation_figure(v: Variant, test: ImageData, pairs: list[tuple[int, int
     fig = plots.image_rows(rows, f"{v.name}: straight lines in code space", columns)
     return render(v.name, "interpolation", f"Interpolation: {v.name}",
                   f"Decoded codes on the line between the codes of two test images (ends shown beside), "
-                  f"{STEPS} steps.", fig)
+                  f"{STEPS} steps.", fig, tiles=row_tiles(rows))
 
 
 @torch.inference_mode()
@@ -165,13 +184,14 @@ def anomaly_figure(v: Variant, test: ImageData) -> Artifact:
     worst = v.errors.topk(TOP).indices
     images = to_float(test.test_x[worst].to(v.device))
     tops = [f"{tag(test, i)}: {float(v.errors[i]):.3f}" for i in worst]
-    fig = plots.anomalies(v.errors.numpy(), threshold, images, v.model(images), tops,
+    recons = v.model(images)
+    fig = plots.anomalies(v.errors.numpy(), threshold, images, recons, tops,
                           f"{v.name}: reconstruction error as an anomaly score")
     flagged = v.metrics["test_flagged"]
     return render(v.name, "anomalies", f"Anomaly detection: {v.name}",
                   f"Per-image MSE of the test set; images above 2 x the mean ({threshold:.4f}) are flagged: "
                   f"{flagged} of {len(v.errors)}. Below: the {TOP} worst, labelled "
-                  f"'{'class' if test.test_y is not None else '#index'}: MSE'.", fig)
+                  f"'{'class' if test.test_y is not None else '#index'}: MSE'.", fig, tiles=[images, recons])
 
 
 def sparsity_figure(variants: list[Variant]) -> Artifact | None:

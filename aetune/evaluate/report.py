@@ -161,8 +161,11 @@ def _metric(record: Record) -> str | None:
 
 def figure_html(artifact: Artifact) -> str:
     data = base64.b64encode(artifact.png).decode("ascii")
+    pixels = (f' <a href="{html.escape(artifact.pixels_file)}">The images at their own pixels.</a>'
+              if artifact.pixels_file else "")  # beside the report in figures/pixels/, not embedded twice
     return (f'<figure><img alt="{html.escape(artifact.title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption><b>{html.escape(artifact.title)}.</b> {html.escape(artifact.caption)}</figcaption></figure>")
+            f"<figcaption><b>{html.escape(artifact.title)}.</b> {html.escape(artifact.caption)}{pixels}"
+            "</figcaption></figure>")
 
 
 def figures_html(artifacts: list[Artifact]) -> str:

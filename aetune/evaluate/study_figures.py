@@ -7,7 +7,7 @@ from typing import Any, Iterator
 import torch
 
 from aetune.evaluate import plots, study
-from aetune.evaluate.model_figures import Artifact, render, showcase
+from aetune.evaluate.model_figures import Artifact, render, row_tiles, showcase
 from aetune.evaluate.scoring import EvalImages, PCACurve, Variant
 from aetune.evaluate.study import Record, fmt
 from aetune.numbers import is_finite
@@ -105,7 +105,7 @@ def front_reconstructions(name: str, members: list[Variant], images: dict[str, E
     return render(name, "front_recon", f"Along the front: {name}",
                   f"Test images reconstructed by {len(shown)} of the {len(members)} front members, in front order "
                   f"(numbers as in the front table, with their {study.selection_split([shown[0].record])} scores)"
-                  f"{varying}.", fig, SECTION)
+                  f"{varying}.", fig, SECTION, tiles=row_tiles(rows))
 
 
 def study_figures(records: dict[str, Record], rows: list[dict[str, Any]], variants: list[Variant],
