@@ -221,6 +221,7 @@ def _run_held(experiment, args: argparse.Namespace, trainable: Callable[..., Non
     try:
         preflight.sigterm_as_interrupt()  # again: ray.init installed its own
         preflight.check_resources(experiment.space)
+        preflight.check_memory(experiment.space, experiment.splits)
         if args.study_storage and experiment.study_storage:
             from aetune.search.searchers import open_study_storage
 

@@ -56,17 +56,56 @@ def check_address(address: str | None) -> None:
                          "--address for a local Ray") from None
 
 
-def check_resources(space: SearchSpace) -> None:
-    """Some node of the connected cluster has the CPUs and GPUs one trial asks for (else Ray waits forever)."""
+def live_nodes() -> list[dict]:
     import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if any(r.get("CPU", 0) >= space.cpus and r.get("GPU", 0) >= space.gpus for r in nodes):
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def node_slots(resources: dict[str, float], space: SearchSpace) -> int:
+    """How many of the space's trials one node runs at once (its CPUs, and its GPUs where trials take them)."""
+    slots = resources.get("CPU", 0.0) / space.cpus
+    if space.gpus:
+        slots = min(slots, resources.get("GPU", 0.0) / space.gpus)
+    return int(slots)
+
+
+def check_resources(space: SearchSpace) -> None:
+    """Some node of the connected cluster has the CPUs and GPUs one trial asks for (else Ray waits forever)."""
+    nodes = [n.get("Resources", {}) for n in live_nodes()]
+    if any(node_slots(r, space) >= 1 for r in nodes):
         return
     most = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
     raise UsageError(f"a trial asks for {space.cpus:g} CPUs and {space.gpus:g} GPUs, but no node of this cluster "
                      f"has them (the largest: {most.get('CPU', 0):g} CPUs, {most.get('GPU', 0):g} GPUs); lower "
                      "--cpus-per-trial / --gpus-per-trial (resources: in the space), or add such a node")
+
+
+WORKERS_SHARE = 0.5  # of the memory Ray gives a node's tasks: the most its trials' copies of the images may hold
+
+
+def check_memory(space: SearchSpace, splits: dict[str, dict]) -> None:
+    """Each trial's worker keeps its own uint8 copy of its training and validation images, so a node holds as
+    many copies as it runs trials at once. Those copies may take WORKERS_SHARE of what Ray gives the node's tasks
+    (its `memory` resource); the rest is for the models, their activations and each worker's loading peak (one
+    process's peak: aetune.train.sources.check_memory)."""
+    held = max(_image_bytes(split) for split in splits.values())
+    for node in live_nodes():
+        resources = node.get("Resources", {})
+        copies, memory = node_slots(resources, space), resources.get("memory", 0.0)
+        if memory and copies * held > WORKERS_SHARE * memory:
+            raise UsageError(
+                f"{copies} trials at once on node {node.get('NodeManagerAddress', '?')} each hold their own "
+                f"{held / 2**30:.2f} GiB of images (uint8): {copies * held / 2**30:.1f} GiB, more than "
+                f"{WORKERS_SHARE:.0%} of the {memory / 2**30:.1f} GiB Ray gives its tasks; run fewer trials at once "
+                "(a larger --cpus-per-trial), or hold fewer pixels (train_size, a smaller image_size, channels: 1)")
+
+
+def _image_bytes(split: dict) -> int:
+    pixels = 1
+    for size in split["shape"]:
+        pixels *= size
+    return (split["train"] + split["val"]) * pixels
 
 
 _TERMINATED = threading.Event()

@@ -215,12 +215,8 @@ def set_console(tuner: tune.Tuner, experiment: Experiment, console: str) -> tune
 
 
 def trial_slots(space: SearchSpace) -> int:
-    """How many trials the cluster runs at once (CPUs, and GPUs where trials take them)."""
-    resources = ray.cluster_resources()
-    slots = resources.get("CPU", 1.0) / space.cpus
-    if space.gpus:
-        slots = min(slots, resources.get("GPU", 0.0) / space.gpus)
-    return max(1, int(slots))
+    """How many trials the cluster runs at once: a trial runs on one node, so each node's own share, summed."""
+    return max(1, sum(preflight.node_slots(node.get("Resources", {}), space) for node in preflight.live_nodes()))
 
 
 def disconnect() -> None:
