@@ -38,6 +38,8 @@ EXPECTED_FIGURES = {
     "manifold_vae", "generation", "sparsity", "training_curves",
     "code_size", "front_sparse", "front_recon_sparse",  # what the study found: sizes 2, 8, 16, 392; sparse's front
 }
+EXPECTED_PIXELS = {f for f in EXPECTED_FIGURES  # the figures made of images: also at the data's own pixels
+                   if f.startswith(("recon_", "interpolation_", "anomalies_", "manifold_", "generation", "front_recon_"))}
 PAIRS = [("val_loss", "test_loss"), ("val_bce", "test_bce"), ("val_mse", "test_mse"),
          ("val_denoise_bce", "test_denoise_bce"), ("val_code_l1", "test_code_l1")]
 
@@ -82,14 +84,13 @@ def rows_by_name(out: Path) -> dict[str, dict]:
 def test_every_output_is_written(evaluated):
     figures = {p.stem for p in (evaluated / "figures").glob("*.png")}
     assert figures == EXPECTED_FIGURES
-    pixels = {p.stem for p in (evaluated / "figures" / "pixels").glob("*.png")}  # the figures made of images
-    assert pixels == {f for f in EXPECTED_FIGURES if f.split("_")[0] not in ("scatter", "sparsity", "training",
-                                                                           "code", "front")} | {"front_recon_sparse"}
+    assert {p.stem for p in (evaluated / "figures" / "pixels").glob("*.png")} == EXPECTED_PIXELS
     for name in ("leaderboard.csv", "metrics.json", "report.html"):
         assert (evaluated / name).stat().st_size > 0
     events = EventAccumulator(str(evaluated / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
-    assert {tag.removeprefix("eval/") for tag in events.Tags()["images"]} == EXPECTED_FIGURES
+    assert ({tag.removeprefix("eval/") for tag in events.Tags()["images"]}
+            == EXPECTED_FIGURES | {f"pixels/{name}" for name in EXPECTED_PIXELS})
 
 
 def test_figures_are_sized_and_not_blank(evaluated):
@@ -207,7 +208,7 @@ def test_findings_are_written_from_this_study_and_name_their_split(evaluated, ex
 
 def test_report_is_self_contained_and_shows_splits_fronts_and_skips(evaluated):
     report = (evaluated / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == len(EXPECTED_FIGURES)
+    assert report.count("data:image/png;base64,") == len(EXPECTED_FIGURES) + len(EXPECTED_PIXELS)
     assert "src=\"figures/" not in report and not re.search(r'(src|href)="(https?:|//)', report)
     assert '<th class="val">BCE (val), pick&#x27;s run</th><th class="test">BCE (test), pick&#x27;s run</th>' in report
     assert '<th>K (repeats)</th><th class="val">BCE (val), mean of K</th><th class="val">± 95% CI (val)</th>' in report
@@ -440,8 +441,14 @@ def test_only_variant_broken_exits_2_with_one_line(damaged, data_root, capsys, v
 def test_broken_variants_are_skipped_when_others_are_fine(damaged, data_root):
     root, marker = damaged
     out = root / "partial"
+    stale = [out / "figures" / "recon_gone.png", out / "figures" / "pixels" / "recon_gone.png"]  # an earlier run's
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"a variant no longer evaluated")
     assert evaluate(root, data_root, "--variants", "dense@code_size=8", "truncated", "pickled", "mismatched",
                     "--out", str(out)) == 0
+    assert not any(path.exists() for path in stale)
+    assert (out / "figures" / "pixels" / "recon_dense_code_size_8.png").is_file()
     skipped = read_metrics(out)["skipped"]
     assert set(skipped) == {"truncated", "pickled", "mismatched"}
     assert "truncated or corrupt" in skipped["truncated"] and "refused" in skipped["pickled"]

@@ -3,6 +3,7 @@ names, the dataset keys, and every bad input as one line with exit status 2. The
 real search and evaluation, read back from TensorBoard's event files and the report's PNGs."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -17,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from aetune.config import DATASETS, ConfigError, TrialConfig
 from aetune.evaluate.__main__ import main as evaluate_main
-from aetune.evaluate.model_figures import showcase
+from aetune.evaluate.model_figures import GRID, SHOW, STEPS, TOP, interpolation_pairs, showcase
 from aetune.search.__main__ import main as search_main
 from aetune.train.data import TEST_FRACTION, DataError, load_data
 from aetune.train.logger import IMAGE_TAG
@@ -111,8 +112,11 @@ def test_layouts_dtypes_and_the_dataset_keys(tmp_path, digits_arrays):
     assert as_float.shape == (1, 8, 8) and torch.equal(as_float.train_x[:, 0], last.train_x[:, 0])
     grey = load_data(str(tmp_path / "nhwc.npz"), channels=1, image_size=(16, 12))
     assert grey.shape == (1, 16, 12)
-    told = load_data(str(tmp_path / "nchw.npz"), layout="nhwc")  # told otherwise: 3 x 8 x 8 read as H x W x C
-    assert told.shape == (8, 3, 8)
+    with pytest.raises(DataError, match="the images have 8 channels.*set layout"):  # 3 x 8 x 8 read as H x W x C
+        load_data(str(tmp_path / "nchw.npz"), layout="nhwc")
+    np.savez(tmp_path / "rgba.npz", x=np.concatenate([rgb, np.full_like(rgb[..., :1], 128)], axis=-1))
+    rgba = load_data(str(tmp_path / "rgba.npz"))  # its alpha dropped: every figure draws grey or RGB
+    assert rgba.shape == (3, 8, 8) and torch.equal(rgba.train_x, last.train_x)
 
 
 def test_a_train_and_test_folder_pair_keeps_its_own_test_split(tmp_path, digits_arrays):
@@ -225,6 +229,8 @@ BAD_INPUTS = {  # case: (make the dataset, extra top-level keys, what the one li
     "NaN": (_npz(x=np.full((50, 8, 8), np.nan)), "", "NaN"),
     "unclear layout": (_npz(x=np.zeros((50, 5, 5, 5), np.uint8)), "", "layout is unclear.*nhwc or nchw"),
     "unknown layout": (_npz(x=GOOD), "layout: hwc", "layout: unknown value 'hwc'"),
+    "neither grey nor colour": (_npz(x=np.zeros((50, 2, 8, 8), np.uint8)), "layout: nchw",
+                                "the images have 2 channels; aetune takes grey \\(1\\), RGB \\(3\\) or RGBA"),
     "too few for a test split": (_npz(x=GOOD[:2]), "", "2 image\\(s\\): too few to carve a test split"),
     "too few for validation": (_npz(x=GOOD[:3]), "", "val_size: 0 validation images cannot be held out of 2"),
     "missing path": (lambda root: root / "nowhere.npz", "", "nowhere.npz does not exist"),
@@ -267,7 +273,7 @@ EXPECTED = {"digits_npz": (1, 8, 8), "digits_folder": (1, 8, 8), "shapes_folder"
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
-def evaluated(request, tmp_path_factory) -> tuple[str, Path]:
+def evaluated(request, tmp_path_factory) -> tuple[str, Path, Path]:
     """A real search (Ray, a trial per variant, two epochs) and its evaluation on one of the three datasets."""
     name, dataset = request.param, request.getfixturevalue(request.param)
     root = tmp_path_factory.mktemp(name)
@@ -332,24 +338,34 @@ def test_the_report_is_in_the_datas_own_colour_and_names_the_dataset(evaluated):
 
 
 def test_the_reports_images_are_the_datas_own_pixels(evaluated):
-    """figures/pixels/: each figure of images tiled at the data's own H x W in its own mode (L or RGB), 2 px apart;
-    the reconstructions' first row is the showcased test images themselves, byte for byte."""
+    """figures/pixels/: each figure of images tiled at the data's own H x W in its own mode (L or RGB), 2 px apart,
+    in the grid the figure shows; the same in the evaluation's TensorBoard run and folded into the report. The
+    reconstructions' first row is the showcased test images themselves, byte for byte."""
     name, experiment, dataset = evaluated
     channels, height, width = EXPECTED[name]
-    figures = json.loads((experiment / "eval" / "metrics.json").read_text())["figures"]
-    tiled = {f["file"]: f["pixels"] for f in figures if f["pixels"]}
-    kinds = {Path(file).stem.split("_")[0] for file in tiled}
-    assert {"recon", "interpolation", "anomalies", "generation"} <= kinds, kinds
-    if name == "digits_npz":
-        assert "manifold" in kinds  # the VAE's
+    variants = json.loads((experiment / "summary.json").read_text())["variants"]
     test = load_data(str(dataset))
     shown = test.test_x[showcase(test)]
-    for file, pixels in tiled.items():
-        image = Image.open(experiment / "eval" / pixels)
-        assert image.mode == ("RGB" if channels == 3 else "L"), pixels
-        assert (image.width - 2) % (width + 2) == 0 and (image.height - 2) % (height + 2) == 0, (pixels, image.size)
-        if Path(file).stem.startswith("recon_"):
-            assert image.size == (len(shown) * (width + 2) + 2, 2 * (height + 2) + 2)
-            tiles = np.asarray(image).reshape(image.height, image.width, -1)[2:2 + height]
-            first_row = [tiles[:, 2 + i * (width + 2):2 + i * (width + 2) + width] for i in range(len(shown))]
-            assert np.array_equal(np.stack(first_row), shown.permute(0, 2, 3, 1).numpy()), pixels
+    assert test.test_y is None or test.test_y[showcase(test)].tolist() == list(range(10))  # one per class
+    grids = {"recon": (len(shown), 2), "interpolation": (STEPS + 2, len(interpolation_pairs(test))),
+             "anomalies": (TOP, 2), "generation": (SHOW, len(variants)), "manifold": (GRID, GRID)}
+    figures = json.loads((experiment / "eval" / "metrics.json").read_text())["figures"]
+    tiled = {Path(f["file"]).stem: f["pixels"] for f in figures if f["pixels"]}
+    assert {stem.split("_")[0] for stem in tiled} == set(grids) - ({"manifold"} if name != "digits_npz" else set())
+    events = EventAccumulator(str(experiment / "eval" / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    report = (experiment / "eval" / "report.html").read_text()
+    for stem, pixels in tiled.items():
+        with Image.open(experiment / "eval" / pixels) as image:
+            columns, rows = grids[stem.split("_")[0]]
+            assert image.mode == ("RGB" if channels == 3 else "L"), pixels
+            assert image.size == (columns * (width + 2) + 2, rows * (height + 2) + 2), (pixels, image.size)
+            logged = events.Images(f"eval/pixels/{stem}")[0]
+            assert (logged.width, logged.height) == image.size
+            logged_rgb = np.asarray(Image.open(io.BytesIO(logged.encoded_image_string)))  # TensorBoard keeps RGB
+            assert np.array_equal(logged_rgb, np.asarray(image.convert("RGB")))
+            assert base64.b64encode((experiment / "eval" / pixels).read_bytes()).decode() in report
+            if stem.startswith("recon_"):
+                tiles = np.asarray(image).reshape(image.height, image.width, -1)[2:2 + height]
+                first_row = [tiles[:, 2 + i * (width + 2):2 + i * (width + 2) + width] for i in range(len(shown))]
+                assert np.array_equal(np.stack(first_row), shown.permute(0, 2, 3, 1).numpy()), pixels

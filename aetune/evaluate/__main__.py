@@ -169,7 +169,8 @@ def write_figures(out: Path, artifacts: list[Artifact]) -> None:
 
 
 def write_tensorboard(logdir: Path, artifacts: list[Artifact]) -> None:
-    """The PNGs themselves (not a re-render), as one `eval` run; a rerun replaces it instead of adding a copy."""
+    """The PNGs themselves (not a re-render), and the pixel tiles (`eval/pixels/...`), as one `eval` run; a rerun
+    replaces it instead of adding a copy."""
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
 
@@ -179,6 +180,10 @@ def write_tensorboard(logdir: Path, artifacts: list[Artifact]) -> None:
             image = np.asarray(Image.open(io.BytesIO(artifact.png)).convert("RGB"))
             writer.add_image(f"eval/{artifact.name}", image, 0, dataformats="HWC")
             writer.add_text(f"eval/{artifact.name}", artifact.caption, 0)
+            if artifact.pixels is not None:  # the tiles as they are (TensorBoard stores grey as RGB)
+                pixels = np.asarray(Image.open(io.BytesIO(artifact.pixels)))
+                writer.add_image(f"eval/pixels/{artifact.name}", pixels, 0,
+                                 dataformats="HW" if pixels.ndim == 2 else "HWC")
 
 
 def metrics_document(ev: Evaluation, experiment: Path) -> dict[str, Any]:

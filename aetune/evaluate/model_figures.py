@@ -9,6 +9,7 @@ import torch
 
 from aetune.evaluate import plots, study
 from aetune.evaluate.baselines import PCA
+from aetune.images import tile_rows, to_png
 from aetune.train.data import ImageData, to_float
 
 if TYPE_CHECKING:
@@ -45,11 +46,14 @@ def render(group: str, name: str, title: str, caption: str, fig, section: str = 
            tiles: Sequence[torch.Tensor] = ()) -> Artifact:
     """The figure as PNG; `tiles`, the rows of images it shows, also as one PNG at the data's own pixels."""
     return Artifact(group, f"{name}_{slug(group)}" if group else name, title, caption, plots.to_png(fig), section,
-                    plots.tiles_png(tiles) if tiles else None)
+                    to_png(tile_rows(tiles)) if tiles else None)
 
 
-def row_tiles(rows: Sequence[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
-    return [images for _, images in rows]
+def render_rows(group: str, name: str, title: str, caption: str, rows: Sequence[tuple[str, torch.Tensor]],
+                heading: str, columns: Sequence[str] | None = None, section: str = "figures") -> Artifact:
+    """A figure of labelled rows of images (plots.image_rows), and the same rows at their own pixels."""
+    return render(group, name, title, caption, plots.image_rows(rows, heading, columns), section,
+                  tiles=[images for _, images in rows])
 
 
 def slug(name: str) -> str:
@@ -85,10 +89,9 @@ def reconstruction_figure(v: Variant, images: EvalImages, shown: torch.Tensor) -
     else:
         rows.append(("reconstruction", v.model(clean)))
         what = f"their reconstructions; on the test split BCE {m['test_bce']:.4f}, PSNR {m['test_psnr']:.1f} dB"
-    fig = plots.image_rows(rows, f"{v.name}: reconstructions of test images")
     which = "one per class" if images.data.labelled else "the first ones: the dataset has no labels"
-    return render(v.name, "recon", f"Reconstructions: {v.name}", f"Test images ({which}), {what}.", fig,
-                  tiles=row_tiles(rows))
+    return render_rows(v.name, "recon", f"Reconstructions: {v.name}", f"Test images ({which}), {what}.", rows,
+                       f"{v.name}: reconstructions of test images")
 
 
 @torch.inference_mode()
@@ -144,15 +147,14 @@ def generation_figure(variants: list[Variant]) -> Artifact:
             label = f"{v.name}\nuniform in code box"
         rows.append((label, v.model.decode(z.to(v.device))))
     generative = [v.name for v in variants if v.model.generative]
-    fig = plots.image_rows(rows, "Decoding random codes: " + (f"only {', '.join(generative)} sample a prior"
-                                                              if generative
-                                                              else "a plain autoencoder is not a generative model"))
-    return render("", "generation", "Generation",
-                  "VAE rows decode samples of its N(0, I) prior, which training pulled the codes towards (the KL "
-                  "term), so most samples look like the data. Plain autoencoders decode codes drawn uniformly from "
-                  "the box spanned by their test codes: nothing made their codes fill that box, most of it lies "
-                  "off the thin set real images occupy, so they decode to blurs - they compress, they don't generate.",
-                  fig, tiles=row_tiles(rows))
+    heading = "Decoding random codes: " + (f"only {', '.join(generative)} sample a prior" if generative
+                                           else "a plain autoencoder is not a generative model")
+    return render_rows("", "generation", "Generation",
+                       "VAE rows decode samples of its N(0, I) prior, which training pulled the codes towards (the "
+                       "KL term), so most samples look like the data. Plain autoencoders decode codes drawn uniformly "
+                       "from the box spanned by their test codes: nothing made their codes fill that box, most of it "
+                       "lies off the thin set real images occupy, so they decode to blurs - they compress, they don't "
+                       "generate.", rows, heading)
 
 
 def interpolation_pairs(test: ImageData) -> list[tuple[int, int]]:
@@ -172,10 +174,9 @@ def interpolation_figure(v: Variant, test: ImageData, pairs: list[tuple[int, int
         rows.append((f"{tag(test, a)} to {tag(test, b)}",
                      torch.cat([ends[:1], v.model.decode(path), ends[1:]])))
     columns = ["input A", *(f"t={x:.2f}" for x in t.tolist()), "input B"]
-    fig = plots.image_rows(rows, f"{v.name}: straight lines in code space", columns)
-    return render(v.name, "interpolation", f"Interpolation: {v.name}",
-                  f"Decoded codes on the line between the codes of two test images (ends shown beside), "
-                  f"{STEPS} steps.", fig, tiles=row_tiles(rows))
+    return render_rows(v.name, "interpolation", f"Interpolation: {v.name}",
+                       f"Decoded codes on the line between the codes of two test images (ends shown beside), "
+                       f"{STEPS} steps.", rows, f"{v.name}: straight lines in code space", columns)
 
 
 @torch.inference_mode()

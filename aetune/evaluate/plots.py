@@ -13,8 +13,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from PIL import Image
-from torchvision.utils import make_grid
+
+from aetune.images import PADDING, tile
 
 WIDTH, DPI = 10.0, 100
 LABEL_WIDTH = 1.8  # inches kept for row labels in image-row figures
@@ -33,23 +33,10 @@ def to_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def grid_image(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
-    """N x C x H x W in [0, 1] -> one H' x W' (grey) or H' x W' x 3 array, white between tiles."""
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=1.0)
-    return grid[0].numpy() if images.shape[1] == 1 else grid.permute(1, 2, 0).numpy()
-
-
-def tiles_png(rows: Sequence[torch.Tensor], padding: int = 2) -> bytes:
-    """Rows of N x C x H x W images in [0, 1] as one PNG at the images' own pixels (nothing resampled): grey for one
-    channel, RGB for three, white between tiles and after a short row. The figures beside it scale their strips to
-    the page; this is what a reader zooms into, and what a test can measure."""
-    columns = max(len(images) for images in rows)
-    filled = [torch.cat([images.detach().float().cpu(), torch.ones(columns - len(images), *images.shape[1:])])
-              for images in rows]
-    grid = grid_image(torch.cat(filled), nrow=columns, padding=padding)
-    buffer = io.BytesIO()
-    Image.fromarray((grid * 255).round().astype(np.uint8)).save(buffer, format="png")
-    return buffer.getvalue()
+def grid_image(images: torch.Tensor, nrow: int, padding: int = PADDING) -> np.ndarray:
+    """N x C x H x W in [0, 1] -> one H' x W' (grey) or H' x W' x 3 array for imshow, white between tiles."""
+    grid = tile(images, nrow, padding)
+    return grid[0].numpy() if len(grid) == 1 else grid.permute(1, 2, 0).numpy()
 
 
 def _show(ax, image: np.ndarray, **kwargs) -> None:

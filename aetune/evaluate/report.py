@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from aetune.evaluate import study
 from aetune.evaluate.model_figures import Artifact
@@ -20,7 +23,9 @@ CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
        "td{text-align:right}td:first-child,th:first-child{text-align:left}tr.baseline{color:#777;font-style:italic}"
        "th.test{background:#eef4ff}th.val{background:#f3f3f3}"
        ".warning{border:2px solid #c00;background:#fff0f0;padding:.6em 1em;font-size:110%}"
-       ".split{color:#666;font-size:85%}figure{margin:2.5em 0}img{max-width:100%}figcaption{color:#444}")
+       ".split{color:#666;font-size:85%}figure{margin:2.5em 0}img{max-width:100%}figcaption{color:#444}"
+       "img.pixels{image-rendering:pixelated;max-width:none}summary{cursor:pointer;color:#444}")
+PIXELS_WIDTH = 1000  # screen pixels the tiles of a figure of images are zoomed to fill, by a whole factor
 COLUMNS = {"group": "code size group", "rank": "# in group", "name": "variant", "note": "note",
            "selected_on": "selected on", "model": "model", "code": "code size",
            "params": "parameters", "epoch": "epoch", "repeats": "K (repeats)",
@@ -160,12 +165,24 @@ def _metric(record: Record) -> str | None:
 
 
 def figure_html(artifact: Artifact) -> str:
-    data = base64.b64encode(artifact.png).decode("ascii")
-    pixels = (f' <a href="{html.escape(artifact.pixels_file)}">The images at their own pixels.</a>'
-              if artifact.pixels_file else "")  # beside the report in figures/pixels/, not embedded twice
-    return (f'<figure><img alt="{html.escape(artifact.title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption><b>{html.escape(artifact.title)}.</b> {html.escape(artifact.caption)}{pixels}"
-            "</figcaption></figure>")
+    return (f'<figure><img alt="{html.escape(artifact.title)}" src="{data_uri(artifact.png)}">'
+            f"<figcaption><b>{html.escape(artifact.title)}.</b> {html.escape(artifact.caption)}</figcaption>"
+            f"{pixels_html(artifact)}</figure>")
+
+
+def pixels_html(artifact: Artifact) -> str:
+    """A figure's images at their own pixels, folded under it: zoomed by a whole factor, never smoothed."""
+    if artifact.pixels is None:
+        return ""
+    width = Image.open(io.BytesIO(artifact.pixels)).width
+    zoom = max(1, PIXELS_WIDTH // width)
+    return (f"<details><summary>The images at their own pixels ({zoom}x; also {html.escape(artifact.pixels_file)})"
+            f'</summary><img class="pixels" width="{width * zoom}" alt="{html.escape(artifact.title)}, pixels" '
+            f'src="{data_uri(artifact.pixels)}"></details>')
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def figures_html(artifacts: list[Artifact]) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 import torch
 
 from aetune.evaluate import plots, study
-from aetune.evaluate.model_figures import Artifact, render, row_tiles, showcase
+from aetune.evaluate.model_figures import Artifact, render, render_rows, showcase
 from aetune.evaluate.scoring import EvalImages, PCACurve, Variant
 from aetune.evaluate.study import Record, fmt
 from aetune.numbers import is_finite
@@ -100,12 +100,12 @@ def front_reconstructions(name: str, members: list[Variant], images: dict[str, E
         picked = " (picked)" if m.trial_id == m.record.get("trial_id") else ""
         label = "\n".join(part for part in (m.name.removeprefix(name) + picked, settings, scores) if part)
         rows.append((label, m.model(clean.to(m.device))))
-    fig = plots.image_rows(rows, f"{name}: test images reconstructed along the Pareto front")
     varying = f"; {', '.join(knobs)} {'varies' if len(knobs) == 1 else 'vary'} along it" if knobs else ""
-    return render(name, "front_recon", f"Along the front: {name}",
-                  f"Test images reconstructed by {len(shown)} of the {len(members)} front members, in front order "
-                  f"(numbers as in the front table, with their {study.selection_split([shown[0].record])} scores)"
-                  f"{varying}.", fig, SECTION, tiles=row_tiles(rows))
+    return render_rows(name, "front_recon", f"Along the front: {name}",
+                       f"Test images reconstructed by {len(shown)} of the {len(members)} front members, in front "
+                       f"order (numbers as in the front table, with their {study.selection_split([shown[0].record])} "
+                       f"scores){varying}.", rows, f"{name}: test images reconstructed along the Pareto front",
+                       section=SECTION)
 
 
 def study_figures(records: dict[str, Record], rows: list[dict[str, Any]], variants: list[Variant],

@@ -161,7 +161,7 @@ def _splits(space: SearchSpace, data_root: Path, resume: bool) -> dict[str, dict
     starts. A resumed experiment downloads nothing: its trials already read the dataset, so a missing one means
     the data root moved."""
     from aetune.config import TrialConfig
-    from aetune.train.data import DataError, trial_data
+    from aetune.train.data import DataError, load_data, trial_data
 
     try:
         return {v.name: trial_data(TrialConfig.from_dict(space.base_config(v)), data_root, download=not resume).split
@@ -172,6 +172,8 @@ def _splits(space: SearchSpace, data_root: Path, resume: bool) -> dict[str, dict
         what = first_line(err).split("; ")[0]  # "cannot read mnist from ... (files not found)"
         raise DataError(f"--resume: {what}; if the dataset moved, pass --data-root with its new folder "
                         "(a resumed experiment downloads nothing)") from None
+    finally:
+        load_data.cache_clear()  # the trials' workers load their own copies: the driver keeps none for the run
 
 
 def _checked_input(space: SearchSpace, source: str, args: argparse.Namespace) -> tuple[Path, dict[str, dict]]:
@@ -220,8 +222,7 @@ def _run_held(experiment, args: argparse.Namespace, trainable: Callable[..., Non
     tuner.connect(args.address, WORKER_ENV)
     try:
         preflight.sigterm_as_interrupt()  # again: ray.init installed its own
-        preflight.check_resources(experiment.space)
-        preflight.check_memory(experiment.space, experiment.splits)
+        preflight.check_resources(preflight.trial_resources(experiment.space, experiment.splits))
         if args.study_storage and experiment.study_storage:
             from aetune.search.searchers import open_study_storage
 

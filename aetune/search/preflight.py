@@ -3,6 +3,7 @@ anything is written: names the filesystem can hold, a cluster that answers, tria
 SIGTERM taken like Ctrl-C (Tune saves its state and the driver says how to resume)."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import threading
 from pathlib import Path
 
 from aetune.errors import UsageError, first_line, quote
-from aetune.search.spaces import SearchSpace
+from aetune.search.spaces import RESOURCE_STEP, SearchSpace
 from aetune.storage import is_uri
 
 CONNECT_TIMEOUT_S = 10.0  # a Ray head that does not accept a connection in this long is not there
@@ -62,50 +63,41 @@ def live_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
-def node_slots(resources: dict[str, float], space: SearchSpace) -> int:
-    """How many of the space's trials one node runs at once (its CPUs, and its GPUs where trials take them)."""
-    slots = resources.get("CPU", 0.0) / space.cpus
-    if space.gpus:
-        slots = min(slots, resources.get("GPU", 0.0) / space.gpus)
-    return int(slots)
+def trial_resources(space: SearchSpace, splits: dict[str, dict]) -> dict[str, float]:
+    """What each trial asks Ray for: its CPUs and GPUs, and memory for its worker's own copy of the images
+    (training and validation, uint8) at its loading peak. Asked as Ray's `memory` resource, so Ray itself runs
+    on each node only as many trials as their copies fit (a logical reservation against the memory Ray leaves
+    tasks when the node starts; it is not a hard limit)."""
+    from aetune.train.sources import LOAD_PEAK  # here: the driver checks its space file before importing PyTorch
+
+    images = max((split["train"] + split["val"]) * math.prod(split["shape"]) for split in splits.values())
+    return {"CPU": space.cpus, "GPU": space.gpus, "memory": float(LOAD_PEAK * images)}
 
 
-def check_resources(space: SearchSpace) -> None:
-    """Some node of the connected cluster has the CPUs and GPUs one trial asks for (else Ray waits forever)."""
+def node_slots(node: dict[str, float], trial: dict[str, float]) -> int:
+    """How many such trials one node runs at once, counted as Ray counts (in units of RESOURCE_STEP)."""
+    def units(amount: float) -> int:
+        return round(amount / RESOURCE_STEP)
+
+    return min(units(node.get(key, 0.0)) // units(need) for key, need in trial.items() if need > 0)
+
+
+def check_resources(trial: dict[str, float]) -> None:
+    """Some node of the connected cluster has what one trial asks for (else Ray waits forever)."""
     nodes = [n.get("Resources", {}) for n in live_nodes()]
-    if any(node_slots(r, space) >= 1 for r in nodes):
+    if any(node_slots(r, trial) >= 1 for r in nodes):
         return
-    most = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
-    raise UsageError(f"a trial asks for {space.cpus:g} CPUs and {space.gpus:g} GPUs, but no node of this cluster "
-                     f"has them (the largest: {most.get('CPU', 0):g} CPUs, {most.get('GPU', 0):g} GPUs); lower "
-                     "--cpus-per-trial / --gpus-per-trial (resources: in the space), or add such a node")
+    most = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0), r.get("memory", 0)), default={})
+    raise UsageError(f"a trial asks for {trial['CPU']:g} CPUs, {trial['GPU']:g} GPUs and {gib(trial['memory'])} of "
+                     "memory (its own uint8 copy of the images, at its loading peak), but no node of "
+                     f"this cluster has them (the largest: {most.get('CPU', 0):g} CPUs, {most.get('GPU', 0):g} GPUs, "
+                     f"{gib(most.get('memory', 0))} of memory for tasks); lower --cpus-per-trial / --gpus-per-trial "
+                     "(resources: in the space), hold fewer pixels (train_size, a smaller image_size, channels: 1), "
+                     "or add such a node")
 
 
-WORKERS_SHARE = 0.5  # of the memory Ray gives a node's tasks: the most its trials' copies of the images may hold
-
-
-def check_memory(space: SearchSpace, splits: dict[str, dict]) -> None:
-    """Each trial's worker keeps its own uint8 copy of its training and validation images, so a node holds as
-    many copies as it runs trials at once. Those copies may take WORKERS_SHARE of what Ray gives the node's tasks
-    (its `memory` resource); the rest is for the models, their activations and each worker's loading peak (one
-    process's peak: aetune.train.sources.check_memory)."""
-    held = max(_image_bytes(split) for split in splits.values())
-    for node in live_nodes():
-        resources = node.get("Resources", {})
-        copies, memory = node_slots(resources, space), resources.get("memory", 0.0)
-        if memory and copies * held > WORKERS_SHARE * memory:
-            raise UsageError(
-                f"{copies} trials at once on node {node.get('NodeManagerAddress', '?')} each hold their own "
-                f"{held / 2**30:.2f} GiB of images (uint8): {copies * held / 2**30:.1f} GiB, more than "
-                f"{WORKERS_SHARE:.0%} of the {memory / 2**30:.1f} GiB Ray gives its tasks; run fewer trials at once "
-                "(a larger --cpus-per-trial), or hold fewer pixels (train_size, a smaller image_size, channels: 1)")
-
-
-def _image_bytes(split: dict) -> int:
-    pixels = 1
-    for size in split["shape"]:
-        pixels *= size
-    return (split["train"] + split["val"]) * pixels
+def gib(amount: float) -> str:
+    return f"{amount / 2**30:.2f} GiB"
 
 
 _TERMINATED = threading.Event()

@@ -109,7 +109,7 @@ def connect(address: str | None, worker_env: dict[str, str]) -> None:
 
 def check_storage_reachable(storage: str) -> None:
     """With several nodes, a local --storage must be the same folder on every one (a shared filesystem)."""
-    nodes = [n for n in ray.nodes() if n["Alive"]]
+    nodes = preflight.live_nodes()
     if len(nodes) < 2 or is_uri(storage):
         return
     marker = Path(storage) / f".aetune-reach-{os.getpid()}"
@@ -161,7 +161,7 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, consol
     trainable = tune.with_resources(
         tune.with_parameters(trainable, data_root=experiment.data_root, threads=threads, rank_by=rank_by,
                              experiment=folder),
-        {"cpu": space.cpus, "gpu": space.gpus})
+        preflight.trial_resources(space, experiment.splits))
     if resume and folder:
         for name in restore_cut_snapshot(Path(folder)):
             print(f"aetune: {name} was cut by the kill; resuming from its backup", file=sys.stderr)
@@ -214,9 +214,9 @@ def set_console(tuner: tune.Tuner, experiment: Experiment, console: str) -> tune
     return tuner
 
 
-def trial_slots(space: SearchSpace) -> int:
+def trial_slots(trial: dict[str, float]) -> int:
     """How many trials the cluster runs at once: a trial runs on one node, so each node's own share, summed."""
-    return max(1, sum(preflight.node_slots(node.get("Resources", {}), space) for node in preflight.live_nodes()))
+    return max(1, sum(preflight.node_slots(node.get("Resources", {}), trial) for node in preflight.live_nodes()))
 
 
 def disconnect() -> None:
@@ -229,7 +229,8 @@ def run(experiment: Experiment, resume: bool, trainable: Callable | None, consol
     check_storage_reachable(experiment.storage)
     # Tune lets a custom searcher keep one trial pending at a time: the cluster would fill one slot at a time
     # and a fast node would take every trial. Allow as many pending trials as the cluster has slots.
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(space)))
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG",
+                          str(trial_slots(preflight.trial_resources(space, experiment.splits))))
     grid = make_tuner(experiment, trainable or train_trial, resume, console).fit()
     # A trial Tune never got to report for (Ctrl-C right after it started) comes back as a FileNotFoundError
     # ("could not fetch metrics"): unfinished, not failed.

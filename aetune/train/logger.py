@@ -11,9 +11,9 @@ from tensorboard.plugins.hparams.api_pb2 import STATUS_FAILURE, STATUS_SUCCESS
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
-from torchvision.utils import make_grid
 
 from aetune.config import TrialConfig
+from aetune.images import tile_rows
 from aetune.train.data import add_noise, to_float
 
 # Every metric once, under one tag; the HParams dashboard reads the same tags (no duplicate "hparams/" copies).
@@ -117,7 +117,7 @@ class TrialLogger:
         inputs = self.noisy if self.noisy is not None else self.digits
         output = model(inputs.to(device)).float().cpu()
         rows = [self.digits] + ([self.noisy] if self.noisy is not None else []) + [output]
-        return make_grid(torch.cat(rows), nrow=len(self.digits), padding=2, pad_value=1.0)
+        return tile_rows(rows)
 
     def close(self, status: str | None = "success") -> None:
         """End the HParams session as "success" or "failure"; None leaves it open (the run may be resumed)."""
