@@ -76,10 +76,12 @@ def test_repeats_are_counted_apart_from_the_search_and_a_variant_ends_with_its_r
     search = [trial("conv", Trial.TERMINATED, epoch=4, val_bce=0.2, code_size=784) for _ in range(3)]
     repeats = [trial("conv", Trial.TERMINATED, k, epoch=4, val_bce=0.1, code_size=784) for k in (1, 2)]
     running = [trial("conv", Trial.RUNNING, 3, epoch=1, val_bce=0.4, code_size=784)]
-    every = search + repeats + running
+    pending = [trial("conv", Trial.PENDING, 4)]  # waiting for a worker: neither running nor finished
+    every = search + repeats + running + pending
     count = view.counts(every)["conv"]
     assert [count[s] for s in ("done", "running", "waiting", "repeats", "repeats_running")] == [3, 0, 0, 2, 1]
     assert "3/18 trials finished (0 stopped early, 0 errored), 2/24 repeats finished, 1 running" in view.headline(every)
+    assert len(view.running(every)) == 1  # the headline's running are the ones listed
     assert view.best("conv", every) == "front of 1: val_bce 0.2, code_size 784"  # the repeats' 0.1 is not the search's
     view._announce_finished(every)
     assert "conv finished" not in pipe.getvalue()  # its third repeat runs

@@ -96,7 +96,8 @@ class LiveStatus(Callback):
 
     def counts(self, trials: list[Trial]) -> dict[str, Counter]:
         """Per variant, its search trials: done (all epochs), stopped early (ASHA), running, waiting (pending,
-        paused or not yet asked for) and errored; and its repeats (`repeats` ended, `repeats_running`)."""
+        paused or not yet asked for) and errored; and its repeats (`repeats` ended, `repeats_running`; a pending
+        repeat is neither: it is still due)."""
         counts = {name: Counter() for name in self.budgets}
         for trial in trials:
             name = trial.config.get(VARIANT_KEY)
@@ -104,7 +105,8 @@ class LiveStatus(Callback):
                 continue
             state = self.state(trial)
             if REPEAT_KEY in trial.config:
-                counts[name]["repeats" if state in ("done", "stopped", "errored") else "repeats_running"] += 1
+                if state != "waiting":
+                    counts[name]["repeats_running" if state == "running" else "repeats"] += 1
             else:
                 counts[name][state] += 1
         for name, count in counts.items():
