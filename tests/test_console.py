@@ -81,7 +81,9 @@ def test_repeats_are_counted_apart_from_the_search_and_a_variant_ends_with_its_r
     count = view.counts(every)["conv"]
     assert [count[s] for s in ("done", "running", "waiting", "repeats", "repeats_running")] == [3, 0, 0, 2, 1]
     assert "3/18 trials finished (0 stopped early, 0 errored), 2/24 repeats finished, 1 running" in view.headline(every)
-    assert len(view.running(every)) == 1  # the headline's running are the ones listed
+    running[0].config["seed"] = 3  # the pick's seed 0, plus the repeat's index
+    shown = [what for _, what in view.running(every)]
+    assert shown == [f"repeat 3, seed 3: epoch 1/{EPOCHS}  val_bce 0.4 code_size 784"]
     assert view.best("conv", every) == "front of 1: val_bce 0.2, code_size 784"  # the repeats' 0.1 is not the search's
     view._announce_finished(every)
     assert "conv finished" not in pipe.getvalue()  # its third repeat runs

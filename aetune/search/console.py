@@ -153,7 +153,7 @@ class LiveStatus(Callback):
                 f"{total['running'] + total['repeats_running']} running")
 
     def running(self, trials: list[Trial]) -> list[tuple[Trial, str]]:
-        """Each running trial with its epoch and its variant's objective(s) at that epoch."""
+        """Each running trial with its epoch and its variant's objective(s) at that epoch; a repeat says which."""
         shown = []
         for trial in trials:
             if trial.status != Trial.RUNNING:
@@ -162,7 +162,9 @@ class LiveStatus(Callback):
             metrics = self.objectives.get(trial.config.get(VARIANT_KEY), ((), ()))[0]
             values = " ".join(f"{m} {result[m]:.4g}" for m in metrics if isinstance(result.get(m), (int, float)))
             epoch = f"epoch {result['epoch']}/{self.epochs}" if "epoch" in result else "starting"
-            shown.append((trial, f"{epoch}  {values}".rstrip()))
+            repeat = f"repeat {trial.config[REPEAT_KEY]}, seed {trial.config.get('seed')}: " \
+                if REPEAT_KEY in trial.config else ""
+            shown.append((trial, f"{repeat}{epoch}  {values}".rstrip()))
         return shown
 
     def running_brief(self, trials: list[Trial]) -> str:
