@@ -28,9 +28,14 @@ def tile_rows(rows: Sequence[torch.Tensor]) -> torch.Tensor:
     return tile(torch.cat(filled), nrow=columns)
 
 
-def to_png(grid: torch.Tensor) -> bytes:
+def to_uint8(grid: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> 0..255, rounded (TensorBoard would truncate a float image: one level darker, often)."""
+    return (grid * 255).round().to(torch.uint8)
+
+
+def grid_png(grid: torch.Tensor) -> bytes:
     """A C x H x W grid in [0, 1] at its own pixels: grey (mode L) for one channel, RGB for three."""
-    pixels = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    pixels = to_uint8(grid).permute(1, 2, 0).numpy()
     buffer = io.BytesIO()
     Image.fromarray(pixels[..., 0] if len(grid) == 1 else np.ascontiguousarray(pixels)).save(buffer, format="png")
     return buffer.getvalue()

@@ -184,7 +184,7 @@ def epoch_seconds(args: argparse.Namespace, space) -> dict[str, tuple[list[float
 def plans_of(space, seconds: dict[str, tuple[list[float], str]]) -> list[Plan]:
     from aetune.search.tuner import trial_costs
 
-    costs = trial_costs(space)
+    costs = trial_costs(space, space.image_shape())
     plans = []
     for variant in space.runs():
         search = space.search(variant)

@@ -76,7 +76,7 @@ def test_repeats_are_counted_apart_from_the_search_and_a_variant_ends_with_its_r
     search = [trial("conv", Trial.TERMINATED, epoch=4, val_bce=0.2, code_size=784) for _ in range(3)]
     repeats = [trial("conv", Trial.TERMINATED, k, epoch=4, val_bce=0.1, code_size=784) for k in (1, 2)]
     running = [trial("conv", Trial.RUNNING, 3, epoch=1, val_bce=0.4, code_size=784)]
-    pending = [trial("conv", Trial.PENDING, 4)]  # waiting for a worker: neither running nor finished
+    pending = [trial("sparse", Trial.PENDING, 1)]  # waiting for a worker: neither running nor finished
     every = search + repeats + running + pending
     count = view.counts(every)["conv"]
     assert [count[s] for s in ("done", "running", "waiting", "repeats", "repeats_running")] == [3, 0, 0, 2, 1]

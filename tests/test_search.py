@@ -25,6 +25,7 @@ from aetune.pareto import dominates
 from aetune.search import trainable
 from aetune.search.picks import RESULT_METRICS
 from aetune.search.searchers import VariantRouter
+from aetune.train.data import worker_bytes
 from aetune.train.logger import IMAGE_TAG, extra_tag, scalar_tags
 
 pytestmark = pytest.mark.slow
@@ -148,6 +149,18 @@ def test_each_pick_is_repeated_under_new_seeds_after_its_search_ended(searched):
             assert results[0]["timestamp"] - results[0]["time_this_iter_s"] >= search_ended - 1  # whole seconds
         assert not {r["trial_id"] for r in v.repeats} & set(study_trials(study_storage(searched), name))
     assert len(study(searched, "sparse").trials) == 3
+
+
+def test_every_trial_reserves_memory_for_its_own_copy_of_the_data(searched):
+    """Ray runs on a node only as many trials as their copies of the images fit: each trial's placement group asks
+    for the worker's peak (worker_bytes) of the split its variant read, as recorded in summary.json."""
+    splits = [v["split"] for v in json.loads((searched / "summary.json").read_text())["variants"].values()]
+    state = json.loads(max(searched.glob("experiment_state-*.json")).read_text())
+    bundles = [ray.cloudpickle.loads(bytes.fromhex(json.loads(raw)["placement_group_factory"])).bundles
+               for raw, _ in state["trial_data"]]
+    assert len(bundles) == len(list(searched.glob("*/result.json")))
+    assert all(b == [{"CPU": 1.0, "memory": float(max(map(worker_bytes, splits)))}] for b in bundles)  # no GPU
+    assert splits[0]["read"] == 60000  # MNIST's whole training file, whatever train_size keeps
 
 
 def test_each_trial_writes_scalars_images_and_hparams(searched):

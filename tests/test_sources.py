@@ -117,6 +117,9 @@ def test_layouts_dtypes_and_the_dataset_keys(tmp_path, digits_arrays):
     np.savez(tmp_path / "rgba.npz", x=np.concatenate([rgb, np.full_like(rgb[..., :1], 128)], axis=-1))
     rgba = load_data(str(tmp_path / "rgba.npz"))  # its alpha dropped: every figure draws grey or RGB
     assert rgba.shape == (3, 8, 8) and torch.equal(rgba.train_x, last.train_x)
+    np.savez(tmp_path / "grey_alpha.npz", x=np.stack([x, np.full_like(x, 7)], axis=1))  # N x 2 x H x W
+    assert torch.equal(load_data(str(tmp_path / "grey_alpha.npz"), channels=1, layout="nchw").train_x,
+                       as_float.train_x)
 
 
 def test_a_train_and_test_folder_pair_keeps_its_own_test_split(tmp_path, digits_arrays):
@@ -365,7 +368,26 @@ def test_the_reports_images_are_the_datas_own_pixels(evaluated):
             logged_rgb = np.asarray(Image.open(io.BytesIO(logged.encoded_image_string)))  # TensorBoard keeps RGB
             assert np.array_equal(logged_rgb, np.asarray(image.convert("RGB")))
             assert base64.b64encode((experiment / "eval" / pixels).read_bytes()).decode() in report
-            if stem.startswith("recon_"):
-                tiles = np.asarray(image).reshape(image.height, image.width, -1)[2:2 + height]
-                first_row = [tiles[:, 2 + i * (width + 2):2 + i * (width + 2) + width] for i in range(len(shown))]
-                assert np.array_equal(np.stack(first_row), shown.permute(0, 2, 3, 1).numpy()), pixels
+            kind, tiles = stem.split("_")[0], tile_grid(image, height, width)
+            if kind == "recon":  # the showcased test images, in order
+                assert np.array_equal(tiles[0], as_tiles(shown)), pixels
+            if kind == "interpolation":  # each row runs from one test image to another
+                pairs = interpolation_pairs(test)
+                assert np.array_equal(tiles[:, 0], as_tiles(test.test_x[[a for a, _ in pairs]]))
+                assert np.array_equal(tiles[:, -1], as_tiles(test.test_x[[b for _, b in pairs]]))
+            if kind == "anomalies":  # the worst-reconstructed are test images
+                every = {image.tobytes() for image in as_tiles(test.test_x)}
+                assert all(tile.tobytes() in every for tile in tiles[0]), pixels
+
+
+def tile_grid(image: Image.Image, height: int, width: int) -> np.ndarray:
+    """rows x columns x H x W x C: the tiles of a grid 2 px apart."""
+    pixels = np.asarray(image).reshape(image.height, image.width, -1)
+    rows, columns = (image.height - 2) // (height + 2), (image.width - 2) // (width + 2)
+    return np.stack([np.stack([pixels[2 + r * (height + 2):2 + r * (height + 2) + height,
+                                      2 + c * (width + 2):2 + c * (width + 2) + width] for c in range(columns)])
+                     for r in range(rows)])
+
+
+def as_tiles(images: torch.Tensor) -> np.ndarray:
+    return images.permute(0, 2, 3, 1).numpy()

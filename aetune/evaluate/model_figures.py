@@ -9,7 +9,7 @@ import torch
 
 from aetune.evaluate import plots, study
 from aetune.evaluate.baselines import PCA
-from aetune.images import tile_rows, to_png
+from aetune.images import grid_png, tile_rows
 from aetune.train.data import ImageData, to_float
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def render(group: str, name: str, title: str, caption: str, fig, section: str = 
            tiles: Sequence[torch.Tensor] = ()) -> Artifact:
     """The figure as PNG; `tiles`, the rows of images it shows, also as one PNG at the data's own pixels."""
     return Artifact(group, f"{name}_{slug(group)}" if group else name, title, caption, plots.to_png(fig), section,
-                    to_png(tile_rows(tiles)) if tiles else None)
+                    grid_png(tile_rows(tiles)) if tiles else None)
 
 
 def render_rows(group: str, name: str, title: str, caption: str, rows: Sequence[tuple[str, torch.Tensor]],

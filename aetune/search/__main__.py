@@ -222,7 +222,7 @@ def _run_held(experiment, args: argparse.Namespace, trainable: Callable[..., Non
     tuner.connect(args.address, WORKER_ENV)
     try:
         preflight.sigterm_as_interrupt()  # again: ray.init installed its own
-        preflight.check_resources(preflight.trial_resources(experiment.space, experiment.splits))
+        preflight.check_resources(experiment.trial_resources)
         if args.study_storage and experiment.study_storage:
             from aetune.search.searchers import open_study_storage
 

@@ -162,8 +162,8 @@ class LiveStatus(Callback):
             metrics = self.objectives.get(trial.config.get(VARIANT_KEY), ((), ()))[0]
             values = " ".join(f"{m} {result[m]:.4g}" for m in metrics if isinstance(result.get(m), (int, float)))
             epoch = f"epoch {result['epoch']}/{self.epochs}" if "epoch" in result else "starting"
-            repeat = f"repeat {trial.config[REPEAT_KEY]}, seed {trial.config.get('seed')}: " \
-                if REPEAT_KEY in trial.config else ""
+            repeat = (f"repeat {trial.config[REPEAT_KEY]}, seed {trial.config.get('seed')}: "
+                      if REPEAT_KEY in trial.config else "")
             shown.append((trial, f"{repeat}{epoch}  {values}".rstrip()))
         return shown
 

@@ -64,20 +64,19 @@ def live_nodes() -> list[dict]:
 
 
 def trial_resources(space: SearchSpace, splits: dict[str, dict]) -> dict[str, float]:
-    """What each trial asks Ray for: its CPUs and GPUs, and memory for its worker's own copy of the images
-    (training and validation, uint8) at its loading peak. Asked as Ray's `memory` resource, so Ray itself runs
-    on each node only as many trials as their copies fit (a logical reservation against the memory Ray leaves
-    tasks when the node starts; it is not a hard limit)."""
-    from aetune.train.sources import LOAD_PEAK  # here: the driver checks its space file before importing PyTorch
+    """What each trial asks Ray for: its CPUs and GPUs, and memory for its worker's own copy of the data at its
+    peak (aetune.train.data.worker_bytes). Asked as Ray's `memory` resource, so Ray itself runs on each node only
+    as many trials as their copies fit (a reservation Ray plans with against the memory it leaves tasks when the
+    node starts, not a limit it enforces)."""
+    from aetune.train.data import worker_bytes  # here: the driver checks its space file before importing PyTorch
 
-    images = max((split["train"] + split["val"]) * math.prod(split["shape"]) for split in splits.values())
-    return {"CPU": space.cpus, "GPU": space.gpus, "memory": float(LOAD_PEAK * images)}
+    return {"CPU": space.cpus, "GPU": space.gpus, "memory": float(max(map(worker_bytes, splits.values())))}
 
 
 def node_slots(node: dict[str, float], trial: dict[str, float]) -> int:
-    """How many such trials one node runs at once, counted as Ray counts (in units of RESOURCE_STEP)."""
+    """How many such trials one node runs at once, counted as Ray counts (fixed point, RESOURCE_STEP units)."""
     def units(amount: float) -> int:
-        return round(amount / RESOURCE_STEP)
+        return int(amount / RESOURCE_STEP + 0.5)
 
     return min(units(node.get(key, 0.0)) // units(need) for key, need in trial.items() if need > 0)
 
@@ -87,17 +86,17 @@ def check_resources(trial: dict[str, float]) -> None:
     nodes = [n.get("Resources", {}) for n in live_nodes()]
     if any(node_slots(r, trial) >= 1 for r in nodes):
         return
-    most = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0), r.get("memory", 0)), default={})
-    raise UsageError(f"a trial asks for {trial['CPU']:g} CPUs, {trial['GPU']:g} GPUs and {gib(trial['memory'])} of "
-                     "memory (its own uint8 copy of the images, at its loading peak), but no node of "
-                     f"this cluster has them (the largest: {most.get('CPU', 0):g} CPUs, {most.get('GPU', 0):g} GPUs, "
-                     f"{gib(most.get('memory', 0))} of memory for tasks); lower --cpus-per-trial / --gpus-per-trial "
+    most = {key: max((r.get(key, 0.0) for r in nodes), default=0.0) for key in trial}
+    short = [key for key, need in trial.items() if most[key] < need] or list(trial)  # else: no node has them all
+    raise UsageError(f"a trial asks for {describe(trial)}, but no node of this cluster has them (the most any node "
+                     f"has: {describe(most)}; short: {', '.join(short)}); lower --cpus-per-trial / --gpus-per-trial "
                      "(resources: in the space), hold fewer pixels (train_size, a smaller image_size, channels: 1), "
                      "or add such a node")
 
 
-def gib(amount: float) -> str:
-    return f"{amount / 2**30:.2f} GiB"
+def describe(resources: dict[str, float]) -> str:
+    return (f"{resources['CPU']:g} CPUs, {resources['GPU']:g} GPUs and {resources['memory'] / 2**30:.2f} GiB of "
+            "memory")
 
 
 _TERMINATED = threading.Event()

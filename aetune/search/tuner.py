@@ -54,6 +54,16 @@ class Experiment:
     def path(self) -> str:
         return join(self.storage, self.name)
 
+    @property
+    def trial_resources(self) -> dict[str, float]:
+        """What each of its trials asks Ray for (CPUs, GPUs, memory for its copy of the data)."""
+        return preflight.trial_resources(self.space, self.splits)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """C x H x W of its images, as the driver's check of the data found them (not read again)."""
+        return tuple(next(iter(self.splits.values()))["shape"])
+
     def create(self) -> None:
         """Save the space used; never overwrite an existing experiment (that would lose work). Called holding the
         experiment's lock once resumable.check_new found the name free: the manifest is written first, so a
@@ -140,12 +150,11 @@ def trial_dirname(trial: Any) -> str:
     return f"{trial.config[VARIANT_KEY]}-{trial.trial_id}"  # trainable.train_trial finds its folder by this
 
 
-def trial_costs(space: SearchSpace) -> dict[str, float]:
+def trial_costs(space: SearchSpace, shape: tuple[int, ...]) -> dict[str, float]:
     """Each variant's work per trial, as FLOPs of a training step on one image of its first config (epochs and
     training images are the same for every variant): the router starts the costliest first."""
     from aetune.models import build_model
 
-    shape = space.image_shape()
     return {v.name: build_model(space.first_config(v), shape).training_flops() for v in space.runs()}
 
 
@@ -161,7 +170,7 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, consol
     trainable = tune.with_resources(
         tune.with_parameters(trainable, data_root=experiment.data_root, threads=threads, rank_by=rank_by,
                              experiment=folder),
-        preflight.trial_resources(space, experiment.splits))
+        experiment.trial_resources)
     if resume and folder:
         for name in restore_cut_snapshot(Path(folder)):
             print(f"aetune: {name} was cut by the kill; resuming from its backup", file=sys.stderr)
@@ -170,7 +179,7 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, consol
         if experiment.study_storage:  # the storage --resume checked, not the one tuner.pkl names
             search_alg_of(tuner).searcher.bind(experiment.study_storage)
         return set_console(tuner, experiment, console)
-    router = make_router(space, experiment.study_storage, trial_costs(space),
+    router = make_router(space, experiment.study_storage, trial_costs(space, experiment.image_shape),
                          study_prefix(experiment.name, experiment.created))
     label_studies(router.searcher, space, join(experiment.path, SPACE_FILE))
     tuner = tune.Tuner(
@@ -229,8 +238,7 @@ def run(experiment: Experiment, resume: bool, trainable: Callable | None, consol
     check_storage_reachable(experiment.storage)
     # Tune lets a custom searcher keep one trial pending at a time: the cluster would fill one slot at a time
     # and a fast node would take every trial. Allow as many pending trials as the cluster has slots.
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG",
-                          str(trial_slots(preflight.trial_resources(space, experiment.splits))))
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(experiment.trial_resources)))
     grid = make_tuner(experiment, trainable or train_trial, resume, console).fit()
     # A trial Tune never got to report for (Ctrl-C right after it started) comes back as a FileNotFoundError
     # ("could not fetch metrics"): unfinished, not failed.

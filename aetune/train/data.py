@@ -16,6 +16,7 @@ Labels are optional: an unlabelled dataset has None for every *_y.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from aetune.config import TrialConfig
-from aetune.train.sources import DataError, is_named, read_source
+from aetune.train.sources import LOAD_PEAK, DataError, is_named, read_source
 
 __all__ = ["DataError", "ImageData", "add_noise", "load_data", "to_float", "trial_data", "validation_indices"]
 
@@ -49,6 +50,7 @@ class ImageData:
     val_from: str = "train"  # "test" under val_size: 0
     test_from: str = "files"  # "files": the source's own test split; else how it was carved
     origin: str = ""  # where the images came from, in words
+    read: int = 0  # images the source held as read, before any cut: a worker's loading peak scales with them
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -63,7 +65,7 @@ class ImageData:
         """What summary.json records of the split, and of the dataset it came from."""
         return {"train": len(self.train_x), "val": len(self.val_x), "val_from": self.val_from,
                 "test_from": self.test_from, "dataset": self.name, "source": self.origin, "shape": list(self.shape),
-                "labels": self.labelled}
+                "labels": self.labelled, "read": self.read}
 
     def to(self, device: torch.device | str) -> "ImageData":
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -99,7 +101,7 @@ def load_data(
     source = read_source(name, resolve_data_root(data_root), download, channels, image_size, layout,
                          test or val_size == 0 or not is_named(name))  # a file is read whole either way
     images, labels, test_x, test_y, test_from = source.x, source.y, source.test_x, source.test_y, "files"
-    origin = source.origin
+    origin, read = source.origin, len(source.x) + (0 if source.test_x is None else len(source.test_x))
     del source  # the reordered copies replace the images as read: one copy at a time
     if not is_named(name):  # a file's or folder's order means nothing (often by class): a fixed seeded one
         images, labels = in_fixed_order(images, labels)
@@ -116,7 +118,7 @@ def load_data(
     images, labels = images[:train_size], _take(labels, slice(train_size))
     if test_x is not None:
         test_x, test_y = test_x[:test_size], _take(test_y, slice(test_size))
-    common = {"test_from": test_from, "origin": origin}
+    common = {"test_from": test_from, "origin": origin, "read": read}
     if val_size == 0:
         return ImageData(name, images, labels, test_x, test_y, test_x if test else None, test_y if test else None,
                          val_from="test", **common)
@@ -132,6 +134,16 @@ def trial_data(config: TrialConfig, data_root: str | os.PathLike | None = None, 
     root = str(data_root) if data_root and is_named(config.dataset) else None  # a file needs no root: one cache entry
     return load_data(config.dataset, root, config.train_size, config.test_size,
                      download, config.val_size, config.val_split, test=False, **dataset_keys(config))
+
+
+def worker_bytes(split: dict) -> int:
+    """The most a trial's worker holds of its data (`split`: ImageData.split): while reading, LOAD_PEAK x the uint8
+    images it read (as read, channels first, reordered and cut); while training, its uint8 splits plus the
+    validation images twice as float32 (clean, then noised: aetune.train.trainer)."""
+    pixels = math.prod(split["shape"])
+    reading = LOAD_PEAK * split["read"] * pixels
+    training = (split["train"] + split["val"]) * pixels + 2 * 4 * split["val"] * pixels
+    return max(reading, training)
 
 
 def dataset_keys(config: TrialConfig) -> dict:

@@ -13,7 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from aetune.config import TrialConfig
-from aetune.images import tile_rows
+from aetune.images import tile_rows, to_uint8
 from aetune.train.data import add_noise, to_float
 
 # Every metric once, under one tag; the HParams dashboard reads the same tags (no duplicate "hparams/" copies).
@@ -117,7 +117,7 @@ class TrialLogger:
         inputs = self.noisy if self.noisy is not None else self.digits
         output = model(inputs.to(device)).float().cpu()
         rows = [self.digits] + ([self.noisy] if self.noisy is not None else []) + [output]
-        return tile_rows(rows)
+        return to_uint8(tile_rows(rows))
 
     def close(self, status: str | None = "success") -> None:
         """End the HParams session as "success" or "failure"; None leaves it open (the run may be resumed)."""

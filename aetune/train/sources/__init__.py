@@ -82,13 +82,13 @@ def shaped(source: Source, channels: int | None, image_size: tuple[int, int] | N
 
 
 def convert(images: torch.Tensor, channels: int | None) -> torch.Tensor:
-    """N x C x H x W uint8 to `channels` (1: grey by BT.601 luma; 3: grey repeated, RGBA without its alpha).
-    Without `channels`: grey and RGB stay, RGBA loses its alpha; anything else is refused, since every figure,
-    TensorBoard image and report tile shows grey or RGB."""
+    """N x C x H x W uint8 to `channels`: 1, grey by BT.601 luma (grey and alpha: the grey); 3, grey repeated, RGBA
+    without its alpha. Without `channels` grey and RGB stay, RGBA loses its alpha and anything else is refused:
+    every figure, TensorBoard image and report tile shows grey or RGB."""
     have = images.shape[1]
     if channels is None and have not in (1, 3, 4):
         raise DataError(f"the images have {have} channels; aetune takes grey (1), RGB (3) or RGBA (4, its alpha "
-                        "dropped): if the axes were misread, set layout: nhwc or nchw")
+                        "dropped): if the axes were misread, set layout: nhwc or nchw (grey and alpha: channels: 1)")
     channels = channels or (3 if have == 4 else have)
     if channels == have:
         return images
@@ -96,6 +96,8 @@ def convert(images: torch.Tensor, channels: int | None) -> torch.Tensor:
         return images.expand(-1, 3, -1, -1).contiguous()
     if channels == 3 and have == 4:
         return images[:, :3].contiguous()
+    if channels == 1 and have == 2:  # grey and alpha
+        return images[:, :1].contiguous()
     if channels == 1 and have in (3, 4):
         weights = torch.tensor(LUMA).view(1, 3, 1, 1)
         grey = (images[:, :3].float() * weights).sum(1, keepdim=True)
