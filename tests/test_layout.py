@@ -81,8 +81,8 @@ def test_each_command_is_a_package_with_a_main():
     for command in COMMANDS:
         assert (PACKAGE / command / "__main__.py").is_file()
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__.py", "config.py", "errors.py", "experiment.py", "metrics.py", "numbers.py", "pareto.py",
-                   "storage.py", "yamlfile.py"]
+    assert top == ["__init__.py", "config.py", "errors.py", "experiment.py", "images.py", "metrics.py", "numbers.py",
+                   "pareto.py", "storage.py", "yamlfile.py"]
 
 
 def digest(folder: Path) -> dict[str, str]:
