@@ -2,6 +2,11 @@
 when no node of a real cluster can hold one trial is in test_bad_inputs: cpus-, gpus- and memory-beyond-the-cluster.)"""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,8 +14,8 @@ from aetune.search.preflight import node_slots, trial_resources
 from aetune.search.space_file import parse_space
 from aetune.train.data import load_data, worker_bytes
 
-SPLITS = {"dense": {"train": 900, "val": 100, "shape": [3, 8, 8], "read": 1250},  # 192 bytes an image
-          "conv": {"train": 450, "val": 50, "shape": [3, 8, 8], "read": 1250}}
+SPLITS = {"dense": {"train": 900, "val": 100, "shape": [3, 8, 8], "read": 1250, "read_bytes": 1250 * 192},
+          "conv": {"train": 450, "val": 50, "shape": [3, 8, 8], "read": 1250, "read_bytes": 1250 * 192}}
 
 
 def space(**resources):
@@ -21,13 +26,54 @@ def test_a_trial_asks_for_its_cpus_gpus_and_its_workers_peak_copy_of_the_data():
     assert trial_resources(space(cpus=2, gpus=0.5), SPLITS) == {"CPU": 2, "GPU": 0.5, "memory": 3 * 1250 * 192}
 
 
-def test_the_peak_is_reading_the_whole_source_or_training_with_float_validation_images(tmp_path):
-    np.savez(tmp_path / "x.npz", x=np.zeros((500, 8, 8), np.uint8))
-    split = load_data(str(tmp_path / "x.npz"), train_size=40, val_size=10).split  # all 500 read, 40 kept
-    assert (split["read"], split["train"], split["val"]) == (500, 30, 10)
-    assert worker_bytes(split) == 3 * 500 * 64  # reading: the images as read, channels first, reordered
-    many_val = {"train": 100, "val": 900, "shape": [1, 8, 8], "read": 1000}
-    assert worker_bytes(many_val) == 1000 * 64 + 2 * 4 * 900 * 64  # training: uint8, and clean + noisy float val
+def test_a_worker_reads_the_whole_source_as_stored_whatever_it_keeps(tmp_path):
+    np.savez(tmp_path / "x.npz", x=np.zeros((500, 16, 16, 3), np.uint8))
+    split = load_data(str(tmp_path / "x.npz"), train_size=40, val_size=10, channels=1, image_size=(8, 8)).split
+    assert (split["read"], split["read_bytes"], split["train"], split["val"]) == (500, 500 * 768, 30, 10)
+    assert worker_bytes(split) == 3 * 500 * 768  # as stored: RGB 16 x 16, not the grey 8 x 8 kept
+
+
+# A worker's real peak, measured in a fresh process: its resident memory's high-water mark (reset once the imports
+# are done, Linux's clear_refs 5) over its resident memory then, while it loads the data, builds a Trainer and trains
+# an epoch. worker_bytes must cover it, plus the model and PyTorch's own working memory (SLACK).
+PEAK = """
+import re, sys
+import torch
+from aetune.config import TrialConfig
+from aetune.train.data import load_data, worker_bytes
+from aetune.train.trainer import Trainer
+
+def status(field):
+    return int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+torch.set_num_threads(1)
+open("/proc/self/clear_refs", "w").write("5")  # the high-water mark starts again from here
+before = status("VmRSS")
+path, train_size, val_size, channels, size = sys.argv[1], *map(int, sys.argv[2:])
+config = TrialConfig.from_dict({"dataset": path, "model": "dense", "hidden_layers": [8], "code_size": 2, "epochs": 1,
+                                "train_size": train_size, "val_size": val_size, "channels": channels,
+                                "image_size": size, "batch_size": 256})
+data = load_data(path, None, train_size, None, True, val_size, "random", False, channels, (size, size))
+Trainer(config, data, "cpu").train_epoch()
+print(status("VmHWM") - before, worker_bytes(data.split))
+"""
+SLACK = 64 * 2**20
+
+
+@pytest.mark.parametrize("images, train_size, val_size, channels, size", [
+    ((20_000, 64, 64, 3), 4000, 400, 1, 16),  # reading: RGB 64 x 64 stored, grey 16 x 16 kept
+    ((30_000, 32, 32, 3), 22_000, 20_000, 3, 32),  # training: 2,000 images and 20,000 validation ones as float32
+])
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures with Linux's /proc")
+def test_a_workers_measured_peak_stays_within_what_it_asks_for(tmp_path, images, train_size, val_size, channels, size):
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).integers(0, 256, images, dtype=np.uint8))
+    run = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path / "x.npz"), str(train_size), str(val_size),
+                          str(channels), str(size)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    peak, asked = map(int, run.stdout.split())
+    assert peak > asked / 4  # the measurement sees the data (the request is at most a few times the peak)
+    assert peak <= asked + SLACK, f"measured {peak / 2**20:.0f} MiB, asked {asked / 2**20:.0f} MiB"
 
 
 @pytest.mark.parametrize("node, trial, slots", [

@@ -87,11 +87,12 @@ def check_resources(trial: dict[str, float]) -> None:
     if any(node_slots(r, trial) >= 1 for r in nodes):
         return
     most = {key: max((r.get(key, 0.0) for r in nodes), default=0.0) for key in trial}
-    short = [key for key, need in trial.items() if most[key] < need] or list(trial)  # else: no node has them all
+    short = ([key for key, need in trial.items() if most[key] < need]
+             or [key for key, need in trial.items() if need > 0])  # else: no one node has them all
     raise UsageError(f"a trial asks for {describe(trial)}, but no node of this cluster has them (the most any node "
                      f"has: {describe(most)}; short: {', '.join(short)}); lower --cpus-per-trial / --gpus-per-trial "
-                     "(resources: in the space), hold fewer pixels (train_size, a smaller image_size, channels: 1), "
-                     "or add such a node")
+                     "(resources: in the space), store fewer or smaller images (a worker reads the whole file or "
+                     "folder, whatever train_size keeps), or add such a node")
 
 
 def describe(resources: dict[str, float]) -> str:

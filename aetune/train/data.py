@@ -51,6 +51,7 @@ class ImageData:
     test_from: str = "files"  # "files": the source's own test split; else how it was carved
     origin: str = ""  # where the images came from, in words
     read: int = 0  # images the source held as read, before any cut: a worker's loading peak scales with them
+    read_bytes: int = 0  # ... and their bytes as stored (before `channels` and `image_size`)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -65,7 +66,7 @@ class ImageData:
         """What summary.json records of the split, and of the dataset it came from."""
         return {"train": len(self.train_x), "val": len(self.val_x), "val_from": self.val_from,
                 "test_from": self.test_from, "dataset": self.name, "source": self.origin, "shape": list(self.shape),
-                "labels": self.labelled, "read": self.read}
+                "labels": self.labelled, "read": self.read, "read_bytes": self.read_bytes}
 
     def to(self, device: torch.device | str) -> "ImageData":
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -102,6 +103,7 @@ def load_data(
                          test or val_size == 0 or not is_named(name))  # a file is read whole either way
     images, labels, test_x, test_y, test_from = source.x, source.y, source.test_x, source.test_y, "files"
     origin, read = source.origin, len(source.x) + (0 if source.test_x is None else len(source.test_x))
+    read_bytes = source.read_bytes
     del source  # the reordered copies replace the images as read: one copy at a time
     if not is_named(name):  # a file's or folder's order means nothing (often by class): a fixed seeded one
         images, labels = in_fixed_order(images, labels)
@@ -118,7 +120,7 @@ def load_data(
     images, labels = images[:train_size], _take(labels, slice(train_size))
     if test_x is not None:
         test_x, test_y = test_x[:test_size], _take(test_y, slice(test_size))
-    common = {"test_from": test_from, "origin": origin, "read": read}
+    common = {"test_from": test_from, "origin": origin, "read": read, "read_bytes": read_bytes}
     if val_size == 0:
         return ImageData(name, images, labels, test_x, test_y, test_x if test else None, test_y if test else None,
                          val_from="test", **common)
@@ -137,12 +139,13 @@ def trial_data(config: TrialConfig, data_root: str | os.PathLike | None = None, 
 
 
 def worker_bytes(split: dict) -> int:
-    """The most a trial's worker holds of its data (`split`: ImageData.split): while reading, LOAD_PEAK x the uint8
-    images it read (as read, channels first, reordered and cut); while training, its uint8 splits plus the
-    validation images twice as float32 (clean, then noised: aetune.train.trainer)."""
+    """The most a trial's worker holds of its data (`split`: ImageData.split). Reading: LOAD_PEAK x the uint8
+    images it read, as stored or as shaped (`channels`, `image_size`), whichever is larger. Training: its uint8
+    splits and an epoch's shuffled copy of the training images, plus the validation images three times as float32
+    while the fixed noisy copy is made (clean, noise, noisy: aetune.train.trainer)."""
     pixels = math.prod(split["shape"])
-    reading = LOAD_PEAK * split["read"] * pixels
-    training = (split["train"] + split["val"]) * pixels + 2 * 4 * split["val"] * pixels
+    reading = LOAD_PEAK * max(split["read_bytes"], split["read"] * pixels)
+    training = (2 * split["train"] + split["val"]) * pixels + 3 * 4 * split["val"] * pixels
     return max(reading, training)
 
 

@@ -37,6 +37,7 @@ class Source:
     test_x: torch.Tensor | None
     test_y: torch.Tensor | None
     origin: str  # where the images came from, in words (summary.json and the report say it)
+    read_bytes: int = 0  # the images as stored, before `channels` and `image_size`: the loading peak scales with them
 
 
 def is_named(dataset: str) -> bool:
@@ -73,23 +74,42 @@ def read_source(dataset: str, data_root: Path, download: bool, channels: int | N
     return shaped(source, channels, image_size)
 
 
+SHAPE_CHUNK = 1024  # images converted and resized at a time: their float copies stay this small
+
+
 def shaped(source: Source, channels: int | None, image_size: tuple[int, int] | None) -> Source:
-    """The source with the dataset keys applied to both splits (a no-op where they already match)."""
+    """The source with the dataset keys applied to both splits, a chunk of images at a time into one uint8 result
+    (never a float copy of them all); the images themselves where the keys change nothing."""
     def apply(x: torch.Tensor | None) -> torch.Tensor | None:
-        return None if x is None else resize(convert(x, channels), image_size)
+        if x is None:
+            return None
+        shape = (target_channels(x.shape[1], channels), *(image_size or x.shape[-2:]))
+        if shape == tuple(x.shape[1:]):
+            return x
+        out = torch.empty((len(x), *shape), dtype=torch.uint8)
+        for i in range(0, len(x), SHAPE_CHUNK):
+            out[i:i + SHAPE_CHUNK] = resize(convert(x[i:i + SHAPE_CHUNK], channels), image_size)
+        return out
 
-    return Source(apply(source.x), source.y, apply(source.test_x), source.test_y, source.origin)
+    stored = source.x.numel() + (0 if source.test_x is None else source.test_x.numel())
+    return Source(apply(source.x), source.y, apply(source.test_x), source.test_y, source.origin, stored)
 
 
-def convert(images: torch.Tensor, channels: int | None) -> torch.Tensor:
-    """N x C x H x W uint8 to `channels`: 1, grey by BT.601 luma (grey and alpha: the grey); 3, grey repeated, RGBA
-    without its alpha. Without `channels` grey and RGB stay, RGBA loses its alpha and anything else is refused:
-    every figure, TensorBoard image and report tile shows grey or RGB."""
-    have = images.shape[1]
+def target_channels(have: int, channels: int | None) -> int:
+    """The channels images of `have` channels end with: `channels`, or without it grey and RGB as they are and RGBA
+    without its alpha. Any other count is refused: every figure, TensorBoard image and report tile shows grey or
+    RGB."""
     if channels is None and have not in (1, 3, 4):
         raise DataError(f"the images have {have} channels; aetune takes grey (1), RGB (3) or RGBA (4, its alpha "
                         "dropped): if the axes were misread, set layout: nhwc or nchw (grey and alpha: channels: 1)")
-    channels = channels or (3 if have == 4 else have)
+    return channels or (3 if have == 4 else have)
+
+
+def convert(images: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """N x C x H x W uint8 to target_channels: 1, grey by BT.601 luma (grey and alpha: the grey); 3, grey repeated,
+    RGBA without its alpha."""
+    have = images.shape[1]
+    channels = target_channels(have, channels)
     if channels == have:
         return images
     if channels == 3 and have == 1:
