@@ -1,6 +1,7 @@
 """Shared fixtures: the real MNIST files from ../shared/data (or $AETUNE_DATA), small subsets of them."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -42,6 +43,13 @@ def run_search(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m aetune.search ARGS` in a subprocess, to its end."""
     return subprocess.run([*SEARCH, *args], capture_output=True, text=True, env=search_env(), timeout=timeout,
                           cwd=REPO)
+
+
+def digests(root: Path) -> dict[str, str]:
+    """Every file and folder under root with its content's hash: what a refused or failed run must leave as it was
+    (the lock file included: it is never left behind)."""
+    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))}
 
 
 def write_space(path: Path, text: str) -> Path:

@@ -6,7 +6,6 @@ run as __main__ as under `python -m`): 3 s of imports per case would make this t
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -19,7 +18,7 @@ from typing import Callable
 
 import pytest
 import torch
-from conftest import DATA_ROOT, REPO
+from conftest import DATA_ROOT, REPO, digests
 
 from aetune.config import TrialConfig
 from aetune.experiment import Summary, VariantResult, write_manifest
@@ -414,12 +413,6 @@ CASES = [
 ]
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under root with its content's hash: what a failed run must leave exactly as it was."""
-    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}
-
-
 # Ray's own log lines when a case gets as far as starting Ray (the resource checks): a date, a level, no traceback
 RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t(INFO|WARNING) [\w.]+:\d+ -- ")
 
@@ -440,7 +433,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, cli, tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
     case.setup(ws)
-    before = snapshot(ws)
+    before = digests(ws)
     env = {**os.environ, "AETUNE_DATA": str(DATA_ROOT), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     env |= {k: fill(v, ws) for k, v in case.env.items()}
     code, out, err = cli(case.module, [fill(a, ws) for a in case.args], REPO, env)
@@ -448,4 +441,4 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, cli, tmp_path):
     assert err.count("\n") == 1 and err.startswith("aetune: error: "), err
     assert fill(case.expect, ws) in err, err
     assert code == 2
-    assert snapshot(ws) == before  # nothing written, nothing lost
+    assert digests(ws) == before  # nothing written, nothing lost

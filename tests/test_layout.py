@@ -125,7 +125,8 @@ def test_a_new_experiment_records_its_layout(searched):
     assert manifest == {"aetune": __version__, "layout": LAYOUT, "created": manifest["created"],
                         "space_sha256": space_digest((searched / "space.yaml").read_text()),
                         "data_root": manifest["data_root"]}
-    assert len(manifest["created"]) == 12
+    assert len(manifest["created"]) == 12 and manifest["created"].isalnum()
+    assert manifest["data_root"] == str(DATA_ROOT)  # what --resume falls back on
 
 
 def test_console_scripts_name_each_commands_main():

@@ -13,7 +13,6 @@ from conftest import REPO
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment import Trial
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from aetune.experiment import VARIANT_KEY

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, SEARCH, run_search, search_env, write_space
+from conftest import REPO, SEARCH, digests, run_search, search_env, write_space
 
 from aetune.errors import UsageError
 from aetune.experiment import Summary
@@ -47,12 +47,6 @@ def finished(tmp_path_factory) -> Path:
                      "--quiet")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     return root / "runs" / "tiny"
-
-
-def digests(root: Path) -> dict[str, str]:
-    """Every file and folder under root, with its content's hash (the lock file is never left behind)."""
-    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}
 
 
 def copy(finished: Path, tmp_path: Path) -> Path:

@@ -161,6 +161,7 @@ def test_every_trial_reserves_memory_for_its_own_copy_of_the_data(searched):
     assert len(bundles) == len(list(searched.glob("*/result.json")))
     assert all(b == [{"CPU": 1.0, "memory": float(max(map(worker_bytes, splits)))}] for b in bundles)  # no GPU
     assert splits[0]["read"] == 60000  # MNIST's whole training file, whatever train_size keeps
+    assert max(map(worker_bytes, splits)) == 3 * 60000 * 784  # reading it: larger than what training holds
 
 
 def test_each_trial_writes_scalars_images_and_hparams(searched):

@@ -88,6 +88,17 @@ def outcome(verdict: str, k: int) -> str:
         verdict, verdict)
 
 
+def first_vs_second(groups: list[list[Row]], key: str, mode: str = "min") -> list[tuple[float | None, str, int]]:
+    """Each ordered group's first pick against its second on `key` (the test split's values): Welch's p, Holm over
+    the groups, the verdict and the fewer of their runs; (None, "untested", 1) for a group of one."""
+    adjusted = stats.holm([stats.p_value(runs(g[0], key), runs(g[1], key)) if len(g) > 1 else None for g in groups])
+    compared = []
+    for group, p in zip(groups, adjusted):
+        a, b = (runs(group[0], key), runs(group[1], key)) if len(group) > 1 else ([], [])
+        compared.append((p, stats.verdict(p, a, b, mode), min(len(a), len(b)) or 1))
+    return compared
+
+
 def best_reconstruction(rows: list[Row], records: dict[str, Record]) -> Iterator[Finding]:
     """Within each code size, the pick ranked first by validation BCE (the split it was selected on; the mean of
     its repeats where it has them) against the runner-up on the test split (the same test images for both): a
@@ -95,13 +106,10 @@ def best_reconstruction(rows: list[Row], records: dict[str, Record]) -> Iterator
     are never "best". Comparisons across code sizes are the code-size view's (by_code_size)."""
     groups = [[r for r in rows if r["kind"] == "model" and r.get("group") == size and r.get("rank")]
               for size in sorted({r["group"] for r in rows if r["kind"] == "model" and r.get("rank")})]
-    groups = [g for g in groups if len(g) >= 2]
-    pairs = [sorted(g, key=lambda r: r["rank"])[:2] for g in groups]
-    adjusted = stats.holm([stats.p_value(runs(a, "test_bce"), runs(b, "test_bce")) for a, b in pairs])
+    groups = [sorted(g, key=lambda r: r["rank"]) for g in groups if len(g) >= 2]
     split = study.selection_split(records[r["name"]] for g in groups for r in g if r["name"] in records)
-    for group, (best, second), p in zip(groups, pairs, adjusted):
-        verdict = stats.verdict(p, runs(best, "test_bce"), runs(second, "test_bce"))
-        k = min(len(runs(best, "test_bce")), len(runs(second, "test_bce")))
+    for group, (p, verdict, k) in zip(groups, first_vs_second(groups, "test_bce")):
+        best, second = group[:2]
         claim = (f"{best['name']} reconstructs better than {second['name']}" if verdict == "better" else
                  f"{best['name']} vs {second['name']}: {outcome(verdict, k)}")
         yield finding(f"At code size {best['group']}, {best['name']} ranks first of the {len(group)} picks on the "
@@ -327,17 +335,12 @@ def within_code_sizes(models: list[Row], key: str, mode: str) -> list[tuple[int,
     sign = 1 if mode == "min" else -1
     groups = [sorted((r for r in models if r["code"] == size), key=lambda r: sign * stats.estimate(runs(r, key)).mean)
               for size in sorted({r["code"] for r in models})]
-    pairs = [(g[0], g[1]) if len(g) > 1 else None for g in groups]
-    adjusted = stats.holm([stats.p_value(runs(a, key), runs(b, key)) if pair else None
-                           for pair in pairs for a, b in [pair or (None, None)]])
     out = []
-    for group, pair, p in zip(groups, pairs, adjusted):
-        if pair is None:
+    for group, (p, verdict, k) in zip(groups, first_vs_second(groups, key, mode)):
+        if len(group) < 2:
             out.append((group[0]["code"], group, "one pick at this size; not tested"))
             continue
-        a, b = pair
-        verdict = stats.verdict(p, runs(a, key), runs(b, key), mode)
-        k = min(len(runs(a, key)), len(runs(b, key)))
+        a, b = group[:2]
         said = (f"{a['name']} {verdict} than {b['name']} ({stats.TEST}, p = {p:.3g})" if verdict in ("better", "worse")
                 else f"{a['name']} vs {b['name']}: {outcome(verdict, k)}"
                 + (f" ({stats.TEST}, p = {p:.3g})" if p is not None else ""))

@@ -19,12 +19,12 @@ class Progress:
     def drawing(self, artifacts: Iterable[Artifact]) -> Iterator[Artifact]:
         """Passes the figures through, one line per group (a variant's figures, or those across variants) as it
         is done: drawing is the slow part."""
-        group, count, total = None, 0, 0
+        group, count = None, 0
         for artifact in artifacts:
             if artifact.group != group and count:
                 self.say(f"drew {count} figure(s) of {group or 'all variants'}")
                 count = 0
-            group, count, total = artifact.group, count + 1, total + 1
+            group, count = artifact.group, count + 1
             yield artifact
         if count:
             self.say(f"drew {count} figure(s) of {group or 'all variants'}")

@@ -49,7 +49,7 @@ NOTES = ("K: the pick's config trained again under K new seeds once the search h
          "{noise} (noisy inputs: {psnr:.1f} dB), the same noisy images for every row. Own loss: each variant's "
          "training objective (a VAE's: its negative ELBO with sampled codes, nats per image, so not comparable). "
          "Probe accuracy: logistic regression on the frozen codes of {probe} training images (its L2 strength chosen "
-         "on a held-out fifth of them), scored on the test codes. Baselines, fitted on the same {fit} training images "
+         "on a held-out fifth of them), scored on the test codes. Baselines, fitted on the same {probe} training images "
          "(those the trials trained on): the mean image; PCA with as many components as the code has numbers (a code "
          "with at least as many numbers as the image, C x H x W, is no bottleneck: its PCA is capped there, exact); "
          "raw pixels (probe only). Anomalies: test images with MSE above 2 x the mean.")
@@ -246,8 +246,7 @@ def write_report(path: Path, ev: Evaluation) -> None:
     skips = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(why)}</li>" for n, why in ev.skipped.items())
     title = f"aetune evaluation: {html.escape(ev.name)}"
     first = ev.variants[0]
-    notes = NOTES.format(noise=fmt(ev.eval_noise), psnr=ev.noisy_input_psnr, probe=ev.probe_images,
-                         fit=ev.probe_images)
+    notes = NOTES.format(noise=fmt(ev.eval_noise), psnr=ev.noisy_input_psnr, probe=ev.probe_images)
     write_text(str(path), (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style></head><body>'
         f"<h1>{title}</h1><p>{len(ev.picks)} variants evaluated on {len(first.errors)} test images of "

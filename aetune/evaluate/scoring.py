@@ -20,7 +20,7 @@ from aetune.evaluate.study import NO_BOTTLENECK
 from aetune.models.base import Autoencoder
 from aetune.numbers import is_finite
 from aetune.train.data import ImageData, add_noise, to_float
-from aetune.train.trainer import EVAL_BATCH, EVAL_NOISE_SEED, chunks, latent_draw
+from aetune.train.trainer import EVAL_BATCH, EVAL_NOISE_SEED, latent_draw, scored_batches
 
 VALIDATION = ("val_loss", "val_bce", "val_mse", "val_denoise_bce")  # reported by every trial; code_l1 too
 IS_SAMPLES = 100  # importance samples per test image of test_nll; measured on a 784-400-20 VAE: K = 1000 is 0.5 nats
@@ -89,14 +89,10 @@ def score_checkpoint(v: Variant, images: EvalImages, device: torch.device, nll_s
     v.device = device
     cfg, model = v.config, v.model.to(device)
     own_noise = torch.Generator(device).manual_seed(cfg.seed + 1)  # the trainer's val_loss noise: same numbers
-    latents = chunks(latent_draw(model, len(images.data.test_x), device), EVAL_BATCH)
+    latent = latent_draw(model, len(images.data.test_x), device)
     parts, loss = defaultdict(list), 0.0
-    for chunk, noisy, latent in zip(images.data.test_x.split(EVAL_BATCH), images.noisy.split(EVAL_BATCH), latents):
-        clean = to_float(chunk.to(device))
-        out = model.objective(clean, clean, latent)
-        own = (model.objective(add_noise(clean, cfg.noise_factor, own_noise), clean, latent) if cfg.noise_factor
-               else out)
-        denoised = model.objective(noisy.to(device), clean, latent)
+    for clean, out, own, denoised in scored_batches(model, images.data.test_x, images.noisy, latent, cfg.noise_factor,
+                                                     own_noise, lambda chunk: to_float(chunk.to(device))):
         loss += float(own.loss) * len(clean)
         for key, pixels in (("bce", out.pixel_bce(clean)), ("mse", out.pixel_mse(clean)),
                             ("denoise_bce", denoised.pixel_bce(clean)), ("denoise_mse", denoised.pixel_mse(clean))):

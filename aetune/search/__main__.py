@@ -103,7 +103,8 @@ def _space_for(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
 
 
 def console_mode(args: argparse.Namespace) -> str:
-    """aetune's status view (tuner.CONSOLES): live by default; --quiet: errors and the final table; --verbose: Ray's."""
+    """tuner.set_console's mode: aetune's status view ("live") by default; --quiet: errors and the final table
+    ("quiet"); --verbose: Ray Tune's own output ("ray")."""
     return "quiet" if args.quiet else "ray" if args.verbose else "live"
 
 

@@ -153,8 +153,8 @@ class Lease:
         while not self.stop.wait(HEARTBEAT_S):
             if not self.beat_once():  # another driver took the lease over (this one stalled past LEASE_S)
                 holder_now = _read(self.path)
-                print(f"aetune: the lease on {self.experiment} was taken over by PID {holder_now.get('pid')} on "
-                      f"{holder_now.get('host')}; stopping this driver (two must never run one experiment)",
+                print(f"aetune: the lease on {self.experiment} was taken over by {describe(holder_now)}; stopping "
+                      "this driver (two must never run one experiment)",
                       file=sys.stderr, flush=True)
                 signal.raise_signal(signal.SIGINT)  # Tune stops gracefully and saves what it has
                 return

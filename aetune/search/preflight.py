@@ -3,7 +3,6 @@ anything is written: names the filesystem can hold, a cluster that answers, tria
 SIGTERM taken like Ctrl-C (Tune saves its state and the driver says how to resume)."""
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket

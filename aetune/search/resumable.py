@@ -140,8 +140,7 @@ def check_new(experiment: Any, given_storage: bool) -> None:
     """A new experiment: its name is free (no space.yaml there), and a --study-storage holds no study of another
     experiment with this name (study names carry the experiment's name)."""
     if read_text(join(experiment.path, SPACE_FILE)) is not None:
-        raise UsageError(f"experiment {experiment.path} exists; continue it with: {experiment.resume_command()}  "
-                         "(or start another with --name)")
+        raise experiment.exists_error()
     if not given_storage or experiment.study_storage is None:
         return
     names = study_names(experiment.study_storage) or set()

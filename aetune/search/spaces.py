@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from aetune.config import DATASETS, TrialConfig, is_dataset_path
+from aetune.config import TrialConfig
 from aetune.errors import UsageError, quote
 from aetune.metrics import BIASED, METRICS, for_family
 from aetune.models import build_model  # imports torch only when called: structural validation never does
@@ -189,11 +189,8 @@ class SearchSpace:
     def validate(self, source: str) -> None:
         check_key(self.searcher in SEARCHERS, source, "searcher",
                f"unknown {self.searcher!r}; use one of {SEARCHERS}")
-        check_key(isinstance(self.dataset, str) and (self.dataset in DATASETS or is_dataset_path(self.dataset)), source,
-               "dataset", f"unknown {self.dataset!r}; use one of {', '.join(DATASETS)}, the path of a .npy/.npz file, "
-               "or a folder of images")
-        try:
-            TrialConfig.from_dict({key: getattr(self, key) for key in DATA_KEYS})
+        try:  # the dataset and its keys, checked as every trial config is
+            TrialConfig.from_dict({key: getattr(self, key) for key in ("dataset", *DATA_KEYS)})
         except UsageError as err:  # its message starts with the key
             raise SpaceError(f"{source}: {err}") from None
         for key in ("epochs", "samples", "grace_period"):

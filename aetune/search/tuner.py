@@ -76,8 +76,11 @@ class Experiment:
         try:
             write_text(join(self.path, SPACE_FILE), text, exclusive=True)
         except FileExistsError:
-            raise UsageError(f"experiment {self.path} exists; continue it with: {self.resume_command()}  "
-                             "(or start another with --name)") from None
+            raise self.exists_error() from None
+
+    def exists_error(self) -> UsageError:
+        return UsageError(f"experiment {self.path} exists; continue it with: {self.resume_command()}  "
+                          "(or start another with --name)")
 
     def resume_command(self) -> str:
         """The command that continues this experiment, as it works when typed: its storage and study storage."""
@@ -199,9 +202,6 @@ def make_tuner(experiment: Experiment, trainable: Callable, resume: bool, consol
         ),
     )
     return set_console(tuner, experiment, console)
-
-
-CONSOLES = ("live", "quiet", "ray")  # aetune's status view; errors and the final table only; Ray's own output
 
 
 def set_console(tuner: tune.Tuner, experiment: Experiment, console: str) -> tune.Tuner:

@@ -133,9 +133,10 @@ def trial_data(config: TrialConfig, data_root: str | os.PathLike | None = None, 
     """What a trial of this config reads: its training and validation images (the test split only under
     val_size 0). The driver calls it too, so a missing file or a val_size that leaves no training image is
     found before any trial starts."""
-    root = str(data_root) if data_root and is_named(config.dataset) else None  # a file needs no root: one cache entry
-    return load_data(config.dataset, root, config.train_size, config.test_size,
-                     download, config.val_size, config.val_split, test=False, **dataset_keys(config))
+    named = is_named(config.dataset)  # a file needs no root and downloads nothing: one cache entry for every call
+    return load_data(config.dataset, str(data_root) if data_root and named else None, config.train_size,
+                     config.test_size, download or not named, config.val_size, config.val_split, test=False,
+                     **dataset_keys(config))
 
 
 def worker_bytes(split: dict) -> int:

@@ -6,7 +6,7 @@ import itertools
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -75,7 +75,7 @@ class Trainer:
     def _sanity_check(self) -> None:
         """One forward pass before any training, so a bad architecture fails here with its likely causes."""
         batch = to_float(self.data.val_x[:2])
-        latent = next(iter(chunks(self.val_latent, 2)))  # a fresh draw would move the seeded training's RNG
+        latent = None if self.val_latent is None else self.val_latent[:2]  # a fresh draw would move the RNG
         try:
             with torch.no_grad():
                 self.model.eval()
@@ -123,14 +123,9 @@ class Trainer:
         sums = dict.fromkeys(["val_loss", "val_bce", "val_mse", "val_denoise_bce", "code_l1", *model.extra_metrics],
                              0.0)
         n, pixels, code_numel = len(self.data.val_x), 0, 0
-        for chunk, noisy, latent in zip(self.data.val_x.split(EVAL_BATCH), self.val_noisy.split(EVAL_BATCH),
-                                        chunks(self.val_latent, EVAL_BATCH)):
-            clean = to_float(chunk.contiguous(memory_format=self.memory_format))
-            with self._autocast():
-                out = model.objective(clean, clean, latent)
-                own = (model.objective(add_noise(clean, cfg.noise_factor, noise), clean, latent) if cfg.noise_factor
-                       else out)
-                denoised = model.objective(noisy, clean, latent)
+        for clean, out, own, denoised in scored_batches(
+                model, self.data.val_x, self.val_noisy, self.val_latent, cfg.noise_factor, noise,
+                lambda chunk: to_float(chunk.contiguous(memory_format=self.memory_format)), self._autocast):
             sums["val_loss"] += own.loss.float() * len(clean)
             sums["val_bce"] += out.pixel_bce(clean).float().sum()
             sums["val_mse"] += out.pixel_mse(clean).float().sum()
@@ -201,6 +196,22 @@ def latent_draw(model: Autoencoder, n: int, device: torch.device) -> torch.Tenso
     noise whatever the trial's device, seed or epoch (None for a deterministic code)."""
     noise = model.latent_noise(n, torch.Generator().manual_seed(EVAL_LATENT_SEED))
     return None if noise is None else noise.to(device)
+
+
+def scored_batches(model: Autoencoder, images: torch.Tensor, noisy: torch.Tensor, latent: torch.Tensor | None,
+                   noise_factor: float, noise: torch.Generator, prepare: Callable[[torch.Tensor], torch.Tensor],
+                   autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                   ) -> Iterator[tuple]:
+    """The passes every validation and test score is read from, EVAL_BATCH images at a time: (clean images, their
+    reconstruction, the model's own objective (inputs noised at noise_factor by `noise`), the reconstruction of the
+    fixed noisy inputs), each with the batch's fixed latent draw. `prepare`: uint8 images to the model's floats."""
+    for chunk, noisy_chunk, draw in zip(images.split(EVAL_BATCH), noisy.split(EVAL_BATCH), chunks(latent, EVAL_BATCH)):
+        clean = prepare(chunk)
+        with autocast():
+            out = model.objective(clean, clean, draw)
+            own = model.objective(add_noise(clean, noise_factor, noise), clean, draw) if noise_factor else out
+            denoised = model.objective(noisy_chunk.to(clean.device), clean, draw)
+        yield clean, out, own, denoised
 
 
 def chunks(tensor: torch.Tensor | None, size: int) -> Iterable[torch.Tensor | None]:
