@@ -266,11 +266,13 @@ def train_cli(data_root, out, *flags: str) -> int:
 def test_resume_takes_the_config_from_the_checkpoint_and_epochs_extend_it(data_root, tmp_path, capsys):
     out = tmp_path / "one"
     assert train_cli(data_root, out, "--model", "conv", "--filters", "8", "8", "--train-size", "600",
-                     "--val-size", "100", "--test-size", "100", "--batch-size", "100", "--epochs", "1") == 0
-    assert train_cli(data_root, out, "--resume", "--epochs", "2") == 0  # no flag repeated
+                     "--val-size", "100", "--test-size", "100", "--batch-size", "100", "--epochs", "1",
+                     "--image-size", "28") == 0
+    assert train_cli(data_root, out, "--resume", "--epochs", "2", "--image-size", "28") == 0  # 28 is its [28, 28]
     bundle = load_checkpoint(out)
     assert bundle["epoch"] == 2 and bundle["config"]["model"] == "conv" and bundle["config"]["filters"] == [8, 8]
     assert bundle["config"]["epochs"] == 2 and bundle["config"]["test_size"] == 100
+    assert bundle["config"]["image_size"] in ([28, 28], (28, 28))
     events = sorted(out.glob("events.out.tfevents.*"))
     capsys.readouterr()
     assert train_cli(data_root, out, "--resume", "--epochs", "1") == 2  # smaller: refused in one line

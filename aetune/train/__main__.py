@@ -30,6 +30,7 @@ KEY_HELP = {  # the keys whose default says too little on its own
     "val_size": "of those, held out to validate on (default: 10%%; 0 validates on the test split)",
     "test_size": "test images aetune.evaluate reads; training never reads the test split (default: all)",
     "eval_noise": "the noise val_denoise_bce corrupts validation inputs with (default: 0.5)",
+    "image_size": "resize every image to SIZE x SIZE, or to height x width given two (default: as stored)",
 }
 
 
@@ -55,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         about = KEY_HELP.get(field.name, f"default: {field.default}")
         if field.name in ("hidden_layers", "filters"):
             config.add_argument(flag, type=int, nargs="*", default=None, help=about)
+        elif field.name == "image_size":  # one size (square) or height and width
+            config.add_argument(flag, type=int, nargs="+", metavar="SIZE", default=None, help=about)
         elif field.name == "amp":
             config.add_argument(flag, action="store_true", default=None,
                                 help="bf16 autocast (CUDA; CPUs with bf16 units)")
@@ -103,12 +106,12 @@ def _config(args: argparse.Namespace, bundle: dict[str, Any] | None, checkpoint:
         config = TrialConfig.from_dict({**(bundle["config"] if bundle else {}), **named})
     except ConfigError as err:
         raise ConfigError(f"{args.config or 'flags'}: {err}") from None
-    changed = sorted(k for k in DATA_AND_SPLIT if bundle and k in named and named[k] != bundle["config"].get(k))
+    saved = TrialConfig.from_dict(bundle["config"]).to_dict() if bundle else {}  # compared as coerced: 32 is [32, 32]
+    changed = sorted(k for k in DATA_AND_SPLIT if bundle and k in named and config.to_dict()[k] != saved[k])
     if changed:  # another split would move validation images into training mid-run (or train on other images)
         key = changed[0]
-        raise UsageError(f"--{key.replace('_', '-')}: {checkpoint} was trained with {key}="
-                         f"{bundle['config'].get(key)!r}; a resumed run keeps its data and split (drop the flag, or "
-                         "train a new run with another --out)")
+        raise UsageError(f"--{key.replace('_', '-')}: {checkpoint} was trained with {key}={saved[key]!r}; a resumed "
+                         "run keeps its data and split (drop the flag, or train a new run with another --out)")
     trained = int(bundle["epoch"]) if bundle else 0
     if bundle and config.epochs <= trained:
         given = f"--epochs {config.epochs}: " if "epochs" in named else ""
